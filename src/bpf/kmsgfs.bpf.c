@@ -22,7 +22,13 @@
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
+/* The same landmarks are asserted by RawEvent in src/sources/bpf/event.rs. */
 _Static_assert(sizeof(struct kmsgfs_event) == KMSGFS_EVENT_SIZE, "event layout changed");
+_Static_assert(__builtin_offsetof(struct kmsgfs_event, ns) == 72, "event layout changed");
+_Static_assert(__builtin_offsetof(struct kmsgfs_event, user_chain) == 112, "event layout changed");
+_Static_assert(__builtin_offsetof(struct kmsgfs_event, user_depth) == 208, "event layout changed");
+_Static_assert(__builtin_offsetof(struct kmsgfs_event, comm) == 216, "event layout changed");
+_Static_assert(__builtin_offsetof(struct kmsgfs_event, prefix) == 248, "event layout changed");
 
 #define PF_KTHREAD 0x00200000
 #define NF_STACK_DEPTH 4

@@ -503,7 +503,7 @@ impl Router {
         }
         self.last_seq = Some(rec.seq);
         if let Some(cal) = &mut self.cal {
-            if cal.seq.is_none() && rec.text == cal.nonce {
+            if cal.seq.is_none() && !cal.nonce.is_empty() && rec.text == cal.nonce {
                 cal.seq = Some(rec.seq);
             }
         }
@@ -532,6 +532,7 @@ impl Router {
             EventKind::Printk => {
                 if let Some(cal) = &mut self.cal {
                     if cal.id.is_none()
+                        && !cal.nonce.is_empty()
                         && ev.len as usize == cal.nonce.len()
                         && ev.matches_text(&cal.nonce)
                     {
