@@ -936,10 +936,7 @@ impl Router {
         self.counters.oom_blocks += 1;
         let (targets, victim_pid) = match victim {
             Some(v) => {
-                let vt = match self.owners(&v, b"") {
-                    Ok(o) => o,
-                    Err(_) => Vec::new(),
-                };
+                let vt = self.owners(&v, b"").unwrap_or_default();
                 let mut all = vt.clone();
                 if self.cfg.oom_policy == OomPolicy::VictimAndTrigger {
                     if let Targets::Owners(t) = &b.trigger {
