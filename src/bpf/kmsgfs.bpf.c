@@ -190,10 +190,19 @@ static __always_inline void net_from_task(struct kmsgfs_event *e, struct task_st
 		e->flags |= KMSGFS_F_NETUSER_TRUNC;
 }
 
+/*
+ * Submit without waking the reader, except when this event makes the unread data cross a
+ * multiple of cfg_wakeup_bytes: a reader that drains on wakeups (and periodically) never falls
+ * far behind, and a stalled reader costs one wakeup per cfg_wakeup_bytes, not one per event.
+ */
 static __always_inline void submit(struct kmsgfs_event *e, struct kmsgfs_stats *st)
 {
 	u64 flags = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= cfg_wakeup_bytes) {
+	u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	u64 step = cfg_wakeup_bytes ? cfg_wakeup_bytes : 1;
+	u64 rec = sizeof(*e) + 8; /* ring buffer record header */
+
+	if (avail >= step && avail >= rec && avail / step != (avail - rec) / step) {
 		flags = BPF_RB_FORCE_WAKEUP;
 		st->wakeups++;
 	}
