@@ -219,3 +219,104 @@ fn a_events_carry_caller_namespaces_and_seq() {
     assert_eq!(ks.drops, 0, "ring buffer dropped events");
     assert_eq!(src.decode_errors(), 0);
 }
+
+/// A segfault report is one record printed as several `KERN_CONT` fragments (`" in …"`,
+/// `" likely on CPU …"`): the continuation events carry the first fragment's descriptor id,
+/// and the merged record is attributed to the crashing task's namespace.
+#[test]
+fn a_continuation_fragments_link_to_their_record() {
+    if !need_basics(&[]) {
+        return;
+    }
+    if !need(
+        std::fs::read_to_string("/proc/sys/debug/exception-trace").is_ok_and(|s| s.trim() != "0"),
+        "debug.exception-trace=1 (the kernel prints segfault reports)",
+    ) {
+        return;
+    }
+    let mut src = BpfSource::start(&BpfConfig::default())
+        .unwrap_or_else(|e| panic!("BPF source failed to start: {e}"));
+    let tail = KmsgTail::start();
+    let (k, mut events) = calibrate(&mut src, &tail);
+    let host = kmsgfs::sources::bpf::host_namespaces().unwrap();
+
+    // SAFETY: the child only makes raw system calls and then faults; it never returns.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        // SAFETY: child after fork: async-signal-safe calls only, then a deliberate fault.
+        unsafe {
+            libc::prctl(libc::PR_SET_DUMPABLE, 0); // no core file
+            if libc::unshare(libc::CLONE_NEWNET) != 0 {
+                libc::_exit(10);
+            }
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::usleep(200_000);
+            std::ptr::write_volatile(std::ptr::null_mut::<u8>().wrapping_add(8), 1);
+            libc::_exit(11);
+        }
+    }
+    let net = wait_netns_change(pid as u32, host.net);
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    assert!(
+        libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGSEGV,
+        "status {st}"
+    );
+
+    let marker = format!("[{pid}]: segfault at ");
+    let end = Instant::now() + Duration::from_secs(10);
+    let rec = loop {
+        assert!(
+            Instant::now() < end,
+            "no segfault record for pid {pid} (printk ratelimited?)"
+        );
+        if let Some(r) = tail.recv_timeout(Duration::from_millis(20)) {
+            if String::from_utf8_lossy(&r.text).contains(&marker) {
+                break r;
+            }
+        }
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let mut buf = Vec::new();
+    src.drain(&mut buf).unwrap();
+    let conts: Vec<Event> = buf
+        .iter()
+        .filter(|e| e.kind == EventKind::Continuation && e.id == rec.seq.wrapping_add(k))
+        .cloned()
+        .collect();
+    for e in buf {
+        events.entry(e.id).or_insert(e);
+    }
+    let first = &events[&rec.seq.wrapping_add(k)];
+    assert_eq!(first.kind, EventKind::Printk);
+    assert!(first.matches_text(&rec.text));
+    assert!(
+        (first.len as usize) < rec.text.len(),
+        "the record was not built from fragments"
+    );
+    assert_eq!(first.ns.net, net);
+    eprintln!(
+        "record of {} bytes: first fragment {} bytes, {} continuation events",
+        rec.text.len(),
+        first.len,
+        conts.len()
+    );
+    assert!(
+        !conts.is_empty(),
+        "no continuation event linked to seq {}",
+        rec.seq
+    );
+    let total: usize = first.len as usize + conts.iter().map(|c| c.len as usize).sum::<usize>();
+    assert_eq!(
+        total,
+        rec.text.len(),
+        "fragment lengths add up to the record"
+    );
+    for c in &conts {
+        assert_eq!(c.ns.net, net, "continuation from the same task");
+        assert_eq!(c.pid, pid as u32);
+    }
+    assert!(src.kernel_stats().unwrap().cont >= conts.len() as u64);
+}
