@@ -16,6 +16,14 @@ kmsgfs_install_deps() {
     kmsgfs_need taskset util-linux
     kmsgfs_need busybox busybox-static
     kmsgfs_need cc gcc
+    # BPF attribution: build (clang, libelf, zlib via pkg-config) and its netfilter/OOM tests.
+    kmsgfs_need clang clang
+    kmsgfs_need pkg-config pkg-config
+    [ -e /usr/include/libelf.h ] || KMSGFS_MISSING+=(libelf-dev)
+    [ -e /usr/include/zlib.h ] || KMSGFS_MISSING+=(zlib1g-dev)
+    kmsgfs_need iptables iptables
+    kmsgfs_need nft nftables
+    kmsgfs_need ping iputils-ping
     if ((${#KMSGFS_MISSING[@]})); then
         echo "kmsgfs: installing missing packages: ${KMSGFS_MISSING[*]}"
         if [ "$(id -u)" -ne 0 ]; then

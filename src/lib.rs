@@ -10,4 +10,6 @@
 
 pub mod record;
 pub mod ring;
+pub mod router;
+pub mod sources;
 pub mod syslog;

@@ -1,0 +1,3 @@
+//! Sources of kernel log data: the host `/dev/kmsg` and BPF attribution events.
+
+pub mod bpf;

@@ -1,0 +1,282 @@
+//! Shared helpers for the BPF attribution integration tests (real kernel, root).
+//!
+//! * [`need`]: fail (or skip with `KMSGFS_ALLOW_SKIP=1`) naming a missing requirement.
+//! * [`KmsgTail`]: a non-destructive reader of the host `/dev/kmsg` from its end, on its own
+//!   real-time thread so that bursts do not overrun it.
+//! * [`Spawned`]: a child process killed and reaped on drop.
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use kmsgfs::record::Record;
+
+/// `Err(message)` if the requirement is missing and skipping is not allowed; `Ok(false)` to
+/// skip; `Ok(true)` to run.
+pub fn need(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: {what} (KMSGFS_ALLOW_SKIP=1)");
+        return false;
+    }
+    panic!("requirement missing: {what} (set KMSGFS_ALLOW_SKIP=1 to skip)");
+}
+
+/// Root, kernel BTF and the given commands.
+pub fn need_basics(cmds: &[&str]) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if !need(unsafe { libc::geteuid() } == 0, "root") {
+        return false;
+    }
+    if !need(
+        std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
+        "kernel BTF (/sys/kernel/btf/vmlinux)",
+    ) {
+        return false;
+    }
+    for c in cmds {
+        if !need(have_cmd(c), &format!("command `{c}`")) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `cmd` is on PATH.
+pub fn have_cmd(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+        .unwrap_or(false)
+}
+
+/// A unique tag for this test run.
+pub fn run_tag(name: &str) -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("kmsgfs-{name}-{}-{:x}", std::process::id(), t & 0xffff_ffff)
+}
+
+/// Write one record to the host `/dev/kmsg` through a fresh fd (avoids the per-fd ratelimit).
+pub fn write_kmsg(line: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/kmsg")
+        .expect("open /dev/kmsg for writing");
+    f.write_all(format!("{line}\n").as_bytes())
+        .expect("write /dev/kmsg");
+}
+
+/// Parse the fields the tests need from one `/dev/kmsg` read (A2): prio, seq, ts, flag, text
+/// (unescaped). Dictionary lines are ignored.
+pub fn parse_kmsg(buf: &[u8]) -> Option<Record> {
+    let semi = buf.iter().position(|&c| c == b';')?;
+    let header = std::str::from_utf8(&buf[..semi]).ok()?;
+    let mut f = header.split(',');
+    let prio: u16 = f.next()?.parse().ok()?;
+    let seq: u64 = f.next()?.parse().ok()?;
+    let ts_usec: u64 = f.next()?.parse().ok()?;
+    let cont = f.next()? == "c";
+    let body = &buf[semi + 1..];
+    let end = body.iter().position(|&c| c == b'\n').unwrap_or(body.len());
+    let esc = &body[..end];
+    let mut text = Vec::with_capacity(esc.len());
+    let mut i = 0;
+    while i < esc.len() {
+        if esc[i] == b'\\' && i + 3 < esc.len() && esc[i + 1] == b'x' {
+            let h = std::str::from_utf8(&esc[i + 2..i + 4]).ok()?;
+            text.push(u8::from_str_radix(h, 16).ok()?);
+            i += 4;
+        } else {
+            text.push(esc[i]);
+            i += 1;
+        }
+    }
+    Some(Record {
+        seq,
+        ts_usec,
+        prio,
+        cont,
+        text,
+        ..Record::default()
+    })
+}
+
+/// Reads the host `/dev/kmsg` from its current end on a SCHED_FIFO thread.
+pub struct KmsgTail {
+    pub rx: mpsc::Receiver<Record>,
+    stop: Arc<AtomicBool>,
+    /// Records lost to EPIPE (the reader was overrun).
+    pub lost: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KmsgTail {
+    pub fn start() -> Self {
+        let path = CString::new("/dev/kmsg").unwrap();
+        // SAFETY: valid NUL-terminated path; flags are plain ints.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+        assert!(
+            fd >= 0,
+            "open(/dev/kmsg) failed: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: fd was just opened and is owned here.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: lseek on a valid fd.
+        let r = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+        assert!(r >= 0, "lseek(/dev/kmsg, SEEK_END) failed");
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicU64::new(0));
+        let (s2, l2) = (Arc::clone(&stop), Arc::clone(&lost));
+        let thread = std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 10 };
+            // SAFETY: sets the calling thread's policy; param is valid. Failure is harmless.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            let mut buf = vec![0u8; 8192];
+            let mut last_seq: Option<u64> = None;
+            while !s2.load(Ordering::Relaxed) {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, 50) };
+                loop {
+                    // SAFETY: reading into a buffer of buf.len() bytes from a valid fd.
+                    let n =
+                        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    if n < 0 {
+                        let e = std::io::Error::last_os_error();
+                        match e.raw_os_error() {
+                            Some(libc::EAGAIN) => break,
+                            Some(libc::EPIPE) => continue,
+                            _ => panic!("read(/dev/kmsg) failed: {e}"),
+                        }
+                    }
+                    if let Some(rec) = parse_kmsg(&buf[..n as usize]) {
+                        if let Some(l) = last_seq {
+                            if rec.seq > l + 1 {
+                                l2.fetch_add(rec.seq - l - 1, Ordering::Relaxed);
+                            }
+                        }
+                        last_seq = Some(rec.seq);
+                        if tx.send(rec).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        KmsgTail {
+            rx,
+            stop,
+            lost,
+            thread: Some(thread),
+        }
+    }
+
+    /// Records available within `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Option<Record> {
+        self.rx.recv_timeout(timeout).ok()
+    }
+}
+
+impl Drop for KmsgTail {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A child process killed and reaped on drop.
+pub struct Spawned {
+    pub child: Child,
+}
+
+impl Spawned {
+    pub fn new(cmd: &mut Command) -> Self {
+        let child = cmd
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        Spawned { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send a line to its stdin.
+    pub fn release(&mut self) {
+        if let Some(stdin) = self.child.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n");
+            let _ = stdin.flush();
+        }
+    }
+
+    /// Wait for exit up to `timeout`; returns whether it exited successfully.
+    pub fn wait(&mut self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `/proc/<pid>/ns/<kind>` inode.
+pub fn ns_of(pid: u32, kind: &str) -> u32 {
+    kmsgfs::sources::bpf::ns_inode(&pid.to_string(), kind)
+        .unwrap_or_else(|e| panic!("namespace {kind} of {pid}: {e}"))
+}
+
+/// Wait until `pid` is in a network namespace other than `host_net`.
+pub fn wait_netns_change(pid: u32, host_net: u32) -> u32 {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = ns_of(pid, "net");
+        if n != host_net {
+            return n;
+        }
+        assert!(Instant::now() < end, "pid {pid} never left the host netns");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The first child of `pid` (for `unshare -f`).
+pub fn first_child(pid: u32) -> u32 {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        if let Some(c) = s.split_whitespace().next() {
+            return c.parse().unwrap();
+        }
+        assert!(Instant::now() < end, "pid {pid} has no child");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
