@@ -355,7 +355,9 @@ impl SyslogState {
 ///
 /// Calls come from the appending thread, after the record is readable, and are not ordered
 /// between concurrent producers: treat `next_seq` as "at least", and keep `appended` short
-/// (it delays the producer, not the readers).
+/// (it delays the producer, not the readers). It runs under the listener list's read lock, so
+/// it must not call [`Ring::add_listener`], [`Ring::remove_listener`] or [`Ring::append`];
+/// reading the ring is fine.
 pub trait Listener: Send + Sync {
     /// Records up to `next_seq - 1` are readable.
     fn appended(&self, next_seq: u64);
