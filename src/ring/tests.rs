@@ -460,7 +460,15 @@ fn check_same(ring: &Ring, model: &Model) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        // Saved failures live next to this file (tests.proptest-regressions), not in a
+        // top-level folder.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::default()
+    })]
 
     /// Every observable of the ring equals the model's after every step: seqs contiguous,
     /// records whole and intact, overrun counts exact, clear and syslog cursors right across
