@@ -333,7 +333,7 @@ fn compat_abi_size_buffer(h: &Harness) -> (i64, i64) {
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        // SAFETY (child): seccomp, sendmsg, raw syscalls, write and _exit only.
+        // SAFETY: in the forked child only seccomp, sendmsg, raw syscalls, write and _exit run.
         unsafe {
             let Ok(l) = kmsgfs::frontends::seccomp::install_filter() else {
                 libc::_exit(2)
