@@ -8,8 +8,8 @@
 //! No FUSE mount is involved.
 //!
 //! Host-safety helpers: [`HostTag`] writes one tagged record to the real `/dev/kmsg` and later
-//! proves that the host's clear point did not move past it (a host `/dev/kmsg` reader positioned
-//! with `SEEK_DATA` still finds it); [`host_printk`] reads the host console levels. Nothing here
+//! proves that the host's clear point did not move (a host `/dev/kmsg` reader positioned with
+//! `SEEK_DATA` still finds the tag and starts where it did); [`host_printk`] reads the host console levels. Nothing here
 //! clears or read-clears the host log.
 #![allow(dead_code)]
 
@@ -90,12 +90,8 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     /// A new empty directory under the system temp dir.
     pub fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "kmsgfs-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
+        // Unique across processes, including PID-namespace inits that all have pid 1.
+        let p = std::env::temp_dir().join(unique_tag(tag));
         let _ = fs::remove_dir_all(&p);
         fs::create_dir_all(&p).expect("create temp dir");
         TempDir(p)
@@ -118,7 +114,7 @@ pub fn unique_tag(what: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     format!(
         "kmsgfs-{what}-{}-{}-{nanos:x}",
@@ -272,14 +268,23 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Spawn `cmd` (stdin null, stdout/stderr piped unless set) with the kmsgfs filter installed
-/// just before `exec`; returns the child and the listener (the parent's copy).
-pub fn spawn_filtered(mut cmd: Command) -> (Child, OwnedFd) {
+/// Spawn `cmd` (stdin null, stdout/stderr piped) with the kmsgfs filter installed just before
+/// `exec`; returns the child and the listener (the parent's copy).
+pub fn spawn_filtered(cmd: Command) -> (Child, OwnedFd) {
+    spawn_filtered_io(cmd, false)
+}
+
+/// [`spawn_filtered`], with stdin piped if `piped_stdin`.
+pub fn spawn_filtered_io(mut cmd: Command, piped_stdin: bool) -> (Child, OwnedFd) {
     let (parent, child_end) = UnixStream::pair().expect("socketpair");
     let raw = child_end.as_raw_fd();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.stdin(if piped_stdin {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     // SAFETY: the closure only makes async-signal-safe calls (seccomp, sendmsg, close); both
     // helpers allocate nothing.
     unsafe {
@@ -349,8 +354,25 @@ pub fn host_printk() -> String {
 /// One record tagged with a unique string, written to the host's real `/dev/kmsg`.
 pub struct HostTag {
     pub tag: String,
-    /// Seq of the first record a `SEEK_DATA` reader saw right after the tag was written.
-    pub first_after_seek_data: Option<u64>,
+    /// The host's clear point when the tag was written, if it lies after the oldest stored
+    /// record (otherwise it is invisible, and `None`).
+    pub clear_point: Option<u64>,
+}
+
+/// Where the host's clear point is, as far as a `/dev/kmsg` reader can tell: the seq of the
+/// first record after `SEEK_DATA` if that is later than the oldest stored record, else `None`.
+/// Also reports whether `tag` is readable from the clear point on.
+pub fn host_clear_point(tag: &str) -> (Option<u64>, bool) {
+    let found = host_scan(true, tag, false).1;
+    // SEEK_DATA first, oldest second: if the host log wraps in between, the oldest record
+    // moves forward, which can only hide a clear point, never invent one.
+    let first = host_scan(true, tag, true).0;
+    let oldest = host_scan(false, tag, true).0;
+    let point = match (first, oldest) {
+        (Some(f), Some(o)) if f > o => Some(f),
+        _ => None,
+    };
+    (point, found)
 }
 
 impl HostTag {
@@ -363,41 +385,43 @@ impl HostTag {
             .expect("open /dev/kmsg for writing");
         f.write_all(format!("<6>{tag}\n").as_bytes())
             .expect("write the host tag");
-        let (first, found) = host_scan_from_clear_point(&tag);
+        let (clear_point, found) = host_clear_point(&tag);
         assert!(found, "the host tag {tag} is not readable after SEEK_DATA");
-        HostTag {
-            tag,
-            first_after_seek_data: first,
-        }
+        HostTag { tag, clear_point }
     }
 
     /// Assert that the host's clear point has not moved: a fresh `/dev/kmsg` reader positioned
-    /// with `SEEK_DATA` starts at the same record and still reaches the tag.
+    /// with `SEEK_DATA` still reaches the tag, and the clear point is where it was (or was
+    /// overwritten, when the host log wrapped meanwhile).
     pub fn assert_host_not_cleared(&self) {
-        let (first, found) = host_scan_from_clear_point(&self.tag);
+        let (point, found) = host_clear_point(&self.tag);
         assert!(
             found,
             "host clear point moved past {}: something cleared the HOST log",
             self.tag
         );
-        assert_eq!(
-            first, self.first_after_seek_data,
-            "the first record after SEEK_DATA on the host changed"
-        );
+        match (self.clear_point, point) {
+            (_, None) => {}
+            (Some(before), Some(now)) if before == now => {}
+            (before, now) => panic!("the HOST clear point moved from {before:?} to {now:?}"),
+        }
     }
 }
 
-/// Open the host `/dev/kmsg`, `lseek(SEEK_DATA)` to the clear point, read every record:
-/// (seq of the first record, whether `tag` was seen). Reading `/dev/kmsg` consumes nothing.
-pub fn host_scan_from_clear_point(tag: &str) -> (Option<u64>, bool) {
+/// Open the host `/dev/kmsg` (with `lseek(SEEK_DATA)` to the clear point if `seek_data`) and
+/// read every record, or only the first if `first_only`: (seq of the first record, whether
+/// `tag` was seen). Reading `/dev/kmsg` consumes nothing.
+pub fn host_scan(seek_data: bool, tag: &str, first_only: bool) -> (Option<u64>, bool) {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open("/dev/kmsg")
         .expect("open /dev/kmsg");
-    // SAFETY: lseek on an fd we own.
-    let rc = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
-    assert!(rc >= 0, "lseek(/dev/kmsg, SEEK_DATA) failed");
+    if seek_data {
+        // SAFETY: lseek on an fd we own.
+        let rc = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+        assert!(rc >= 0, "lseek(/dev/kmsg, SEEK_DATA) failed");
+    }
     let mut first = None;
     let mut found = false;
     let mut buf = vec![0u8; 8192];
@@ -415,9 +439,12 @@ pub fn host_scan_from_clear_point(tag: &str) -> (Option<u64>, bool) {
                 if rec.windows(tag.len()).any(|w| w == tag.as_bytes()) {
                     found = true;
                 }
+                if first_only && first.is_some() {
+                    break;
+                }
             }
             Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
-                // The record at the clear point was overwritten; keep going.
+                // Overwritten under us; the next read returns the oldest record.
                 first = None;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -17,9 +17,13 @@
 //! 3. [`syslog::compute`] on the listener's ring, under the ring's [`cursor_lock`].
 //! 4. Bytes for the caller go through `/proc/<tid>/mem`, opened *before* the `ID_VALID` check
 //!    ([`notify::write_to_caller`]); a short write is EFAULT.
-//! 5. `SEND`, and only if it succeeded [`syslog::apply`] the clear, READ_CLEAR or consumption:
-//!    a caller interrupted by a signal restarts the call with a new id, and must find the ring
-//!    unchanged.
+//! 5. [`syslog::apply`] the clear, READ_CLEAR, consumption or console change, then `SEND`; if
+//!    the SEND fails, apply the inverse effect. A caller interrupted by a signal restarts the
+//!    call with a new id and finds the ring unchanged (seccomp-agent.md §9), and a caller that
+//!    got its reply finds the effect already visible to everyone, including a FUSE `/dev/kmsg`
+//!    `SEEK_DATA` that it issues right after `dmesg -C` returned. (Applying only after the SEND
+//!    leaves a window in which the caller has returned but the clear is not yet visible; a test
+//!    hit it.) Everything from compute to the undo runs under the ring's [`cursor_lock`].
 //! 6. A READ with nothing unread is parked ([`Outcome::WouldBlock`]) and answered when the ring
 //!    appends (the agent registers a [`Listener`] on each ring it serves); parked calls are
 //!    re-checked with `ID_VALID` before they are answered and once a second, so callers that
@@ -50,7 +54,7 @@ use super::oci::{self, ContainerProcessState, Parsed};
 use super::{printk_time, Caller, Container, RingResolver, SeccompError};
 use crate::frontends::proc_kmsg::cursor_lock;
 use crate::ring::{Listener, Ring};
-use crate::syslog::{self, Call, Outcome, Policy};
+use crate::syslog::{self, Call, Effect, Outcome, Policy};
 
 /// Largest message accepted on a connection before it is dropped.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -66,6 +70,18 @@ pub trait AgentHooks: Send + Sync {
     /// A `syslog` notification of task `tid` for `action` was received, before anything else
     /// is done for it.
     fn received(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+
+    /// The reply to task `tid`'s `action` has been computed and its bytes are about to be
+    /// written into the caller (before `/proc/<tid>/mem` is opened).
+    fn before_write(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+
+    /// The effect of task `tid`'s `action` has been applied and the reply is about to be sent
+    /// (a failed SEND undoes the effect).
+    fn before_reply(&self, tid: u32, action: i32) {
         let _ = (tid, action);
     }
 }
@@ -764,6 +780,9 @@ impl Worker {
             }
             Outcome::Done { ret, data, effect } => {
                 if !data.is_empty() {
+                    if let Some(h) = &self.hooks {
+                        h.before_write(p.tid, p.call.action);
+                    }
                     match notify::write_to_caller(fd, p.id, p.tid, p.buf, &data) {
                         Ok(()) => {}
                         Err(WriteError::Stale) => {
@@ -790,12 +809,23 @@ impl Worker {
                 (ret, effect)
             }
         };
-        if self.reply(fd, p, i64::from(ret), 0) && !syslog::apply(&held.ring, effect) {
+        // Apply before SEND so that the effect is visible to everyone once the caller returns
+        // (a following FUSE `SEEK_DATA` must see the clear), and undo it if the reply cannot be
+        // delivered: a caller interrupted by a signal restarts the call and must find the ring
+        // unchanged. The cursor lock keeps other consumers out of this window.
+        let undo = undo_of(&held.ring, effect);
+        if !syslog::apply(&held.ring, effect) {
             // Cannot happen under the cursor lock unless a frontend consumed without it.
             log::warn!(
                 "syslog cursor of container {} moved during a READ; bytes may repeat",
                 held.container.id
             );
+        }
+        if let Some(h) = &self.hooks {
+            h.before_reply(p.tid, p.call.action);
+        }
+        if !self.reply(fd, p, i64::from(ret), 0) {
+            syslog::apply(&held.ring, undo);
         }
         Answered::Done
     }
@@ -841,6 +871,24 @@ impl Worker {
             .counters
             .parked
             .store(self.parked.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The effect that restores what `effect` changes, read before it is applied.
+fn undo_of(ring: &Ring, effect: Effect) -> Effect {
+    match effect {
+        Effect::None => Effect::None,
+        Effect::SetClear { .. } => Effect::SetClear {
+            seq: ring.clear_seq(),
+        },
+        Effect::Consume { from, to } => Effect::Consume { from: to, to: from },
+        Effect::Console { .. } => {
+            let st = ring.syslog_state();
+            Effect::Console {
+                level: st.console_level,
+                saved: st.saved_console_level,
+            }
+        }
     }
 }
 

@@ -4,9 +4,9 @@
 //! busybox `klogd` use it (kmsg-semantics D1, D2). Containers therefore run with a seccomp
 //! filter that turns `syslog` into a user notification (`SCMP_ACT_NOTIFY`); the agent receives
 //! each call, answers it from the container's own ring with [`crate::syslog::compute`], and
-//! applies clears and consumption ([`crate::syslog::apply`]) only after the reply was delivered
-//! (seccomp-agent.md §9). The host's log is never read, cleared or reconfigured on a container's
-//! behalf.
+//! makes clears and consumption ([`crate::syslog::apply`]) stick only if the reply was delivered
+//! (seccomp-agent.md §9; see [`agent`] for the order). The host's log is never read, cleared or
+//! reconfigured on a container's behalf.
 //!
 //! Pieces:
 //!
