@@ -316,34 +316,14 @@ fn b2_repeated_console_level_keeps_host_untouched_under_load() {
 }
 
 /// `syslog(SIZE_BUFFER)` through `int 0x80` (i386) and the x32 number, from a forked child
-/// under the filter. Returns (i386 result, x32 result) as the child saw them (negative: -errno).
+/// under the filter: (i386 result, x32 result), negative for -errno. A child killed by SIGSEGV
+/// means the kernel lacks CONFIG_IA32_EMULATION.
 fn compat_abi_size_buffer(h: &Harness) -> (i64, i64) {
-    use kmsgfs::frontends::seccomp::oci::{recv_one_fd, send_fd};
-    use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-    use std::os::unix::net::UnixStream;
-    let (parent, child_end) = UnixStream::pair().unwrap();
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two fds into the array.
-    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
-    // SAFETY: both fds are new and owned by nobody else.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let mut rd = std::fs::File::from(rd);
-    let (sock, wfd) = (child_end.as_raw_fd(), wr.as_raw_fd());
-    // SAFETY: the child only makes async-signal-safe calls and raw syscalls, then _exits.
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork");
-    if pid == 0 {
-        // SAFETY: in the forked child only seccomp, sendmsg, raw syscalls, write and _exit run.
+    let r = in_filtered_fork(h, || {
+        let i386: i64;
+        // SAFETY: int 0x80 with eax = 103 (syslog), ebx = 10 (SIZE_BUFFER), ecx = edx = 0;
+        // LLVM reserves rbx, so it is swapped in and out around the call.
         unsafe {
-            let Ok(l) = kmsgfs::frontends::seccomp::install_filter() else {
-                libc::_exit(2)
-            };
-            if send_fd(BorrowedFd::borrow_raw(sock), b"L", l.as_fd()).is_err() {
-                libc::_exit(3)
-            }
-            drop(l);
-            let i386: i64;
-            // ebx carries the first argument of int 0x80; LLVM reserves rbx, so swap it in.
             std::arch::asm!(
                 "xchg {b}, rbx",
                 "int 0x80",
@@ -353,37 +333,18 @@ fn compat_abi_size_buffer(h: &Harness) -> (i64, i64) {
                 in("rcx") 0u64,
                 in("rdx") 0u64,
             );
-            let x32 = libc::syscall(0x4000_0067, 10, 0, 0);
-            let x32 = if x32 < 0 {
-                -i64::from(*libc::__errno_location())
-            } else {
-                x32
-            };
-            let out = [i386, x32];
-            libc::write(wfd, out.as_ptr().cast(), 16);
-            libc::_exit(0);
         }
-    }
-    drop(child_end);
-    drop(wr);
-    let listener = recv_one_fd(parent.as_fd()).unwrap();
-    send_listener(&h.socket(), pid as u32, listener.as_fd(), BTreeMap::new()).unwrap();
-    drop(listener);
-    let mut buf = [0u8; 16];
-    let read = std::io::Read::read_exact(&mut rd, &mut buf);
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    if let Err(e) = read {
-        panic!(
-            "the compat-ABI child died (wait status {status:#x}, {e}); a SIGSEGV here means \
-             the kernel lacks CONFIG_IA32_EMULATION"
-        );
-    }
-    (
-        i64::from_ne_bytes(buf[..8].try_into().unwrap()),
-        i64::from_ne_bytes(buf[8..].try_into().unwrap()),
-    )
+        // SAFETY: a raw syscall with integer arguments only.
+        let x32 = unsafe { libc::syscall(0x4000_0067, 10, 0, 0) };
+        let x32 = if x32 < 0 {
+            // SAFETY: errno location of the calling thread.
+            -i64::from(unsafe { *libc::__errno_location() })
+        } else {
+            x32
+        };
+        [i386, x32, 0, 0]
+    });
+    (r[0], r[1])
 }
 
 #[test]

@@ -472,3 +472,41 @@ fn pid_reuse_inner() {
     }
     println!("{PID_REUSE_MARK} pid={reuser}");
 }
+
+/// The caller's buffer is checked like `copy_to_user` would: a read-only page or an unmapped
+/// address gives EFAULT (even where `/proc/<pid>/mem` could force the write), and an invalid
+/// pointer is not touched when nothing has to be copied (B5.6).
+#[test]
+fn b5_6_efault_for_unwritable_buffers_only_when_bytes_are_copied() {
+    if !require_root() {
+        return;
+    }
+    let tag = unique_tag("ring");
+    let h = Harness::new(&[format!("{tag} one")]);
+    let r = in_filtered_fork(&h, || {
+        // SAFETY: an anonymous private read-only mapping; only its address is used.
+        let ro = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as u64;
+        let mut ok_buf = [0u8; 4096];
+        [
+            raw_syslog(action::READ_ALL, ro, 4096),
+            raw_syslog(action::READ_ALL, 0x1000, 4096),
+            raw_syslog(action::READ_ALL, 0x1, 10),
+            raw_syslog(action::READ_ALL, ok_buf.as_mut_ptr() as u64, 4096),
+        ]
+    });
+    assert_eq!(r[0], -i64::from(libc::EFAULT), "read-only page");
+    assert_eq!(r[1], -i64::from(libc::EFAULT), "unmapped address");
+    assert_eq!(r[2], 0, "nothing fits in 10 bytes: no copy, no EFAULT");
+    let expected = format!("<6>[    1.000000] {tag} one\n").len() as i64;
+    assert_eq!(r[3], expected);
+    assert_eq!(h.agent.stats().faults, 2);
+}

@@ -472,3 +472,67 @@ pub fn open_append(p: &Path) -> File {
         .open(p)
         .expect("open")
 }
+
+/// Fork a child that installs the filter, hands its listener to `h`'s agent and runs `body`
+/// (raw syscalls only: it runs in a forked copy of a multi-threaded process, so it must not
+/// allocate or take locks). `body`'s four results come back to the caller.
+pub fn in_filtered_fork(h: &Harness, body: impl FnOnce() -> [i64; 4]) -> [i64; 4] {
+    use std::os::fd::FromRawFd;
+    let (parent, child_end) = UnixStream::pair().unwrap();
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both fds are new and owned by nobody else.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut rd = File::from(rd);
+    let (sock, wfd) = (child_end.as_raw_fd(), wr.as_raw_fd());
+    // SAFETY: the child runs only the filter installation, sendmsg, `body` (raw syscalls by
+    // contract), write and _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork");
+    if pid == 0 {
+        // SAFETY: see above; every call here is async-signal-safe.
+        unsafe {
+            let Ok(l) = install_filter() else {
+                libc::_exit(2)
+            };
+            if send_fd(BorrowedFd::borrow_raw(sock), b"L", l.as_fd()).is_err() {
+                libc::_exit(3)
+            }
+            drop(l);
+            let out = body();
+            libc::write(wfd, out.as_ptr().cast(), std::mem::size_of_val(&out));
+            libc::_exit(0);
+        }
+    }
+    drop(child_end);
+    drop(wr);
+    let listener = recv_one_fd(parent.as_fd()).unwrap();
+    send_listener(&h.socket(), pid as u32, listener.as_fd(), BTreeMap::new()).unwrap();
+    drop(listener);
+    let mut buf = [0u8; 32];
+    let read = rd.read_exact(&mut buf);
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if let Err(e) = read {
+        panic!("the forked child died (wait status {status:#x}): {e}");
+    }
+    let mut out = [0i64; 4];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = i64::from_ne_bytes(buf[i * 8..i * 8 + 8].try_into().unwrap());
+    }
+    out
+}
+
+/// `syscall(SYS_syslog, action, buf, len)` as `-errno` or the return value. Async-signal-safe.
+pub fn raw_syslog(action: i32, buf: u64, len: i32) -> i64 {
+    // SAFETY: the kernel (or the agent) validates the buffer; an invalid one gives EFAULT.
+    let r = unsafe { libc::syscall(libc::SYS_syslog, action, buf, len) };
+    if r < 0 {
+        // SAFETY: errno location of the calling thread.
+        -i64::from(unsafe { *libc::__errno_location() })
+    } else {
+        r
+    }
+}
