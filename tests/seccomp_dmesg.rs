@@ -7,13 +7,9 @@
 
 mod seccomp_support;
 
-use std::collections::BTreeMap;
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixDatagram;
-use std::process::Command;
 use std::sync::Arc;
 
-use kmsgfs::frontends::seccomp::{send_listener, AgentOptions};
+use kmsgfs::frontends::seccomp::AgentOptions;
 use kmsgfs::ring::{Ring, RingConfig, DEFAULT_CONSOLE_LEVEL};
 use seccomp_support::*;
 
@@ -238,60 +234,24 @@ fn d2_busybox_klogd_receives_records_appended_later() {
     }
     let tag = unique_tag("klogd");
     let h = Harness::new(&[format!("{tag} before")]);
-    // klogd logs through syslog(3) to /dev/log. Give it a private /dev with our socket as
-    // /dev/log (private mount namespace; the host's /dev is untouched).
-    let dir = TempDir::new("klogd");
-    let sock_path = dir.path().join("log");
-    let log = UnixDatagram::bind(&sock_path).expect("bind the test /dev/log");
-    log.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let script = format!(
-        "mount --make-rprivate / && mount -t tmpfs none /dev && touch /dev/log && \
-         mount --bind {} /dev/log && exec busybox klogd -n",
-        sock_path.display()
-    );
-    let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "sh", "-c", &script]);
-    let (child, listener) = spawn_filtered(cmd);
-    send_listener(&h.socket(), child.id(), listener.as_fd(), BTreeMap::new()).unwrap();
-    drop(listener);
-    let _kill = KillOnDrop(child.id());
-
-    let mut buf = vec![0u8; 4096];
-    let mut recv_tagged = |want: &str| loop {
-        let n = log.recv(&mut buf).expect("klogd sent nothing to /dev/log");
-        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-        if msg.contains(want) {
-            return msg;
-        }
-    };
-    let first = recv_tagged(&format!("{tag} before"));
+    let mut klogd = Klogd::start(&h);
+    let first = klogd.recv_containing(&format!("{tag} before"));
     assert!(first.contains("kernel"), "{first:?}");
     // klogd is now blocked in READ: the agent holds its call.
     h.wait_stats("klogd's READ to be parked", |s| s.parked == 1);
     for i in 0..3 {
         push(&h.ring, 10_000_000 + i, &format!("{tag} after {i}"));
-        let msg = recv_tagged(&format!("{tag} after {i}"));
-        assert!(msg.contains(&format!("{tag} after {i}")));
+        klogd.recv_containing(&format!("{tag} after {i}"));
     }
     // Everything was consumed from the ring's syslog cursor.
     h.wait_stats("klogd to block again", |s| s.parked == 1);
     assert_eq!(h.ring.syslog_state().seq, h.ring.next_seq());
-    drop(_kill);
-    let out = wait_output(child, TIMEOUT);
+    let out = klogd.kill();
     assert!(!out.status.success());
     // The parked call of the killed klogd is forgotten (ID_VALID sweep).
     h.wait_stats("the dead klogd's parked READ to be dropped", |s| {
         s.parked == 0
     });
-}
-
-struct KillOnDrop(u32);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        // SAFETY: kill has no memory preconditions; the pid is our unreaped child.
-        unsafe { libc::kill(self.0 as i32, libc::SIGKILL) };
-    }
 }
 
 #[test]

@@ -536,3 +536,70 @@ pub fn raw_syslog(action: i32, buf: u64, len: i32) -> i64 {
         r
     }
 }
+
+/// busybox `klogd -n` under the filter, with its `/dev/log` redirected to a socket the test
+/// reads: it runs in a private mount namespace with a tmpfs `/dev` holding only `log` (the
+/// host's `/dev` is untouched). Killed on drop.
+pub struct Klogd {
+    child: Option<Child>,
+    log: std::os::unix::net::UnixDatagram,
+    _dir: TempDir,
+}
+
+impl Klogd {
+    /// Start it and hand its listener to `h`.
+    pub fn start(h: &Harness) -> Klogd {
+        let dir = TempDir::new("klogd");
+        let sock_path = dir.path().join("log");
+        let log =
+            std::os::unix::net::UnixDatagram::bind(&sock_path).expect("bind the test /dev/log");
+        log.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let script = format!(
+            "mount --make-rprivate / && mount -t tmpfs none /dev && touch /dev/log && \
+             mount --bind {} /dev/log && exec busybox klogd -n",
+            sock_path.display()
+        );
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-m", "sh", "-c", &script]);
+        let (child, listener) = spawn_filtered(cmd);
+        send_listener(&h.socket(), child.id(), listener.as_fd(), BTreeMap::new()).unwrap();
+        Klogd {
+            child: Some(child),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The next message klogd logged (panics after [`TIMEOUT`]).
+    pub fn recv(&mut self) -> String {
+        let mut buf = vec![0u8; 8192];
+        let n = self.log.recv(&mut buf).expect("klogd logged nothing");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Skip messages until one contains `want`.
+    pub fn recv_containing(&mut self, want: &str) -> String {
+        loop {
+            let m = self.recv();
+            if m.contains(want) {
+                return m;
+            }
+        }
+    }
+
+    /// SIGKILL klogd and collect its output.
+    pub fn kill(&mut self) -> Output {
+        let child = self.child.take().expect("klogd running");
+        // SAFETY: kill has no memory preconditions; the child is not reaped yet.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        wait_output(child, TIMEOUT)
+    }
+}
+
+impl Drop for Klogd {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill();
+        }
+    }
+}

@@ -40,6 +40,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -612,7 +613,11 @@ impl Worker {
 
     fn register(&mut self, fd: OwnedFd, state: &ContainerProcessState) {
         let container = Arc::new(Container::from_state(state));
-        let ring = match self.resolver.ring_for(&container) {
+        // A panicking resolver must not take the agent (and every container's syslog) down.
+        let resolved =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.ring_for(&container)))
+                .unwrap_or_else(|_| Err("the ring resolver panicked".into()));
+        let ring = match resolved {
             Ok(r) => r,
             Err(e) => {
                 log::warn!(
@@ -722,11 +727,21 @@ impl Worker {
             return;
         }
         let policy = match creds {
-            Ok(creds) => self.resolver.policy_for(&Caller {
-                tid: n.tid,
-                container: &held.container,
-                creds,
-            }),
+            Ok(creds) => {
+                let caller = Caller {
+                    tid: n.tid,
+                    container: &held.container,
+                    creds,
+                };
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.policy_for(&caller)))
+                    .unwrap_or_else(|_| {
+                        log::error!("the permission policy panicked; refusing the call");
+                        Policy {
+                            privileged: false,
+                            restrict: true,
+                        }
+                    })
+            }
             Err(e) => {
                 log::warn!("cannot read the credentials of task {}: {e}", n.tid);
                 Policy {

@@ -154,6 +154,16 @@ mod tests {
         assert_eq!(map_to_inside("", 0), None);
     }
 
+    proptest::proptest! {
+        /// Every uid inside a single-line map round-trips; uids outside it do not map.
+        #[test]
+        fn uid_map_single_range(inside in 0u32..100_000, first in 0u32..1_000_000, count in 1u32..100_000, probe in 0u32..2_000_000) {
+            let map = format!("{inside} {first} {count}\n");
+            let expected = (probe >= first && probe - first < count).then(|| inside + (probe - first));
+            proptest::prop_assert_eq!(map_to_inside(&map, probe), expected);
+        }
+    }
+
     #[test]
     fn own_creds() {
         // SAFETY: gettid has no preconditions.

@@ -283,6 +283,33 @@ mod tests {
         assert!(!range_writable(MAPS, u64::MAX - 1, 4));
     }
 
+    proptest::proptest! {
+        /// `range_writable` agrees with a byte-by-byte model on random maps.
+        #[test]
+        fn range_writable_matches_a_model(
+            spans in proptest::collection::vec((1u64..8, 0u64..4, proptest::bool::ANY), 1..8),
+            addr in 0u64..80,
+            len in 0u64..40,
+        ) {
+            // Build sorted, non-overlapping mappings (in units of 1) with gaps between them.
+            let mut maps = String::new();
+            let mut writable = std::collections::BTreeSet::new();
+            let mut at = 0u64;
+            for (size, gap, w) in spans {
+                let lo = at + gap;
+                let hi = lo + size;
+                let perms = if w { "rw-p" } else { "r--p" };
+                maps.push_str(&format!("{lo:x}-{hi:x} {perms} 00000000 00:00 0\n"));
+                if w {
+                    writable.extend(lo..hi);
+                }
+                at = hi;
+            }
+            let model = (addr..addr + len).all(|b| writable.contains(&b));
+            proptest::prop_assert_eq!(range_writable(&maps, addr, len), model);
+        }
+    }
+
     fn notif(arch: u32, nr: u32, args: [u64; 6]) -> Notification {
         Notification {
             id: 1,
