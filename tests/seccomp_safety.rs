@@ -510,3 +510,66 @@ fn b5_6_efault_for_unwritable_buffers_only_when_bytes_are_copied() {
     assert_eq!(r[3], expected);
     assert_eq!(h.agent.stats().faults, 2);
 }
+
+/// The fd-holder design of docs/deploy.md §8: while another process (here: the test) keeps a
+/// copy of the listener, a stopped agent does not cause ENOSYS; the container's call waits, and
+/// a new agent that adopts the copy answers it.
+#[test]
+fn death_restart_with_a_held_listener_loses_no_call() {
+    if !ready(&["busybox"]) {
+        return;
+    }
+    let tag = unique_tag("ring");
+    let ring = ring_with(&[format!("{tag} one")]);
+    let h1 = Harness::with(ring.clone(), true, AgentOptions::default());
+    let mut cmd = Command::new("busybox");
+    cmd.args([
+        "sh",
+        "-c",
+        "busybox dmesg; echo first=$?; read x; busybox dmesg; echo second=$?",
+    ]);
+    let (mut child, listener) = spawn_filtered_io(cmd, true);
+    let held = listener
+        .try_clone()
+        .expect("dup the listener (the holder's copy)");
+    let state = kmsgfs::frontends::seccomp::ContainerProcessState::for_process(
+        child.id(),
+        "held",
+        BTreeMap::new(),
+    );
+    send_listener(&h1.socket(), child.id(), listener.as_fd(), BTreeMap::new()).unwrap();
+    drop(listener);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("first=") {
+        let mut line = String::new();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "child ended: {seen:?}"
+        );
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("first=0"), "{seen:?}");
+
+    // The agent goes away; the holder's copy keeps the listener alive.
+    drop(h1);
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    // The second dmesg now waits for an agent (it must not have failed).
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the child did not wait for the agent"
+    );
+
+    let h2 = Harness::with(ring, true, AgentOptions::default());
+    h2.agent.adopt(held, state);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let o = wait_output(child, TIMEOUT);
+    assert!(
+        rest.contains(&format!("{tag} one")),
+        "{rest:?} {:?}",
+        stderr(&o)
+    );
+    assert!(rest.contains("second=0"), "{rest:?}");
+}
