@@ -182,3 +182,29 @@ fn socket_is_private_and_single_owner() {
     drop(h);
     assert!(!path.exists(), "the socket was left behind");
 }
+
+/// A sender that cannot name its host pid (inside a PID namespace) sends 0; the agent then
+/// takes the sender's pid from `SO_PEERCRED`.
+#[test]
+fn oci_pid_zero_means_the_sender() {
+    if !ready() {
+        return;
+    }
+    let tag = unique_tag("ring");
+    let h = Harness::new(&[format!("{tag} one")]);
+    let (child, listener) = filtered_dmesg();
+    kmsgfs::frontends::seccomp::send_listener(
+        &h.socket(),
+        0,
+        listener.as_fd(),
+        std::collections::BTreeMap::new(),
+    )
+    .unwrap();
+    drop(listener);
+    let out = ok(&wait_output(child, TIMEOUT), "busybox dmesg");
+    assert!(out.contains(&format!("{tag} one")));
+    let seen = h.resolver.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].init_pid, std::process::id());
+    assert_eq!(seen[0].process_pid, std::process::id());
+    assert!(seen[0].user_ns.is_some());
+}

@@ -372,6 +372,8 @@ fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
 /// A connection from a runtime, until its message is complete.
 struct Conn {
     stream: UnixStream,
+    /// The sender's pid in the agent's PID namespace (SO_PEERCRED).
+    peer_pid: u32,
     buf: Vec<u8>,
     fds: Vec<OwnedFd>,
 }
@@ -487,7 +489,7 @@ impl Worker {
         };
         let incoming = std::mem::take(&mut *self.shared.incoming.lock());
         for (fd, state) in incoming {
-            self.register(fd, &state);
+            self.register(fd, &state, 0);
         }
     }
 
@@ -502,10 +504,12 @@ impl Worker {
                     return;
                 }
             };
-            match peer_uid(stream.as_fd()) {
+            let peer_pid = match peer_cred(stream.as_fd()) {
                 // SAFETY: geteuid has no preconditions.
-                Ok(uid) if uid == 0 || uid == unsafe { libc::geteuid() } => {}
-                Ok(uid) => {
+                Ok(c) if c.uid == 0 || c.uid == unsafe { libc::geteuid() } => {
+                    u32::try_from(c.pid).unwrap_or(0)
+                }
+                Ok(libc::ucred { uid, .. }) => {
                     log::warn!("seccomp socket: refusing a connection from uid {uid}");
                     bump(&self.shared.counters.rejected);
                     continue;
@@ -514,7 +518,7 @@ impl Worker {
                     log::warn!("`getsockopt(SO_PEERCRED)` failed: {e}");
                     continue;
                 }
-            }
+            };
             if let Err(e) = stream.set_nonblocking(true) {
                 log::warn!("`fcntl(O_NONBLOCK)` on a seccomp connection failed: {e}");
                 continue;
@@ -531,6 +535,7 @@ impl Worker {
                     stream,
                     buf: Vec::new(),
                     fds: Vec::new(),
+                    peer_pid,
                 },
             );
         }
@@ -592,7 +597,7 @@ impl Worker {
                     return;
                 };
                 match conn.fds.into_iter().nth(idx) {
-                    Some(fd) => self.register(fd, &state),
+                    Some(fd) => self.register(fd, &state, conn.peer_pid),
                     None => {
                         log::warn!(
                             "seccomp socket: container {} named fd {idx} but sent fewer fds",
@@ -611,8 +616,10 @@ impl Worker {
         }
     }
 
-    fn register(&mut self, fd: OwnedFd, state: &ContainerProcessState) {
-        let container = Arc::new(Container::from_state(state));
+    /// Serve `fd` for the container `state` describes. `peer_pid` (0: unknown) stands in for
+    /// the pids when the sender left them 0, as a process inside a PID namespace must.
+    fn register(&mut self, fd: OwnedFd, state: &ContainerProcessState, peer_pid: u32) {
+        let container = Arc::new(Container::from_state_or_peer(state, peer_pid));
         // A panicking resolver must not take the agent (and every container's syslog) down.
         let resolved =
             std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.ring_for(&container)))
@@ -907,7 +914,7 @@ fn undo_of(ring: &Ring, effect: Effect) -> Effect {
     }
 }
 
-fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
+fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -927,6 +934,6 @@ fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(cred.uid)
+        Ok(cred)
     }
 }

@@ -97,7 +97,17 @@ pub struct Container {
 impl Container {
     /// Build from a runtime message, reading the init's user namespace.
     pub fn from_state(state: &ContainerProcessState) -> Container {
-        let process_pid = u32::try_from(state.pid).unwrap_or(0);
+        Self::from_state_or_peer(state, 0)
+    }
+
+    /// [`Container::from_state`], using `peer_pid` (the sender's pid as the agent sees it,
+    /// from `SO_PEERCRED`; 0 if unknown) for a pid the message gives as 0. A sender inside a
+    /// PID namespace cannot name its host pid, so it sends 0.
+    pub fn from_state_or_peer(state: &ContainerProcessState, peer_pid: u32) -> Container {
+        let process_pid = match u32::try_from(state.pid) {
+            Ok(p) if p > 0 => p,
+            _ => peer_pid,
+        };
         let init_pid = match u32::try_from(state.state.pid) {
             Ok(p) if p > 0 => p,
             _ => process_pid,

@@ -247,6 +247,10 @@ pub fn recv_one_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
 /// Hand a listener to the agent listening on `socket`, as an OCI runtime does: one
 /// connection, one `ContainerProcessState` for `pid` (used as both the process and the
 /// container init), the listener attached. `annotations` may carry [`KEY_ANNOTATION`].
+///
+/// `pid` is a host pid, as the agent sees it: the agent reads the container's namespaces
+/// from `/proc/<pid>`. A sender inside a PID namespace passes 0, and the agent uses the
+/// sender's own pid from `SO_PEERCRED`, which the kernel translates for it.
 pub fn send_listener(
     socket: &Path,
     pid: u32,
