@@ -705,10 +705,13 @@ impl Worker {
                 return;
             }
             Err(e) => {
+                // Not a caller leaving: the listener itself is unusable. Polling it again would
+                // spin, so close it (its callers then get ENOSYS).
                 log::error!(
-                    "`ioctl(SECCOMP_IOCTL_NOTIF_RECV)` for {} failed: {e}",
+                    "`ioctl(SECCOMP_IOCTL_NOTIF_RECV)` for {} failed: {e}; closing the listener",
                     held.container.id
                 );
+                self.close_listener(t);
                 return;
             }
         };
