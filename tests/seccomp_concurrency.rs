@@ -152,3 +152,58 @@ fn c8_agent_read_and_proc_kmsg_share_one_cursor() {
         klogd_ids.len()
     );
 }
+
+const MT_ENV: &str = "KMSGFS_MT_HELPER_EXPECT";
+
+/// A multi-threaded caller: the notification names the calling thread (TID), and the answer
+/// is written into that thread's buffer through `/proc/<tid>/mem` (seccomp-agent.md §13). The
+/// test binary re-executes itself under the filter as [`mt_helper`].
+#[test]
+fn threads_of_one_caller_each_get_their_answer() {
+    if !require_root() {
+        return;
+    }
+    let tag = unique_tag("mt");
+    let h = Harness::new(&[format!("{tag} one"), format!("{tag} two")]);
+    let expect = format!("<6>[    1.000000] {tag} one\n<6>[    2.000000] {tag} two\n");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "mt_helper", "--nocapture", "--test-threads=1"])
+        .env(MT_ENV, &expect);
+    let (child, listener) = spawn_filtered(cmd);
+    kmsgfs::frontends::seccomp::send_listener(
+        &h.socket(),
+        child.id(),
+        std::os::fd::AsFd::as_fd(&listener),
+        std::collections::BTreeMap::new(),
+    )
+    .unwrap();
+    drop(listener);
+    let o = wait_output(child, TIMEOUT);
+    let out = ok(&o, "the multi-threaded helper");
+    assert!(out.contains("MT-HELPER-DONE 800"), "{out:?} {}", stderr(&o));
+}
+
+/// Helper of [`threads_of_one_caller_each_get_their_answer`]; does nothing unless started by it.
+#[test]
+fn mt_helper() {
+    let Ok(expect) = std::env::var(MT_ENV) else {
+        return; // A helper: the outer test runs it under the filter.
+    };
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let expect = expect.clone();
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    let mut buf = vec![0u8; 4096];
+                    let n = raw_syslog(3, buf.as_mut_ptr() as u64, buf.len() as i32);
+                    assert_eq!(n, expect.len() as i64, "READ_ALL");
+                    assert_eq!(&buf[..n as usize], expect.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    println!("MT-HELPER-DONE {}", 8 * 100);
+}
