@@ -410,7 +410,8 @@ struct Worker {
     conns: HashMap<u64, Conn>,
     listeners: HashMap<u64, Held>,
     parked: Vec<Pending>,
-    hooked_rings: Vec<Weak<Ring>>,
+    /// Rings the agent woke on, with the listener it registered there.
+    hooked_rings: Vec<(Weak<Ring>, Arc<dyn Listener>)>,
     next_token: u64,
 }
 
@@ -464,6 +465,11 @@ impl Worker {
         let n = self.listeners.len();
         self.parked.clear();
         self.listeners.clear();
+        for (ring, waker) in self.hooked_rings.drain(..) {
+            if let Some(ring) = ring.upgrade() {
+                ring.remove_listener(&waker);
+            }
+        }
         self.shared.counters.listeners.store(0, Ordering::Relaxed);
         self.shared.counters.parked.store(0, Ordering::Relaxed);
         if n > 0 {
@@ -670,14 +676,15 @@ impl Worker {
 
     /// Register the wake-up listener once per ring.
     fn hook_ring(&mut self, ring: &Arc<Ring>) {
-        self.hooked_rings.retain(|w| w.strong_count() > 0);
+        self.hooked_rings.retain(|(w, _)| w.strong_count() > 0);
         let seen = self
             .hooked_rings
             .iter()
-            .any(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(ring)));
+            .any(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(ring)));
         if !seen {
-            ring.add_listener(Arc::new(RingWaker(Arc::downgrade(&self.shared))));
-            self.hooked_rings.push(Arc::downgrade(ring));
+            let waker: Arc<dyn Listener> = Arc::new(RingWaker(Arc::downgrade(&self.shared)));
+            ring.add_listener(waker.clone());
+            self.hooked_rings.push((Arc::downgrade(ring), waker));
         }
     }
 
