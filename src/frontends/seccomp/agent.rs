@@ -1,0 +1,949 @@
+//! The agent: one thread, one epoll over the socket, the connections and every listener.
+//!
+//! **Accepting listeners** (seccomp-agent.md §6, §7). The socket is the profile's
+//! `listenerPath`. Each connection carries one `ContainerProcessState` and the listener fd. The
+//! first complete JSON document is used as soon as it has arrived: runc keeps its end open while
+//! a foreground `runc run` lives, so waiting for EOF would stall every container. Connections
+//! that close without data are ignored (crun connects before it sets up the container and may
+//! fail afterwards). Only peers running as root or as the agent's own uid are served, because a
+//! message chooses a ring. A container can have several listeners (`runc exec` adds one per
+//! exec); each ends with its own POLLHUP when no task uses its filter any more.
+//!
+//! **Answering a call** (§4, §9, §10):
+//!
+//! 1. `RECV` (ENOENT: the caller left; nothing to do).
+//! 2. Read the caller's credentials from `/proc/<tid>`, then confirm with `ID_VALID` that they
+//!    belonged to the caller; ask the resolver for the [`Policy`].
+//! 3. [`syslog::compute`] on the listener's ring, under the ring's [`cursor_lock`].
+//! 4. Bytes for the caller go through `/proc/<tid>/mem`, opened *before* the `ID_VALID` check
+//!    ([`notify::write_to_caller`]); a short write is EFAULT.
+//! 5. [`syslog::apply`] the clear, READ_CLEAR, consumption or console change, then `SEND`; if
+//!    the SEND fails, apply the inverse effect. A caller interrupted by a signal restarts the
+//!    call with a new id and finds the ring unchanged (seccomp-agent.md §9), and a caller that
+//!    got its reply finds the effect already visible to everyone, including a FUSE `/dev/kmsg`
+//!    `SEEK_DATA` that it issues right after `dmesg -C` returned. (Applying only after the SEND
+//!    leaves a window in which the caller has returned but the clear is not yet visible; a test
+//!    hit it.) Everything from compute to the undo runs under the ring's [`cursor_lock`].
+//! 6. A READ with nothing unread is parked ([`Outcome::WouldBlock`]) and answered when the ring
+//!    appends (the agent registers a [`Listener`] on each ring it serves); parked calls are
+//!    re-checked with `ID_VALID` before they are answered and once a second, so callers that
+//!    were interrupted are forgotten.
+//!
+//! CONSOLE_OFF/ON/LEVEL only change the ring's virtual console level (through
+//! [`syslog::apply`]). The reply never asks the kernel to CONTINUE the real call.
+//!
+//! **Stopping.** Dropping the [`AgentHandle`] closes every listener: pending and later calls of
+//! those containers fail with ENOSYS (docs/deploy.md, "Agent death").
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+
+use parking_lot::Mutex;
+
+use super::caller;
+use super::filter;
+use super::notify::{self, WriteError};
+use super::oci::{self, ContainerProcessState, Parsed};
+use super::{printk_time, Caller, Container, RingResolver, SeccompError};
+use crate::frontends::proc_kmsg::cursor_lock;
+use crate::ring::{Listener, Ring};
+use crate::syslog::{self, Call, Effect, Outcome, Policy};
+
+/// Largest message accepted on a connection before it is dropped.
+const MAX_MESSAGE: usize = 1 << 20;
+/// How often parked calls are re-checked for callers that went away.
+const PARKED_SWEEP_MS: i32 = 1000;
+
+const TOKEN_WAKE: u64 = 0;
+const TOKEN_SOCKET: u64 = 1;
+
+/// Instrumentation points, for tests and tracing. Every method runs on the agent thread;
+/// blocking in one blocks the agent.
+pub trait AgentHooks: Send + Sync {
+    /// A `syslog` notification of task `tid` for `action` was received, before anything else
+    /// is done for it.
+    fn received(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+
+    /// The reply to task `tid`'s `action` has been computed and its bytes are about to be
+    /// written into the caller (before `/proc/<tid>/mem` is opened).
+    fn before_write(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+
+    /// The effect of task `tid`'s `action` has been applied and the reply is about to be sent
+    /// (a failed SEND undoes the effect).
+    fn before_reply(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+}
+
+/// Options of [`Agent::spawn_with`].
+#[derive(Clone)]
+pub struct AgentOptions {
+    /// Permission bits of the socket; 0o600 by default (root-only: a message chooses a ring).
+    pub socket_mode: u32,
+    /// Instrumentation.
+    pub hooks: Option<Arc<dyn AgentHooks>>,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            socket_mode: 0o600,
+            hooks: None,
+        }
+    }
+}
+
+/// Counters of one agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentStats {
+    /// Listeners currently held.
+    pub listeners: u64,
+    /// Listeners accepted since start.
+    pub listeners_accepted: u64,
+    /// Connections or listeners refused (bad message, resolver error, foreign peer).
+    pub rejected: u64,
+    /// Notifications received.
+    pub received: u64,
+    /// Replies delivered.
+    pub answered: u64,
+    /// Notifications whose caller left before the reply (nothing written, nothing applied).
+    pub stale: u64,
+    /// READ calls currently parked.
+    pub parked: u64,
+    /// Calls answered with EFAULT because the caller's buffer was not writable.
+    pub faults: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    listeners: AtomicU64,
+    listeners_accepted: AtomicU64,
+    rejected: AtomicU64,
+    received: AtomicU64,
+    answered: AtomicU64,
+    stale: AtomicU64,
+    parked: AtomicU64,
+    faults: AtomicU64,
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+struct Shared {
+    wake: OwnedFd,
+    stop: AtomicBool,
+    incoming: Mutex<Vec<(OwnedFd, ContainerProcessState)>>,
+    counters: Counters,
+}
+
+impl Shared {
+    fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. EAGAIN (counter saturated)
+        // still leaves it readable, which is all a wake-up needs.
+        unsafe {
+            libc::write(
+                self.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+/// Told by a ring after each append; wakes the agent so that parked READs are retried.
+struct RingWaker(Weak<Shared>);
+
+impl Listener for RingWaker {
+    fn appended(&self, _next_seq: u64) {
+        if let Some(s) = self.0.upgrade() {
+            s.wake();
+        }
+    }
+}
+
+/// The `syslog(2)` agent. See the module documentation.
+pub struct Agent;
+
+/// A running agent. Dropping it stops the agent thread and closes every listener.
+pub struct AgentHandle {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+    socket: PathBuf,
+}
+
+impl Agent {
+    /// Listen on `socket_path` (mode 0600) and serve every listener handed over there from
+    /// the rings `resolver` chooses.
+    pub fn spawn(
+        socket_path: impl AsRef<Path>,
+        resolver: Arc<dyn RingResolver>,
+    ) -> Result<AgentHandle, SeccompError> {
+        Self::spawn_with(socket_path, resolver, AgentOptions::default())
+    }
+
+    /// [`Agent::spawn`] with options.
+    pub fn spawn_with(
+        socket_path: impl AsRef<Path>,
+        resolver: Arc<dyn RingResolver>,
+        options: AgentOptions,
+    ) -> Result<AgentHandle, SeccompError> {
+        let socket = socket_path.as_ref().to_path_buf();
+        let io_err = |call: String| move |source| SeccompError::Io { call, source };
+
+        let (notif, resp) =
+            filter::notif_sizes().map_err(io_err("seccomp(SECCOMP_GET_NOTIF_SIZES)".into()))?;
+        let ours = std::mem::size_of::<libc::seccomp_notif>();
+        if notif > ours || resp > std::mem::size_of::<libc::seccomp_notif_resp>() {
+            return Err(SeccompError::NotifSize {
+                kernel: notif,
+                ours,
+            });
+        }
+
+        if let Some(dir) = socket.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(io_err(format!("mkdir -p {}", dir.display())))?;
+            }
+        }
+        if socket.exists() {
+            if UnixStream::connect(&socket).is_ok() {
+                return Err(SeccompError::InUse(socket.display().to_string()));
+            }
+            std::fs::remove_file(&socket)
+                .map_err(io_err(format!("unlink({})", socket.display())))?;
+        }
+        let listener =
+            UnixListener::bind(&socket).map_err(io_err(format!("bind({})", socket.display())))?;
+        std::fs::set_permissions(
+            &socket,
+            std::fs::Permissions::from_mode(options.socket_mode),
+        )
+        .map_err(io_err(format!("chmod({})", socket.display())))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err("fcntl(O_NONBLOCK)".into()))?;
+
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if ep < 0 {
+            return Err(io_err("epoll_create1".into())(io::Error::last_os_error()));
+        }
+        // SAFETY: a new fd owned by nobody else.
+        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
+        // SAFETY: eventfd has no memory preconditions.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(io_err("eventfd".into())(io::Error::last_os_error()));
+        }
+        // SAFETY: a new fd owned by nobody else.
+        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        epoll_add(
+            epoll.as_fd(),
+            wake.as_fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_WAKE,
+        )
+        .map_err(io_err("epoll_ctl(ADD, eventfd)".into()))?;
+        epoll_add(
+            epoll.as_fd(),
+            listener.as_fd(),
+            libc::EPOLLIN as u32,
+            TOKEN_SOCKET,
+        )
+        .map_err(io_err("epoll_ctl(ADD, socket)".into()))?;
+
+        let shared = Arc::new(Shared {
+            wake,
+            stop: AtomicBool::new(false),
+            incoming: Mutex::new(Vec::new()),
+            counters: Counters::default(),
+        });
+        let worker = Worker {
+            epoll,
+            socket: listener,
+            shared: shared.clone(),
+            resolver,
+            hooks: options.hooks,
+            conns: HashMap::new(),
+            listeners: HashMap::new(),
+            parked: Vec::new(),
+            hooked_rings: Vec::new(),
+            next_token: 2,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kmsgfs-seccomp".into())
+            .spawn(move || worker.run())
+            .map_err(io_err("spawn(kmsgfs-seccomp)".into()))?;
+        log::info!("seccomp agent listening on {}", socket.display());
+        Ok(AgentHandle {
+            shared,
+            thread: Some(thread),
+            socket,
+        })
+    }
+}
+
+impl AgentHandle {
+    /// The socket OCI runtimes connect to.
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Serve a listener obtained some other way (an fd holder after a restart, or a process
+    /// started in-process), exactly as if `state` had arrived on the socket with it.
+    pub fn adopt(&self, listener: OwnedFd, state: ContainerProcessState) {
+        self.shared.incoming.lock().push((listener, state));
+        self.shared.wake();
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> AgentStats {
+        let c = &self.shared.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AgentStats {
+            listeners: get(&c.listeners),
+            listeners_accepted: get(&c.listeners_accepted),
+            rejected: get(&c.rejected),
+            received: get(&c.received),
+            answered: get(&c.answered),
+            stale: get(&c.stale),
+            parked: get(&c.parked),
+            faults: get(&c.faults),
+        }
+    }
+
+    /// Stop the agent and close every listener (the same as dropping the handle).
+    pub fn stop(self) {}
+}
+
+impl Drop for AgentHandle {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake();
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("seccomp agent thread panicked");
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        log::info!("seccomp agent on {} stopped", self.socket.display());
+    }
+}
+
+fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: valid epoll and target fds; `ev` is read during the call only.
+    let rc =
+        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
+    // SAFETY: valid fds; a null event pointer is allowed for EPOLL_CTL_DEL.
+    unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// A connection from a runtime, until its message is complete.
+struct Conn {
+    stream: UnixStream,
+    /// The sender's pid in the agent's PID namespace (SO_PEERCRED).
+    peer_pid: u32,
+    buf: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+/// A listener and what its calls are answered from.
+struct Held {
+    fd: OwnedFd,
+    container: Arc<Container>,
+    ring: Arc<Ring>,
+}
+
+/// A call waiting for an answer.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    token: u64,
+    id: u64,
+    tid: u32,
+    call: Call,
+    buf: u64,
+    policy: Policy,
+}
+
+enum Answered {
+    Done,
+    Park,
+}
+
+struct Worker {
+    epoll: OwnedFd,
+    socket: UnixListener,
+    shared: Arc<Shared>,
+    resolver: Arc<dyn RingResolver>,
+    hooks: Option<Arc<dyn AgentHooks>>,
+    conns: HashMap<u64, Conn>,
+    listeners: HashMap<u64, Held>,
+    parked: Vec<Pending>,
+    /// Rings the agent woke on, with the listener it registered there.
+    hooked_rings: Vec<(Weak<Ring>, Arc<dyn Listener>)>,
+    next_token: u64,
+}
+
+impl Worker {
+    fn run(mut self) {
+        const EMPTY: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
+        let mut events = [EMPTY; 32];
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            let timeout = if self.parked.is_empty() {
+                -1
+            } else {
+                PARKED_SWEEP_MS
+            };
+            // SAFETY: `events` is a writable array of the length passed.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as i32,
+                    timeout,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                log::error!("`epoll_wait` failed: {e}; the seccomp agent stops");
+                break;
+            }
+            for ev in &events[..n as usize] {
+                let (flags, token) = (ev.events, ev.u64);
+                match token {
+                    TOKEN_WAKE => self.drain_wake(),
+                    TOKEN_SOCKET => self.accept(),
+                    t if self.conns.contains_key(&t) => self.conn_readable(t),
+                    t if self.listeners.contains_key(&t) => {
+                        if flags & libc::EPOLLIN as u32 != 0 {
+                            self.notification(t);
+                        }
+                        let hup = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+                        if flags & hup != 0 {
+                            self.close_listener(t);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            self.retry_parked();
+        }
+        let n = self.listeners.len();
+        self.parked.clear();
+        self.listeners.clear();
+        for (ring, waker) in self.hooked_rings.drain(..) {
+            if let Some(ring) = ring.upgrade() {
+                ring.remove_listener(&waker);
+            }
+        }
+        self.shared.counters.listeners.store(0, Ordering::Relaxed);
+        self.shared.counters.parked.store(0, Ordering::Relaxed);
+        if n > 0 {
+            log::warn!("seccomp agent closed {n} listeners: their syslog(2) now fails with ENOSYS");
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        t
+    }
+
+    fn drain_wake(&mut self) {
+        let mut v = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64 from our nonblocking eventfd.
+        unsafe {
+            libc::read(
+                self.shared.wake.as_raw_fd(),
+                (&mut v as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        let incoming = std::mem::take(&mut *self.shared.incoming.lock());
+        for (fd, state) in incoming {
+            self.register(fd, &state, 0);
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let stream = match self.socket.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::warn!("`accept` on the seccomp socket failed: {e}");
+                    return;
+                }
+            };
+            let peer_pid = match peer_cred(stream.as_fd()) {
+                // SAFETY: geteuid has no preconditions.
+                Ok(c) if c.uid == 0 || c.uid == unsafe { libc::geteuid() } => {
+                    u32::try_from(c.pid).unwrap_or(0)
+                }
+                Ok(libc::ucred { uid, .. }) => {
+                    log::warn!("seccomp socket: refusing a connection from uid {uid}");
+                    bump(&self.shared.counters.rejected);
+                    continue;
+                }
+                Err(e) => {
+                    log::warn!("`getsockopt(SO_PEERCRED)` failed: {e}");
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nonblocking(true) {
+                log::warn!("`fcntl(O_NONBLOCK)` on a seccomp connection failed: {e}");
+                continue;
+            }
+            let t = self.token();
+            let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+            if let Err(e) = epoll_add(self.epoll.as_fd(), stream.as_fd(), events, t) {
+                log::warn!("`epoll_ctl(ADD)` for a seccomp connection failed: {e}");
+                continue;
+            }
+            self.conns.insert(
+                t,
+                Conn {
+                    stream,
+                    buf: Vec::new(),
+                    fds: Vec::new(),
+                    peer_pid,
+                },
+            );
+        }
+    }
+
+    fn conn_readable(&mut self, t: u64) {
+        let conn = self.conns.get_mut(&t).expect("connection");
+        let mut chunk = vec![0u8; oci::RECV_BUFFER];
+        let (n, fds) = match oci::recv_fds(conn.stream.as_fd(), &mut chunk) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                log::warn!("`recvmsg` on a seccomp connection failed: {e}");
+                bump(&self.shared.counters.rejected);
+                self.drop_conn(t);
+                return;
+            }
+        };
+        conn.buf.extend_from_slice(&chunk[..n]);
+        conn.fds.extend(fds);
+        if n == 0 {
+            if conn.buf.is_empty() && conn.fds.is_empty() {
+                // crun connects before it sets up the container; a failed start leaves an
+                // empty connection (seccomp-agent.md §7.3).
+                log::debug!("seccomp socket: empty connection ignored");
+            } else {
+                log::warn!(
+                    "seccomp socket: connection closed after {} bytes of an incomplete message",
+                    conn.buf.len()
+                );
+                bump(&self.shared.counters.rejected);
+            }
+            self.drop_conn(t);
+            return;
+        }
+        match oci::parse(&conn.buf) {
+            Parsed::Incomplete if conn.buf.len() < MAX_MESSAGE => {}
+            Parsed::Incomplete => {
+                log::warn!("seccomp socket: message larger than {MAX_MESSAGE} bytes dropped");
+                bump(&self.shared.counters.rejected);
+                self.drop_conn(t);
+            }
+            Parsed::Invalid(e) => {
+                log::warn!("seccomp socket: not a ContainerProcessState: {e}");
+                bump(&self.shared.counters.rejected);
+                self.drop_conn(t);
+            }
+            Parsed::Complete(state) => {
+                // Never wait for EOF: runc keeps its end open.
+                let conn = self.conns.remove(&t).expect("connection");
+                epoll_del(self.epoll.as_fd(), conn.stream.as_fd());
+                let Some(idx) = state.seccomp_fd_index() else {
+                    log::warn!(
+                        "seccomp socket: container {} sent no \"{}\" fd",
+                        state.state.id,
+                        oci::SECCOMP_FD_NAME
+                    );
+                    bump(&self.shared.counters.rejected);
+                    return;
+                };
+                match conn.fds.into_iter().nth(idx) {
+                    Some(fd) => self.register(fd, &state, conn.peer_pid),
+                    None => {
+                        log::warn!(
+                            "seccomp socket: container {} named fd {idx} but sent fewer fds",
+                            state.state.id
+                        );
+                        bump(&self.shared.counters.rejected);
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_conn(&mut self, t: u64) {
+        if let Some(c) = self.conns.remove(&t) {
+            epoll_del(self.epoll.as_fd(), c.stream.as_fd());
+        }
+    }
+
+    /// Serve `fd` for the container `state` describes. `peer_pid` (0: unknown) stands in for
+    /// the pids when the sender left them 0, as a process inside a PID namespace must.
+    fn register(&mut self, fd: OwnedFd, state: &ContainerProcessState, peer_pid: u32) {
+        let container = Arc::new(Container::from_state_or_peer(state, peer_pid));
+        // A panicking resolver must not take the agent (and every container's syslog) down.
+        let resolved =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.ring_for(&container)))
+                .unwrap_or_else(|_| Err("the ring resolver panicked".into()));
+        let ring = match resolved {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!(
+                    "no ring for container {} (pid {}): {e}; its syslog(2) will fail with ENOSYS",
+                    container.id,
+                    container.init_pid
+                );
+                bump(&self.shared.counters.rejected);
+                return;
+            }
+        };
+        self.hook_ring(&ring);
+        let t = self.token();
+        if let Err(e) = epoll_add(self.epoll.as_fd(), fd.as_fd(), libc::EPOLLIN as u32, t) {
+            log::error!(
+                "`epoll_ctl(ADD)` for the listener of {} failed: {e}",
+                container.id
+            );
+            bump(&self.shared.counters.rejected);
+            return;
+        }
+        log::info!(
+            "seccomp listener for container {} ({}, process {}, init {})",
+            container.id,
+            container.status,
+            container.process_pid,
+            container.init_pid
+        );
+        self.listeners.insert(
+            t,
+            Held {
+                fd,
+                container,
+                ring,
+            },
+        );
+        bump(&self.shared.counters.listeners_accepted);
+        self.shared
+            .counters
+            .listeners
+            .store(self.listeners.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Register the wake-up listener once per ring.
+    fn hook_ring(&mut self, ring: &Arc<Ring>) {
+        self.hooked_rings.retain(|(w, _)| w.strong_count() > 0);
+        let seen = self
+            .hooked_rings
+            .iter()
+            .any(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(ring)));
+        if !seen {
+            let waker: Arc<dyn Listener> = Arc::new(RingWaker(Arc::downgrade(&self.shared)));
+            ring.add_listener(waker.clone());
+            self.hooked_rings.push((Arc::downgrade(ring), waker));
+        }
+    }
+
+    fn close_listener(&mut self, t: u64) {
+        if let Some(h) = self.listeners.remove(&t) {
+            epoll_del(self.epoll.as_fd(), h.fd.as_fd());
+            log::debug!(
+                "seccomp listener of container {} closed (no task uses it)",
+                h.container.id
+            );
+        }
+        self.parked.retain(|p| p.token != t);
+        let c = &self.shared.counters;
+        c.listeners
+            .store(self.listeners.len() as u64, Ordering::Relaxed);
+        c.parked.store(self.parked.len() as u64, Ordering::Relaxed);
+    }
+
+    fn notification(&mut self, t: u64) {
+        let held = &self.listeners[&t];
+        let n = match notify::recv(held.fd.as_fd()) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                bump(&self.shared.counters.stale);
+                return;
+            }
+            Err(e) => {
+                // Not a caller leaving: the listener itself is unusable. Polling it again would
+                // spin, so close it (its callers then get ENOSYS).
+                log::error!(
+                    "`ioctl(SECCOMP_IOCTL_NOTIF_RECV)` for {} failed: {e}; closing the listener",
+                    held.container.id
+                );
+                self.close_listener(t);
+                return;
+            }
+        };
+        bump(&self.shared.counters.received);
+        let fd = held.fd.as_fd();
+        let Some(args) = n.syslog_args() else {
+            // The profile notified something that is not syslog: refuse it, never CONTINUE.
+            log::warn!(
+                "unexpected notification (arch {:#x}, nr {}) from {}",
+                n.arch,
+                n.nr,
+                held.container.id
+            );
+            let _ = notify::send(fd, n.id, 0, libc::ENOSYS);
+            return;
+        };
+        if let Some(h) = &self.hooks {
+            h.received(n.tid, args.action);
+        }
+        let creds = caller::read_creds(n.tid);
+        if !notify::id_valid(fd, n.id) {
+            bump(&self.shared.counters.stale);
+            return;
+        }
+        let policy = match creds {
+            Ok(creds) => {
+                let caller = Caller {
+                    tid: n.tid,
+                    container: &held.container,
+                    creds,
+                };
+                std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.policy_for(&caller)))
+                    .unwrap_or_else(|_| {
+                        log::error!("the permission policy panicked; refusing the call");
+                        Policy {
+                            privileged: false,
+                            restrict: true,
+                        }
+                    })
+            }
+            Err(e) => {
+                log::warn!("cannot read the credentials of task {}: {e}", n.tid);
+                Policy {
+                    privileged: false,
+                    restrict: true,
+                }
+            }
+        };
+        let p = Pending {
+            token: t,
+            id: n.id,
+            tid: n.tid,
+            call: Call {
+                action: args.action,
+                buf_is_null: args.buf == 0,
+                len: args.len,
+            },
+            buf: args.buf,
+            policy,
+        };
+        log::trace!(
+            "syslog({}, {:#x}, {}) from task {} of {}",
+            args.action,
+            args.buf,
+            args.len,
+            n.tid,
+            held.container.id
+        );
+        if let Answered::Park = self.answer(&p) {
+            self.parked.push(p);
+            self.shared
+                .counters
+                .parked
+                .store(self.parked.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Compute, deliver and apply one call; `Park` if it has to wait for records.
+    fn answer(&self, p: &Pending) -> Answered {
+        let held = &self.listeners[&p.token];
+        let fd = held.fd.as_fd();
+        let c = &self.shared.counters;
+        let lock = cursor_lock(&held.ring);
+        let _g = lock.lock();
+        let outcome = syslog::compute(&held.ring, p.policy, p.call, printk_time());
+        let (ret, effect) = match outcome {
+            Outcome::WouldBlock => return Answered::Park,
+            Outcome::Error(errno) => {
+                self.reply(fd, p, 0, errno);
+                return Answered::Done;
+            }
+            Outcome::Done { ret, data, effect } => {
+                if !data.is_empty() {
+                    if let Some(h) = &self.hooks {
+                        h.before_write(p.tid, p.call.action);
+                    }
+                    match notify::write_to_caller(fd, p.id, p.tid, p.buf, &data) {
+                        Ok(()) => {}
+                        Err(WriteError::Stale) => {
+                            bump(&c.stale);
+                            return Answered::Done;
+                        }
+                        Err(WriteError::Fault) => {
+                            bump(&c.faults);
+                            self.reply(fd, p, 0, libc::EFAULT);
+                            return Answered::Done;
+                        }
+                        Err(WriteError::Access(kind)) => {
+                            log::error!(
+                                "cannot write into task {} (`/proc/{}/mem`: {kind}); the agent \
+                                 must run as root in the host PID namespace",
+                                p.tid,
+                                p.tid
+                            );
+                            self.reply(fd, p, 0, libc::EFAULT);
+                            return Answered::Done;
+                        }
+                    }
+                }
+                (ret, effect)
+            }
+        };
+        // Apply before SEND so that the effect is visible to everyone once the caller returns
+        // (a following FUSE `SEEK_DATA` must see the clear), and undo it if the reply cannot be
+        // delivered: a caller interrupted by a signal restarts the call and must find the ring
+        // unchanged. The cursor lock keeps other consumers out of this window.
+        let undo = undo_of(&held.ring, effect);
+        if !syslog::apply(&held.ring, effect) {
+            // Cannot happen under the cursor lock unless a frontend consumed without it.
+            log::warn!(
+                "syslog cursor of container {} moved during a READ; bytes may repeat",
+                held.container.id
+            );
+        }
+        if let Some(h) = &self.hooks {
+            h.before_reply(p.tid, p.call.action);
+        }
+        if !self.reply(fd, p, i64::from(ret), 0) {
+            syslog::apply(&held.ring, undo);
+        }
+        Answered::Done
+    }
+
+    /// SEND; true if the caller got the reply.
+    fn reply(&self, fd: BorrowedFd<'_>, p: &Pending, val: i64, errno: i32) -> bool {
+        let c = &self.shared.counters;
+        match notify::send(fd, p.id, val, errno) {
+            Ok(()) => {
+                bump(&c.answered);
+                true
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                bump(&c.stale);
+                false
+            }
+            Err(e) => {
+                log::error!("`ioctl(SECCOMP_IOCTL_NOTIF_SEND)` failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Answer parked READs that can be answered now; forget those whose caller left.
+    fn retry_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            let Some(held) = self.listeners.get(&p.token) else {
+                continue;
+            };
+            if !notify::id_valid(held.fd.as_fd(), p.id) {
+                bump(&self.shared.counters.stale);
+                continue;
+            }
+            if let Answered::Park = self.answer(&p) {
+                self.parked.push(p);
+            }
+        }
+        self.shared
+            .counters
+            .parked
+            .store(self.parked.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The effect that restores what `effect` changes, read before it is applied.
+fn undo_of(ring: &Ring, effect: Effect) -> Effect {
+    match effect {
+        Effect::None => Effect::None,
+        Effect::SetClear { .. } => Effect::SetClear {
+            seq: ring.clear_seq(),
+        },
+        Effect::Consume { from, to } => Effect::Consume { from: to, to: from },
+        Effect::Console { .. } => {
+            let st = ring.syslog_state();
+            Effect::Console {
+                level: st.console_level,
+                saved: st.saved_console_level,
+            }
+        }
+    }
+}
+
+fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, which is valid and writable.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(cred)
+    }
+}

@@ -1,0 +1,176 @@
+//! Who is calling: the credentials of a notified task, read from `/proc/<tid>`.
+//!
+//! seccomp runs before the kernel's own permission check, so the agent decides who may use an
+//! action (kmsgfs-semantics B1). The kernel asks `capable(CAP_SYSLOG)` in the initial user
+//! namespace; for a container's own ring the equivalent is CAP_SYSLOG in the **container's**
+//! user namespace: the caller holds CAP_SYSLOG in its effective set and lives in the same user
+//! namespace as the container's init. A process that made itself a nested user namespace has a
+//! full capability set there, but not in the container's namespace, so it does not count.
+//! Like the kernel, the uid does not matter (B1.4: uid 65534 with CAP_SYSLOG succeeds); it is
+//! read (mapped into the caller's namespace through `uid_map`) for logging and for resolvers
+//! that want a stricter rule.
+//!
+//! Everything here is read by pid, so it can describe a different process once the pid is
+//! reused: the agent reads first and then confirms with `SECCOMP_IOCTL_NOTIF_ID_VALID` that the
+//! notifying task was still there (seccomp-agent.md §10).
+
+use std::fs;
+use std::io;
+
+/// `CAP_SYSLOG`.
+pub const CAP_SYSLOG: u32 = 34;
+
+/// Credentials of one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Creds {
+    /// `CapEff` from `/proc/<tid>/status`.
+    pub cap_eff: u64,
+    /// Effective uid as the daemon (initial user namespace) sees it.
+    pub euid: u32,
+    /// Effective uid inside the task's own user namespace, if mapped.
+    pub euid_in_ns: Option<u32>,
+    /// Inode of `/proc/<tid>/ns/user`.
+    pub user_ns: u64,
+}
+
+impl Creds {
+    /// CAP_SYSLOG is in the effective set.
+    pub fn has_cap_syslog(&self) -> bool {
+        self.cap_eff & (1u64 << CAP_SYSLOG) != 0
+    }
+}
+
+/// Read the credentials of task `tid`.
+pub fn read_creds(tid: u32) -> io::Result<Creds> {
+    let status = fs::read_to_string(format!("/proc/{tid}/status"))?;
+    let (cap_eff, euid) = parse_status(&status).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("/proc/{tid}/status has no CapEff or Uid line"),
+        )
+    })?;
+    let user_ns = user_ns_of(tid)?;
+    let euid_in_ns = fs::read_to_string(format!("/proc/{tid}/uid_map"))
+        .ok()
+        .and_then(|m| map_to_inside(&m, euid));
+    Ok(Creds {
+        cap_eff,
+        euid,
+        euid_in_ns,
+        user_ns,
+    })
+}
+
+/// Inode of the user namespace of `pid`.
+pub fn user_ns_of(pid: u32) -> io::Result<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/user"))?;
+    parse_ns_link(&link.to_string_lossy()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected /proc/{pid}/ns/user link {}", link.display()),
+        )
+    })
+}
+
+/// `CapEff` and the effective uid (second field of `Uid:`) from a `/proc/<pid>/status` text.
+pub fn parse_status(status: &str) -> Option<(u64, u32)> {
+    let mut cap = None;
+    let mut euid = None;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("CapEff:") {
+            cap = u64::from_str_radix(v.trim(), 16).ok();
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            euid = v.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        }
+    }
+    Some((cap?, euid?))
+}
+
+/// `user:[4026531837]` → 4026531837.
+pub fn parse_ns_link(link: &str) -> Option<u64> {
+    link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
+}
+
+/// Map `outside` (a uid as the reader of `uid_map` sees it) to the uid inside the namespace,
+/// using the lines `inside outside count` of a `uid_map`.
+pub fn map_to_inside(uid_map: &str, outside: u32) -> Option<u32> {
+    uid_map.lines().find_map(|line| {
+        let mut it = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+        let (inside, first, count) = (it.next()??, it.next()??, it.next()??);
+        let o = u64::from(outside);
+        (o >= first && o - first < count)
+            .then(|| u32::try_from(inside + (o - first)).ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fields() {
+        let s = "Name:\tdmesg\nUid:\t1000\t0\t0\t0\nGid:\t0\t0\t0\t0\nCapInh:\t0000000000000000\n\
+                 CapPrm:\t000001ffffffffff\nCapEff:\t00000004a80425fb\nCapBnd:\t000001ffffffffff\n";
+        let (cap, euid) = parse_status(s).unwrap();
+        assert_eq!(euid, 0);
+        assert_eq!(cap, 0x4a80425fb);
+        assert!(Creds {
+            cap_eff: cap,
+            euid,
+            euid_in_ns: Some(0),
+            user_ns: 1
+        }
+        .has_cap_syslog());
+        // The default runc set (seccomp-agent.md §11) has no CAP_SYSLOG.
+        assert!(!Creds {
+            cap_eff: 0x2000_0420,
+            euid: 0,
+            euid_in_ns: Some(0),
+            user_ns: 1
+        }
+        .has_cap_syslog());
+        assert_eq!(parse_status("Uid:\t0\t0\t0\t0\n"), None);
+    }
+
+    #[test]
+    fn ns_links() {
+        assert_eq!(parse_ns_link("user:[4026531837]"), Some(4026531837));
+        assert_eq!(parse_ns_link("user:4026531837"), None);
+        assert_eq!(parse_ns_link("user:[x]"), None);
+    }
+
+    #[test]
+    fn uid_maps() {
+        let identity = "         0          0 4294967295\n";
+        assert_eq!(map_to_inside(identity, 0), Some(0));
+        assert_eq!(map_to_inside(identity, 1000), Some(1000));
+        let userns = "0 100000 65536\n65536 5000 1\n";
+        assert_eq!(map_to_inside(userns, 100000), Some(0));
+        assert_eq!(map_to_inside(userns, 165535), Some(65535));
+        assert_eq!(map_to_inside(userns, 165536), None);
+        assert_eq!(map_to_inside(userns, 5000), Some(65536));
+        assert_eq!(map_to_inside(userns, 0), None);
+        assert_eq!(map_to_inside("", 0), None);
+    }
+
+    proptest::proptest! {
+        /// Every uid inside a single-line map round-trips; uids outside it do not map.
+        #[test]
+        fn uid_map_single_range(inside in 0u32..100_000, first in 0u32..1_000_000, count in 1u32..100_000, probe in 0u32..2_000_000) {
+            let map = format!("{inside} {first} {count}\n");
+            let expected = (probe >= first && probe - first < count).then(|| inside + (probe - first));
+            proptest::prop_assert_eq!(map_to_inside(&map, probe), expected);
+        }
+    }
+
+    #[test]
+    fn own_creds() {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u32;
+        let c = read_creds(tid).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(c.euid, unsafe { libc::geteuid() });
+        assert_eq!(c.user_ns, user_ns_of(std::process::id()).unwrap());
+    }
+}
