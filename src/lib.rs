@@ -11,3 +11,10 @@
 pub mod record;
 pub mod ring;
 pub mod syslog;
+
+pub mod daemon;
+pub mod frontends;
+pub mod ratelimit;
+pub mod registry;
+pub mod sources;
+pub mod sys;
