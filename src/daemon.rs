@@ -236,7 +236,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     std::thread::spawn(move || {
         let _ = done_tx.send(session.umount_and_join());
     });
-    match done_rx.recv_timeout(Duration::from_secs(5)) {
+    match done_rx.recv_timeout(Duration::from_secs(2)) {
         Ok(Ok(())) => log::info!("unmounted {}", mountpoint.display()),
         Ok(Err(e)) => log::warn!("unmounting {} failed: {e}", mountpoint.display()),
         Err(_) => log::warn!(

@@ -204,7 +204,13 @@ impl Daemon {
         let c = CString::new(fifo.as_os_str().as_bytes()).expect("fifo path");
         // SAFETY: `c` is a valid NUL-terminated path.
         let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-        assert_eq!(rc, 0, "mkfifo {}: {}", fifo.display(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "mkfifo {}: {}",
+            fifo.display(),
+            std::io::Error::last_os_error()
+        );
         // O_RDWR on a FIFO never blocks on Linux and keeps a writer open, so the daemon never
         // sees EOF while the test runs.
         let fifo_w = OpenOptions::new()
@@ -571,4 +577,82 @@ pub fn open_nonblock(path: &Path) -> File {
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
+}
+
+/// Result of a shell command.
+#[derive(Debug)]
+pub struct Sh {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub out: String,
+    /// Standard error.
+    pub err: String,
+}
+
+/// Run `cmd` with `sh -c` and capture its output.
+pub fn sh(cmd: &str) -> Sh {
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run sh -c {cmd:?}: {e}"));
+    let r = Sh {
+        code: o.status.code().unwrap_or(-1),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    eprintln!(
+        "$ {cmd}\n  -> code {} out {:?} err {:?}",
+        r.code, r.out, r.err
+    );
+    r
+}
+
+/// A shell command that prints every record readable at `path` (non-blocking, until EAGAIN).
+pub fn dump_cmd(path: &Path) -> String {
+    format!(
+        "dd if={} iflag=nonblock bs=8192 status=none",
+        path.display()
+    )
+}
+
+/// Split concatenated kmsg records into records (dictionary lines stay with their record).
+pub fn split_records(s: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in s.split_inclusive('\n') {
+        if line.starts_with(' ') {
+            if let Some(last) = out.last_mut() {
+                last.push_str(line);
+                continue;
+            }
+        }
+        out.push(line.to_owned());
+    }
+    out
+}
+
+/// Texts of the records in `s`.
+pub fn texts(s: &str) -> Vec<String> {
+    split_records(s)
+        .iter()
+        .map(|r| text_of(r).to_owned())
+        .collect()
+}
+
+/// Wait until `pid` is blocked in a FUSE request (wchan `request_wait_answer`).
+pub fn wait_blocked_in_fuse(pid: u32) {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let w = fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        if w == "request_wait_answer" {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} did not block in a FUSE request (wchan {w:?})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

@@ -212,6 +212,29 @@ impl log::Log for HookLogger {
                 }
             }
         }
+        // fuser logs the kernel's ENOENT for a reply to a request that is already finished
+        // (our INTERRUPT answers, replies to readers that died) as an error. After an
+        // interrupt that is the expected outcome, so it is demoted to debug.
+        if record.target() == "fuser::reply" && record.level() == log::Level::Error {
+            let enoent = LINE.with(|l| {
+                let mut l = l.borrow_mut();
+                l.clear();
+                let _ = l.write_fmt(*record.args());
+                l.contains("(os error 2)")
+            });
+            if enoent {
+                let demoted = log::Record::builder()
+                    .args(*record.args())
+                    .level(log::Level::Debug)
+                    .target(record.target())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build();
+                self.inner.log(&demoted);
+                return;
+            }
+        }
         // env_logger applies its own filter.
         self.inner.log(record);
     }
