@@ -232,15 +232,25 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let _ = stop_tx.send(());
     let _ = reclaimer.join();
 
+    // umount(2) first; it fails with EBUSY while clients hold files open (a container's
+    // `dmesg -w`), and then the mount is detached lazily instead. The join is abandoned if the
+    // connection stays alive (open files, or copies of the mount in other mount namespaces);
+    // exiting closes /dev/fuse, which aborts the connection.
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
     std::thread::spawn(move || {
         let _ = done_tx.send(session.umount_and_join());
     });
     match done_rx.recv_timeout(Duration::from_secs(2)) {
         Ok(Ok(())) => log::info!("unmounted {}", mountpoint.display()),
-        Ok(Err(e)) => log::warn!("unmounting {} failed: {e}", mountpoint.display()),
+        Ok(Err(e)) => {
+            log::info!("umount({}): {e}; detaching lazily", mountpoint.display());
+            match sys::mount::detach(&mountpoint) {
+                Ok(()) => log::info!("unmounted {} (lazily)", mountpoint.display()),
+                Err(e) => log::warn!("{e}"),
+            }
+        }
         Err(_) => log::warn!(
-            "{} still in use by open files; exiting, which aborts the connection",
+            "unmounted {}, but the connection is still in use; exiting aborts it",
             mountpoint.display()
         ),
     }
