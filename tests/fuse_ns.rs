@@ -157,8 +157,15 @@ fn e6_ns_directory_visibility() {
     assert_eq!(texts(&out.out), vec!["member wrote"]);
 
     // A member sees only its own namespace's ring, and can read it.
-    let out = sh(&format!("nsenter -t {} -n ls {}", member.pid(), d.ns_dir().display()));
-    assert_eq!(out.out.split_whitespace().collect::<Vec<_>>(), vec![ino.to_string()]);
+    let out = sh(&format!(
+        "nsenter -t {} -n ls {}",
+        member.pid(),
+        d.ns_dir().display()
+    ));
+    assert_eq!(
+        out.out.split_whitespace().collect::<Vec<_>>(),
+        vec![ino.to_string()]
+    );
     let out = sh(&format!(
         "nsenter -t {} -n {}",
         member.pid(),
@@ -172,7 +179,12 @@ fn e6_ns_directory_visibility() {
         ns = d.ns_dir().display()
     ));
     assert_eq!(out.out, "");
-    assert_eq!(out.err.matches("No such file or directory").count(), 2, "{}", out.err);
+    assert_eq!(
+        out.err.matches("No such file or directory").count(),
+        2,
+        "{}",
+        out.err
+    );
 
     // A member that is not root of the namespace: visible, but EACCES on open (restrict root).
     let out = sh(&format!(

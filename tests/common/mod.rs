@@ -164,7 +164,8 @@ impl Options {
 #[derive(Default)]
 struct LogBuf {
     text: String,
-    closed: bool,
+    /// stderr reader threads still running (one per daemon process started).
+    live: usize,
 }
 
 /// A running `kmsgfs serve` and its temporary directory. Dropping it stops the daemon, unmounts
@@ -248,6 +249,7 @@ impl Daemon {
         let mut child = cmd.spawn().expect("spawn kmsgfs serve");
         let stderr = child.stderr.take().expect("stderr pipe");
         let log = Arc::clone(&self.log);
+        log.0.lock().unwrap().live += 1;
         let tag = format!("[kmsgfs {}]", child.id());
         std::thread::spawn(move || {
             let r = BufReader::new(stderr);
@@ -261,7 +263,7 @@ impl Daemon {
                 cv.notify_all();
             }
             let (m, cv) = &*log;
-            m.lock().unwrap().closed = true;
+            m.lock().unwrap().live -= 1;
             cv.notify_all();
         });
         self.child = Some(child);
@@ -280,10 +282,6 @@ impl Daemon {
     /// [`Daemon::stop`]), with `args`, and wait for `ready`.
     pub fn restart(&mut self, opts: Options) {
         assert!(self.child.is_none(), "restart needs a stopped daemon");
-        {
-            let (m, _) = &*self.log;
-            m.lock().unwrap().closed = false;
-        }
         self.spawn(&opts);
     }
 
@@ -391,7 +389,7 @@ impl Daemon {
             if g.text.matches(needle).count() >= count {
                 return true;
             }
-            if g.closed {
+            if g.live == 0 {
                 return false;
             }
             let now = Instant::now();
