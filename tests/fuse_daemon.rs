@@ -100,11 +100,23 @@ fn single_thread_and_pinned_threads_serve_reads() {
 }
 
 #[test]
-fn a_blocked_reader_does_not_stall_other_clients() {
+fn a_blocked_reader_does_not_stall_other_clients_one_thread() {
     if !require_root() {
         return;
     }
-    let d = Daemon::start_args(&["--threads", "1"]);
+    no_stall(&["--threads", "1"]);
+}
+
+#[test]
+fn a_blocked_reader_does_not_stall_other_clients_two_threads() {
+    if !require_root() {
+        return;
+    }
+    no_stall(&["--threads", "2"]);
+}
+
+fn no_stall(args: &[&str]) {
+    let d = Daemon::start_args(args);
     d.feed(6, "one");
     d.wait_host_records(1);
     // Several blocking readers parked at the end...
