@@ -165,6 +165,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let registry = Arc::new(Registry::new(
         RingConfig::with_bytes(args.ring_size),
         host.host_key(),
+        host.host_ns_id(),
     ));
     let host_stats = Arc::new(HostStats::default());
     host::spawn(

@@ -49,6 +49,10 @@ pub struct RingSlot {
     pub host: bool,
     /// The user namespace owning [`RingSlot::key`] (for the access policy), when known.
     pub owner_userns: Option<u64>,
+    /// The namespace's unique id (`NS_GET_ID`), when the kernel reports it. nsfs inode numbers
+    /// are reused as soon as a namespace is freed; the id tells a new namespace with a reused
+    /// inode from the dead one that owned this ring.
+    pub ns_id: Option<u64>,
     /// The ring.
     pub ring: Arc<Ring>,
     created: Instant,
@@ -72,11 +76,18 @@ impl std::fmt::Debug for RingSlot {
 }
 
 impl RingSlot {
-    fn new(key: NsKey, host: bool, owner_userns: Option<u64>, config: RingConfig) -> Self {
+    fn new(
+        key: NsKey,
+        host: bool,
+        owner_userns: Option<u64>,
+        ns_id: Option<u64>,
+        config: RingConfig,
+    ) -> Self {
         RingSlot {
             key,
             host,
             owner_userns,
+            ns_id,
             ring: Arc::new(Ring::new(config)),
             created: Instant::now(),
             holders: AtomicUsize::new(0),
@@ -89,6 +100,15 @@ impl RingSlot {
     /// Current holders (open handles of all frontends).
     pub fn holders(&self) -> usize {
         self.holders.load(Ordering::SeqCst)
+    }
+
+    /// Whether a namespace with inode `key.inode` and id `ns_id` is this ring's namespace
+    /// (ids compared when both are known).
+    pub fn same_namespace(&self, ns_id: Option<u64>) -> bool {
+        match (self.ns_id, ns_id) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
     }
 
     /// A snapshot of the counters for the stats file.
@@ -166,9 +186,9 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// A registry with the host ring under `host_key`.
-    pub fn new(config: RingConfig, host_key: NsKey) -> Self {
-        let host = Arc::new(RingSlot::new(host_key, true, None, config));
+    /// A registry with the host ring under `host_key` (namespace id `host_ns_id`).
+    pub fn new(config: RingConfig, host_key: NsKey, host_ns_id: Option<u64>) -> Self {
+        let host = Arc::new(RingSlot::new(host_key, true, None, host_ns_id, config));
         let mut rings = HashMap::new();
         rings.insert(host_key, Arc::clone(&host));
         Registry {
@@ -188,13 +208,32 @@ impl Registry {
         &self.host
     }
 
-    /// The ring of `key`, created if needed, with one more holder. Pair with
-    /// [`Registry::release`].
-    pub fn acquire(&self, key: NsKey, owner_userns: Option<u64>) -> Arc<RingSlot> {
+    /// The ring of `key` (namespace id `ns_id`), created if needed, with one more holder. Pair
+    /// with [`Registry::release`].
+    ///
+    /// If the registered ring belongs to a dead namespace whose inode number was reused (the
+    /// ids differ), it is replaced by a fresh ring: the new namespace never sees the old
+    /// namespace's records. Holders of the old ring keep it until they release it.
+    pub fn acquire(
+        &self,
+        key: NsKey,
+        owner_userns: Option<u64>,
+        ns_id: Option<u64>,
+    ) -> Arc<RingSlot> {
         let mut rings = self.rings.lock();
+        if let Some(old) = rings.get(&key) {
+            if !old.host && !old.same_namespace(ns_id) {
+                log::info!(
+                    "namespace inode {key} reused by a new namespace (id {:?} -> {:?}); new ring",
+                    old.ns_id,
+                    ns_id
+                );
+                rings.remove(&key);
+            }
+        }
         let slot = rings.entry(key).or_insert_with(|| {
             log::info!("new ring for namespace {key}");
-            Arc::new(RingSlot::new(key, false, owner_userns, self.config))
+            Arc::new(RingSlot::new(key, false, owner_userns, ns_id, self.config))
         });
         slot.holders.fetch_add(1, Ordering::SeqCst);
         Arc::clone(slot)
@@ -268,9 +307,9 @@ mod tests {
 
     #[test]
     fn acquire_creates_once_and_counts_holders() {
-        let r = Registry::new(RingConfig::with_bytes(4096), key(1));
-        let a = r.acquire(key(2), None);
-        let b = r.acquire(key(2), None);
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
+        let a = r.acquire(key(2), None, Some(7));
+        let b = r.acquire(key(2), None, Some(7));
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(a.holders(), 2);
         assert!(Arc::ptr_eq(&r.by_inode(2).unwrap(), &a));
@@ -279,8 +318,8 @@ mod tests {
 
     #[test]
     fn reclaim_needs_dead_namespace_no_holders_and_age() {
-        let r = Registry::new(RingConfig::with_bytes(4096), key(1));
-        let a = r.acquire(key(2), None);
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
+        let a = r.acquire(key(2), None, None);
         let live: HashSet<u64> = HashSet::new();
         assert!(r.reclaim(&live, Duration::ZERO).is_empty(), "held");
         r.release(&a);
@@ -297,5 +336,20 @@ mod tests {
         assert!(r.get(key(2)).is_none());
         // The host ring is never reclaimed.
         assert!(r.get(key(1)).is_some());
+    }
+
+    #[test]
+    fn reused_inode_gets_a_fresh_ring() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
+        let old = r.acquire(key(2), None, Some(100));
+        let new = r.acquire(key(2), None, Some(200));
+        assert!(!Arc::ptr_eq(&old, &new));
+        assert_eq!(old.holders(), 1, "the old ring lives on for its holder");
+        assert!(Arc::ptr_eq(&r.get(key(2)).unwrap(), &new));
+        assert!(new.same_namespace(Some(200)) && !new.same_namespace(Some(100)));
+        assert!(
+            new.same_namespace(None),
+            "unknown ids fall back to the inode"
+        );
     }
 }

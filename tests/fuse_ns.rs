@@ -337,3 +337,40 @@ fn rings_are_reclaimed_when_the_namespace_is_gone_and_nothing_holds_them() {
     }
     assert!(d.log_text().contains("reclaimed ring"));
 }
+
+#[test]
+fn e6_a_new_namespace_reusing_an_inode_never_sees_the_dead_namespace_ring() {
+    if !tools() {
+        return;
+    }
+    // nsfs inode numbers are reused as soon as a namespace is freed; the ring of the dead
+    // namespace (not yet reclaimed) must not be handed to the new one. Mount namespaces are
+    // freed synchronously when their last process exits, so reuse is quick to provoke.
+    let d = Daemon::start_args(&["--reclaim-interval", "3600"]);
+    let mut reused = false;
+    for attempt in 0..20 {
+        let first = sh(&format!(
+            "unshare -m sh -c 'stat -L -c %i /proc/self/ns/mnt; echo \"<6>old {attempt}\" > {}'",
+            d.kmsg().display()
+        ));
+        std::thread::sleep(Duration::from_millis(50));
+        let second = sh(&format!(
+            "unshare -m sh -c 'stat -L -c %i /proc/self/ns/mnt; {}'",
+            dump_cmd(&d.kmsg())
+        ));
+        assert!(
+            !second.out.contains("old "),
+            "a new namespace read a dead namespace's ring: {}",
+            second.out
+        );
+        if second.out.lines().next() == first.out.lines().next() {
+            reused = true;
+            break;
+        }
+    }
+    assert!(
+        reused,
+        "could not provoke nsfs inode reuse in 20 attempts (busy machine?)"
+    );
+    assert!(d.log_text().contains("reused by a new namespace"));
+}

@@ -194,6 +194,15 @@ impl Proc {
         Ok(std::os::unix::fs::MetadataExt::ino(&md))
     }
 
+    /// The namespace's unique 64-bit id (`ioctl(NS_GET_ID)`, Linux 6.18+). Unlike the nsfs
+    /// inode number, which is reused as soon as a namespace is freed, the id is never reused
+    /// while the system runs. `None` when the kernel does not support the ioctl.
+    pub fn ns_id(&self, kind: NsKind) -> Result<Option<u64>> {
+        let name = format!("ns/{}", kind.name());
+        let ns = self.open_at(&name, libc::O_RDONLY)?;
+        ns_id_of_fd(ns.as_raw_fd(), &format!("/proc/{}/{name}", self.pid))
+    }
+
     /// Map `host_uid` (a uid of the daemon's user namespace, as FUSE reports it) into this
     /// task's user namespace through `uid_map`; `None` when it is unmapped there.
     pub fn map_uid(&self, host_uid: u32) -> Result<Option<u32>> {
@@ -205,6 +214,23 @@ impl Proc {
     pub fn comm(&self) -> Result<String> {
         Ok(self.read_file("comm")?.trim_end_matches('\n').to_owned())
     }
+}
+
+/// `NS_GET_ID`: `_IOR(NSIO, 13, __u64)` from `<linux/nsfs.h>` of Linux 6.18.
+pub const NS_GET_ID: libc::c_ulong = 0x8008_b70d;
+
+fn ns_id_of_fd(fd: i32, what: &str) -> Result<Option<u64>> {
+    let mut id: u64 = 0;
+    // SAFETY: `fd` is an open nsfs fd; NS_GET_ID writes one u64 to the pointer we pass.
+    let rc = unsafe { libc::ioctl(fd, NS_GET_ID as _, &mut id as *mut u64) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::EINVAL) => Ok(None),
+            _ => Err(SysError::new(format!("ioctl({what}, NS_GET_ID)"), e)),
+        };
+    }
+    Ok(Some(id))
 }
 
 /// Field 22 (`starttime`) of a `/proc/<pid>/stat` line; the comm (field 2) may hold spaces and
@@ -300,6 +326,11 @@ mod tests {
         p.verify().unwrap();
         assert!(p.start_time() > 0);
         assert!(!p.comm().unwrap().is_empty());
+        // NS_GET_ID: distinct ids for distinct namespaces (6.18+), stable for one namespace.
+        if let Some(a) = p.ns_id(NsKind::Net).unwrap() {
+            assert_eq!(p.ns_id(NsKind::Net).unwrap(), Some(a));
+            assert_ne!(p.ns_id(NsKind::Pid).unwrap(), Some(a));
+        }
         // The owner of our user namespace's net ns is our user namespace.
         assert_eq!(
             p.ns_owner_userns(NsKind::Net).unwrap(),

@@ -460,12 +460,8 @@ impl Shared {
                     s
                 }
                 Target::Ns(key) => {
-                    let owner = if self.registry.get(key).is_none() {
-                        proc_.ns_owner_userns(key.kind).ok()
-                    } else {
-                        None
-                    };
-                    self.registry.acquire(key, owner)
+                    let owner = proc_.ns_owner_userns(key.kind).ok();
+                    self.registry.acquire(key, owner, op.ns_id(key.kind))
                 }
             }
         } else {

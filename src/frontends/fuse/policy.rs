@@ -43,6 +43,8 @@ pub struct HostIdentity {
     pub key: NsKind,
     /// The daemon's namespace inodes.
     pub ns: HashMap<NsKind, u64>,
+    /// The daemon's namespace ids (`NS_GET_ID`), when the kernel reports them.
+    pub ns_id: HashMap<NsKind, Option<u64>>,
 }
 
 impl HostIdentity {
@@ -50,10 +52,17 @@ impl HostIdentity {
     pub fn current(key: NsKind) -> Result<Self, SysError> {
         let p = Proc::current()?;
         let mut ns = HashMap::new();
+        let mut ns_id = HashMap::new();
         for k in NsKind::ALL {
             ns.insert(k, p.ns_inode(k)?);
+            ns_id.insert(k, p.ns_id(k)?);
         }
-        Ok(HostIdentity { key, ns })
+        Ok(HostIdentity { key, ns, ns_id })
+    }
+
+    /// The host ring's namespace id.
+    pub fn host_ns_id(&self) -> Option<u64> {
+        self.ns_id.get(&self.key).copied().flatten()
     }
 
     /// The host ring's key.
@@ -80,6 +89,8 @@ pub struct Opener {
     pub uid_in_ns: Option<u32>,
     /// The caller's namespace inodes.
     pub ns: HashMap<NsKind, u64>,
+    /// The caller's namespace ids (`NS_GET_ID`), when the kernel reports them.
+    pub ns_id: HashMap<NsKind, Option<u64>>,
 }
 
 impl Opener {
@@ -94,8 +105,10 @@ impl Opener {
         }
         let p = Proc::open(pid)?;
         let mut ns = HashMap::new();
+        let mut ns_id = HashMap::new();
         for k in NsKind::ALL {
             ns.insert(k, p.ns_inode(k)?);
+            ns_id.insert(k, p.ns_id(k)?);
         }
         let uid_in_ns = p.map_uid(uid)?;
         p.verify()?;
@@ -105,6 +118,7 @@ impl Opener {
                 uid,
                 uid_in_ns,
                 ns,
+                ns_id,
             },
             p,
         ))
@@ -113,6 +127,11 @@ impl Opener {
     /// The inode of the caller's namespace of kind `k`.
     pub fn ns(&self, k: NsKind) -> u64 {
         self.ns.get(&k).copied().unwrap_or(0)
+    }
+
+    /// The id of the caller's namespace of kind `k`, if known.
+    pub fn ns_id(&self, k: NsKind) -> Option<u64> {
+        self.ns_id.get(&k).copied().flatten()
     }
 }
 
@@ -153,12 +172,13 @@ pub fn is_host_root(host: &HostIdentity, op: &Opener) -> bool {
     op.uid == 0 && op.ns(NsKind::User) == host.ns(NsKind::User) && in_host_namespaces(host, op)
 }
 
-/// Whether the opener is a member of the namespace of `slot`.
+/// Whether the opener is a member of the namespace of `slot`: same inode and, where the
+/// kernel reports namespace ids, the same id (nsfs inodes are reused once a namespace dies).
 pub fn is_member(host: &HostIdentity, op: &Opener, slot: &RingSlot) -> bool {
     if slot.host {
         in_host_namespaces(host, op)
     } else {
-        op.ns(slot.key.kind) == slot.key.inode
+        op.ns(slot.key.kind) == slot.key.inode && slot.same_namespace(op.ns_id(slot.key.kind))
     }
 }
 
@@ -220,6 +240,7 @@ mod tests {
         HostIdentity {
             key: NsKind::Net,
             ns,
+            ns_id: HashMap::new(),
         }
     }
 
@@ -236,6 +257,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            ns_id: HashMap::new(),
         }
     }
 
@@ -280,13 +302,14 @@ mod tests {
     #[test]
     fn access_rules() {
         let h = host();
-        let reg = crate::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key());
+        let reg = crate::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
         let c = reg.acquire(
             NsKey {
                 kind: NsKind::Net,
                 inode: 200,
             },
             Some(201),
+            None,
         );
         let hostring = reg.host().clone();
         let r = Restrict::Root;
