@@ -310,7 +310,10 @@ impl Shared {
         for f in fronts {
             f.interrupt_all();
         }
-        self.interrupts.take_all();
+        // READs parked on fronts no longer in the map (a ring replaced after inode reuse).
+        for (unique, owner) in self.interrupts.take_all() {
+            owner.cancel(unique);
+        }
     }
 
     /// Drop the FUSE state of reclaimed rings.

@@ -27,7 +27,10 @@
 //! parked, unless the READ is known to have been answered already (a small lock-free list of
 //! recently answered uniques). If the wait times out, the id is remembered for
 //! [`UNMATCHED_TTL`] and checked when a READ is parked, so that READ is answered EINTR at once
-//! instead of sleeping.
+//! instead of sleeping. Even then `no_interrupt` cannot be set by the race: with several
+//! threads every thread reads its own clone of the `/dev/fuse` fd, and the kernel looks up the
+//! request an interrupt reply refers to only among the requests read through the same fd, so
+//! fuser's ENOSYS for an INTERRUPT handled by another thread than its READ gets ENOENT.
 //!
 //! Only `EINTR` can be answered: ERESTARTSYS is rejected by the kernel, so SA_RESTART handlers
 //! see EINTR (E5, fuse-notes §11).
