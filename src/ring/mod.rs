@@ -1,19 +1,207 @@
 //! One namespace's kernel log: a bounded ring of records with the kernel's semantics.
 //!
-//! PLACEHOLDER IMPLEMENTATION: a mutex around a `VecDeque`, with the final public API, so that
-//! the syslog core and the frontends can be built against it. The lock-free implementation
-//! (and this module's design document) replaces the internals without changing the API.
+//! A ring holds the newest records of one container, bounded like the kernel's printk ring by
+//! bytes (`log_buf_len`, 128 KiB by default) and by a record count (its descriptor ring), and
+//! drops the oldest **whole** records to make room (kmsg-semantics 0.3, A9.1). Every record gets
+//! the next per-ring sequence number, from 0, without gaps. Any number of readers follow it,
+//! each with its own cursor, without taking a lock and without ever holding up the writer or
+//! each other; a reader that falls behind is told how many records it lost and is moved to the
+//! oldest one (A3.3, A9.2). The ring also keeps the two global cursors of the kernel log: the
+//! clear point `clear_seq`, which overwrites do not move (A9.3, A4.3, B5.1), and the destructive
+//! `syslog(2)`/`/proc/kmsg` cursor with its partial offset (B4). Frontends hook in through
+//! [`Listener`] and [`Ring::wait_for`] to answer parked reads, polls and blocking READs.
+//!
+//! # Design
+//!
+//! The layout follows the kernel's `printk_ringbuffer` (a data ring plus a descriptor ring,
+//! `kernel/printk/printk_ringbuffer.c`), simplified by one decision: appends are serialised by
+//! a writer mutex. The kernel must accept records from NMI context on many CPUs at once and
+//! therefore reserves space with cmpxchg loops; kmsgfs has a handful of producers (host
+//! ingestion, FUSE writes) in ordinary threads, so a short uncontended lock costs less than
+//! the reservation protocol and removes its states (reserved, committed, finalized, reusable)
+//! and its ABA problems. The readers, which are many and must never be blocked, stay lockless.
+//!
+//! ## Data structure
+//!
+//! * **Data ring** `data`: `ceil(bytes / 8)` `AtomicU64` words. A record is stored as one
+//!   8-byte-aligned *blob* of [`footprint`] bytes: a 4-word header followed by the text, the
+//!   `SUBSYSTEM` value and the `DEVICE` value, back to back, zero-padded to a whole word:
+//!
+//!   | word | contents |
+//!   |---|---|
+//!   | 0 | `seq` (a tag: readers check it) |
+//!   | 1 | `ts_usec` |
+//!   | 2 | bits 0-15 `prio`, bit 16 `cont`, bits 17-18 caller kind (0 none, 1 thread, 2 CPU), bits 32-63 caller id |
+//!   | 3 | bits 0-31 text length, bits 32-47 subsystem length, bits 48-63 device length |
+//!   | 4.. | payload bytes, little-endian within each word |
+//!
+//!   Blobs are laid out one after the other and **wrap word by word** at the end of the array
+//!   (a blob may start near the end and continue at word 0). Nothing is wasted on padding at
+//!   the wrap, so the bytes in use are exactly the sum of the stored records' footprints, the
+//!   quantity the byte bound is applied to, and a copy is at most two contiguous runs.
+//! * **Descriptor ring** `descs`: one `AtomicU64` per slot holding the word index where the
+//!   blob of the record in that slot starts. Record `seq` uses slot `seq & mask`. There are
+//!   `records.next_power_of_two()` slots so that the index is a mask, while the record bound
+//!   stays `records`.
+//! * **`first_seq`, `next_seq`**: the oldest stored record and the seq the next append gets
+//!   (`prb_first_valid_seq`, `prb_next_seq`). Both only grow; neither ever wraps (u64).
+//! * **Writer state** (behind the writer mutex): the next blob position, the bytes in use, the
+//!   length of each slot's blob, scratch buffers to encode into, and the number of sleepers
+//!   and listeners to wake.
+//!
+//! ## Record states
+//!
+//! For a sequence number `s`, as any reader can classify it from `first_seq` and `next_seq`:
+//!
+//! | state | condition | the blob and descriptor of `s` |
+//! |---|---|---|
+//! | *unpublished* | `s >= next_seq` | may be being written; never read |
+//! | *valid* | `first_seq <= s < next_seq` | complete and immutable |
+//! | *reclaimed* | `s < first_seq`, bytes not yet reused | still intact, but no longer promised |
+//! | *overwritten* | `s < first_seq`, bytes reused | anything |
+//!
+//! Only the writer moves a record forward through these states, in this order: it publishes
+//! (`next_seq`), it reclaims (`first_seq`), and only then does it overwrite. A reader treats
+//! reclaimed and overwritten alike ([`Read::Overrun`]).
+//!
+//! ## Who writes what
+//!
+//! | location | written by | read by |
+//! |---|---|---|
+//! | `data`, `descs` | writer, under the writer mutex, `Relaxed` | readers, `Relaxed`, validated afterwards |
+//! | `first_seq` | writer, `Relaxed` + release fence (append:A/B) | readers, `Relaxed` (read:C) |
+//! | `next_seq` | writer, `Release` (append:C) | readers, `Acquire` (read:A) |
+//! | writer state | writer, under the writer mutex | [`Ring::stats`], under the writer mutex |
+//! | sleeper count | [`Ring::wait_for`], under the writer mutex | writer, under the writer mutex |
+//! | listener count | [`Ring::add_listener`], [`Ring::remove_listener`], under the writer mutex | writer, under the writer mutex |
+//! | listener list | the same, under its `RwLock` | writer, after an append, under its `RwLock` |
+//! | `clear_seq` | [`Ring::set_clear_seq`] (`Release`) | anyone (`Acquire`) |
+//! | [`SyslogState`] | holders of [`Ring::syslog_state`] (a mutex: one destructive cursor) | the same |
+//!
+//! ## The append (writer) protocol
+//!
+//! Under the writer mutex, for a record of `n` bytes:
+//!
+//! 1. **Reclaim.** While the ring is not empty and either `used + n > bytes` or the record
+//!    bound would be exceeded, drop the oldest record (`first += 1`, `used -= its footprint`).
+//!    If anything was dropped: `first_seq.store(first, Relaxed)` (**append:A**) then
+//!    `fence(Release)` (**append:B**). Everything after this point may overwrite the dropped
+//!    records' bytes and descriptors.
+//! 2. **Write.** Encode the blob and store its words at the head position, then the
+//!    descriptor, all `Relaxed`. The space written was either never used or belongs to records
+//!    reclaimed in step 1 (or earlier).
+//! 3. **Publish.** `next_seq.store(seq + 1, Release)` (**append:C**), and note the sleeper
+//!    and listener counts (**append:D**).
+//!
+//! Then, outside the mutex:
+//!
+//! 4. **Wake.** If there were sleepers, notify the condition variable; if there were
+//!    listeners, call every [`Listener`] (under the list's read lock). With no sleepers and no
+//!    listeners an append takes no lock other than the writer mutex and no atomic
+//!    read-modify-write other than the mutex's own two.
+//!
+//! ## The read protocol
+//!
+//! To read `s` (a seqlock-style optimistic copy, validated after the fact):
+//!
+//! 1. `next = next_seq.load(Acquire)` (**read:A**); `s >= next` → [`Read::Empty`].
+//! 2. `first = first_seq.load(Relaxed)`; `s < first` → [`Read::Overrun`] `{ lost: first - s,
+//!    next: first }`. (An early exit only; correctness rests on step 5.)
+//! 3. Load the descriptor of `s`, then the blob's header and payload words, all `Relaxed`,
+//!    into the caller's [`RecordBuf`]. Lengths are clamped so that even a torn header cannot
+//!    make the copy go out of bounds.
+//! 4. `fence(Acquire)` (**read:B**).
+//! 5. `first = first_seq.load(Relaxed)` (**read:C**); `s < first` → the copy may be torn:
+//!    discard it and return [`Read::Overrun`]. Otherwise the copy is exactly record `s`.
+//!
+//! ## Memory-ordering pairs
+//!
+//! * **append:C → read:A** (`next_seq`, release/acquire): publication. A reader that sees
+//!   `next_seq > s` also sees every store the writer made for `s` (and for all earlier
+//!   records): the descriptor and every word of the blob, or later values of those words.
+//! * **append:A/B → read:B/C** (`first_seq`, release fence / acquire fence): reclamation
+//!   before reuse, the seqlock validation (H.-J. Boehm, "Can seqlocks get along with
+//!   programming language memory models?", MSPC 2012). A word of `s`'s blob, or its
+//!   descriptor, is stored again only by a later append that has reclaimed `s`, that is,
+//!   after an append:A that set `first_seq > s` and the append:B fence after it. If any load
+//!   of read step 3 returned such a store, the writer's release fence synchronises with the
+//!   reader's acquire fence (read:B), so append:A happens before read:C, and read:C returns a
+//!   value past `s`: the copy is discarded. Conversely, if read:C finds `s >= first_seq`, no
+//!   load returned a later store, and none returned an earlier one either (append:C →
+//!   read:A): the copy is exactly record `s`.
+//! * **append:D ↔ wait** and **append:D ↔ listen** (the writer mutex): a sleeper in
+//!   [`Ring::wait_for`] registers (`sleepers += 1`) and checks for its record under the
+//!   writer mutex, and sleeps on a condition variable paired with that mutex, which releases
+//!   it atomically; the writer publishes and reads the count under the same mutex. So either
+//!   the append's critical section comes first, and the sleeper's check sees the record, or
+//!   the sleeper's comes first, and the writer sees the count and notifies a sleeper that is
+//!   already waiting. [`Ring::add_listener`] likewise inserts into the list, then counts
+//!   under the writer mutex: either the append comes first, and the registering thread's
+//!   next [`Ring::next_seq`] sees it, or the writer sees the count, and the list's lock
+//!   orders the insertion before the writer's traversal.
+//!
+//!   This replaces the more usual Dekker pair (`fence(SeqCst)` after publishing, and after
+//!   registering a sleeper): that costs a full fence on *every* append, while counting under
+//!   the lock the writer already holds costs nothing, and the only price, that a thread about
+//!   to sleep takes the writer mutex for a moment, is paid when there is nothing to read.
+//! * The writer mutex's own acquire/release orders successive appends (from any producer),
+//!   so that each append sees the writer state and data left by the previous one.
+//!
+//! ## Sizes
+//!
+//! A ring holds at most `bytes` bytes of footprints and `records` records. [`Ring::new`]
+//! raises `bytes` to at least [`MIN_BYTES`] (4 KiB) and at most [`MAX_BYTES`], and keeps
+//! `records` between 1 and `bytes / 32` (no record is smaller than 32 bytes, so more
+//! descriptors could never be used); [`RingConfig::validate`] reports what it would change.
+//! Record fields are cut to the kernel's limits on append ([`TEXT_MAX`], [`SUBSYSTEM_MAX`],
+//! [`DEVICE_MAX`], 0.3), so a record is at most [`MAX_FOOTPRINT`] bytes and always fits.
+//!
+//! Counters are u64 and only grow, so there is no ABA: a descriptor or word that changed
+//! under a reader is always detected by `first_seq`.
+//!
+//! There is no `unsafe`: the data ring is made of atomic words, so a torn copy holds stale or
+//! mixed values, never undefined behaviour. The price is word-by-word copies that the
+//! compiler cannot turn into `memcpy`.
+//!
+//! ## Waiting
+//!
+//! Frontends have three hooks, none of which the append path pays for unless it is used:
+//! [`Listener`]s, called after every append (parked FUSE reads, poll notifications);
+//! [`Ring::wait_for`], a blocking wait with a timeout (blocking syslog READ); and
+//! [`Ring::readiness`] / [`Reader::readiness`], the poll mask without a copy (A5).
 
-use std::collections::VecDeque;
+mod sync;
+
+#[cfg(all(test, loom))]
+mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use std::fmt;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use parking_lot::MutexGuard;
+use thiserror::Error;
 
-use crate::record::{Record, RecordRef};
+use crate::record::{Caller, RecordRef, DEVICE_MAX, SUBSYSTEM_MAX, TEXT_MAX};
+use sync::{fence, AtomicU64, CachePadded, Condvar, Mutex, RwLock};
 
 /// Default ring size in bytes, like `CONFIG_LOG_BUF_SHIFT=17` (`log_buf_len` = 128 KiB).
 pub const DEFAULT_BYTES: usize = 128 * 1024;
+/// Smallest ring [`Ring::new`] makes: a few of the largest records.
+pub const MIN_BYTES: usize = 4096;
+/// Largest ring [`Ring::new`] makes (1 GiB).
+pub const MAX_BYTES: usize = 1 << 30;
+/// Bytes of the fixed per-record header.
+pub const HEADER_BYTES: usize = 32;
+/// Footprint of the largest record the ring stores (text, subsystem and device at their
+/// limits).
+pub const MAX_FOOTPRINT: usize =
+    (HEADER_BYTES + TEXT_MAX + SUBSYSTEM_MAX + DEVICE_MAX).next_multiple_of(8);
+
+const HEADER_WORDS: usize = HEADER_BYTES / 8;
 
 /// Size limits of one ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,12 +212,56 @@ pub struct RingConfig {
     pub records: usize,
 }
 
+/// Why a [`RingConfig`] is out of range.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum RingConfigError {
+    /// Smaller than [`MIN_BYTES`].
+    #[error("`RingConfig::validate`: ring size {bytes} bytes is below the minimum of {MIN_BYTES}")]
+    TooSmall {
+        /// The requested size.
+        bytes: usize,
+    },
+    /// Larger than [`MAX_BYTES`].
+    #[error("`RingConfig::validate`: ring size {bytes} bytes is above the maximum of {MAX_BYTES}")]
+    TooLarge {
+        /// The requested size.
+        bytes: usize,
+    },
+    /// A record limit of 0.
+    #[error("`RingConfig::validate`: a ring must hold at least one record")]
+    NoRecords,
+}
+
 impl RingConfig {
     /// A ring of `bytes` bytes and `bytes / 32` records, as the kernel sizes its rings.
     pub fn with_bytes(bytes: usize) -> Self {
         RingConfig {
             bytes,
             records: (bytes / 32).max(1),
+        }
+    }
+
+    /// Check the limits [`Ring::new`] enforces: `bytes` within
+    /// [`MIN_BYTES`]`..=`[`MAX_BYTES`] and `records >= 1`. (A `records` above `bytes / 32` is
+    /// not an error; it is lowered, since such records could never all be stored.)
+    pub fn validate(&self) -> Result<(), RingConfigError> {
+        if self.bytes < MIN_BYTES {
+            Err(RingConfigError::TooSmall { bytes: self.bytes })
+        } else if self.bytes > MAX_BYTES {
+            Err(RingConfigError::TooLarge { bytes: self.bytes })
+        } else if self.records == 0 {
+            Err(RingConfigError::NoRecords)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The limits a [`Ring::new`] with this configuration actually uses.
+    pub fn effective(self) -> Self {
+        let bytes = self.bytes.clamp(MIN_BYTES, MAX_BYTES);
+        RingConfig {
+            bytes,
+            records: self.records.clamp(1, bytes / HEADER_BYTES),
         }
     }
 }
@@ -60,7 +292,8 @@ pub enum Read<'b> {
 /// Scratch space a reader copies a record into; reuse it across reads to avoid allocation.
 #[derive(Debug, Default)]
 pub struct RecordBuf {
-    rec: Record,
+    /// Text, subsystem and device, back to back, padded to whole words.
+    payload: Vec<u8>,
 }
 
 impl RecordBuf {
@@ -103,7 +336,28 @@ impl Default for SyslogState {
     }
 }
 
+impl SyslogState {
+    /// If the cursor's record was overwritten (`seq < first_seq`), move it to `first_seq` and
+    /// forget the partial offset, as READ and SIZE_UNREAD do silently (B4.5, B6.1). Returns the
+    /// number of records skipped (0 if the cursor was still valid).
+    pub fn skip_overwritten(&mut self, first_seq: u64) -> u64 {
+        if self.seq >= first_seq {
+            return 0;
+        }
+        let lost = first_seq - self.seq;
+        self.seq = first_seq;
+        self.partial = 0;
+        lost
+    }
+}
+
 /// Told after every append; frontends use it to answer parked reads and poll handles.
+///
+/// Calls come from the appending thread, after the record is readable, and are not ordered
+/// between concurrent producers: treat `next_seq` as "at least", and keep `appended` short
+/// (it delays the producer, not the readers). It runs under the listener list's read lock, so
+/// it must not call [`Ring::add_listener`], [`Ring::remove_listener`] or [`Ring::append`];
+/// reading the ring is fine.
 pub trait Listener: Send + Sync {
     /// Records up to `next_seq - 1` are readable.
     fn appended(&self, next_seq: u64);
@@ -122,48 +376,139 @@ pub struct RingStats {
     pub bytes: u64,
 }
 
-struct Inner {
-    records: VecDeque<Record>,
+/// What a read at a position would return, without copying anything (poll, A5.2-A5.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// A record is there: `POLLIN|POLLRDNORM`.
+    Ready,
+    /// The position was overwritten; a read gives EPIPE: `POLLIN|POLLRDNORM|POLLERR|POLLPRI`.
+    Overrun,
+    /// Nothing at or after the position: no event.
+    Empty,
+}
+
+/// State only the writer touches (under [`Ring::writer`]).
+struct Writer {
+    /// Same as `Ring::first_seq`, which only the writer stores.
     first: u64,
+    /// Same as `Ring::next_seq`, which only the writer stores.
     next: u64,
-    bytes: usize,
-    overwritten: u64,
+    /// Word index where the next blob starts.
+    head: usize,
+    /// Sum of the footprints of the stored records.
+    used: usize,
+    /// Blob length in words of the record in each descriptor slot.
+    words: Box<[u32]>,
+    /// Payload bytes being encoded (records with a dictionary, or that wrap).
+    bytes: Vec<u8>,
+    /// The blob being encoded (records with a dictionary, or that wrap).
+    scratch: Vec<u64>,
+    /// Threads in [`Ring::wait_for`].
+    sleepers: usize,
+    /// Registered listeners.
+    listeners: usize,
+}
+
+/// The two sequence counters every reader loads; one cache line, stored to by the writer.
+struct Seqs {
+    next: AtomicU64,
+    first: AtomicU64,
 }
 
 /// A ring of kernel log records. One writer at a time (appends are serialised internally),
 /// any number of readers.
 pub struct Ring {
     config: RingConfig,
-    inner: Mutex<Inner>,
-    clear_seq: Mutex<u64>,
-    syslog: Mutex<SyslogState>,
+    /// `data.len()`, the data ring's size in words.
+    capacity: usize,
+    /// `descs.len() - 1`.
+    mask: u64,
+    data: Box<[AtomicU64]>,
+    descs: Box<[AtomicU64]>,
+    seqs: CachePadded<Seqs>,
+    writer: CachePadded<Mutex<Writer>>,
+    /// Written now and then by others than the writer; kept off the lines readers load.
+    shared: CachePadded<Shared>,
+}
+
+/// The parts of a ring that neither the read path nor (without listeners) the append path
+/// touch.
+struct Shared {
+    /// Where [`Ring::wait_for`] sleeps, with the writer mutex.
+    wake: Condvar,
+    clear_seq: AtomicU64,
+    syslog: parking_lot::Mutex<SyslogState>,
     listeners: RwLock<Vec<Arc<dyn Listener>>>,
-    sleep_lock: Mutex<()>,
-    sleep_cv: Condvar,
 }
 
 /// Bytes a record occupies in the ring: its text and dictionary plus a fixed header.
 pub fn footprint(rec: &RecordRef<'_>) -> usize {
-    (32 + rec.text.len() + rec.subsystem.len() + rec.device.len()).next_multiple_of(8)
+    (HEADER_BYTES + rec.text.len() + rec.subsystem.len() + rec.device.len()).next_multiple_of(8)
 }
 
+/// `rec` with its text and dictionary values cut to the kernel's limits (0.3): what
+/// [`Ring::append`] stores.
+pub fn clamp_fields<'a>(rec: &RecordRef<'a>) -> RecordRef<'a> {
+    RecordRef {
+        text: &rec.text[..rec.text.len().min(TEXT_MAX)],
+        subsystem: &rec.subsystem[..rec.subsystem.len().min(SUBSYSTEM_MAX)],
+        device: &rec.device[..rec.device.len().min(DEVICE_MAX)],
+        ..*rec
+    }
+}
+
+const CALLER_NONE: u64 = 0;
+const CALLER_THREAD: u64 = 1;
+const CALLER_CPU: u64 = 2;
+
 impl Ring {
-    /// An empty ring.
+    /// An empty ring with the limits of `config.effective()` (see [`RingConfig::validate`]).
     pub fn new(config: RingConfig) -> Self {
+        let effective = config.effective();
+        if effective != config {
+            log::warn!("ring limits {config:?} adjusted to {effective:?}");
+        }
+        Self::build(effective)
+    }
+
+    /// A ring with exactly `config`, below [`MIN_BYTES`] if asked (for models of tiny rings).
+    /// Records that do not fit are cut to fit.
+    #[cfg(test)]
+    pub(crate) fn new_unchecked(config: RingConfig) -> Self {
+        assert!(config.bytes >= 2 * HEADER_BYTES && config.records >= 1);
+        Self::build(config)
+    }
+
+    fn build(config: RingConfig) -> Self {
+        let capacity = config.bytes.div_ceil(8);
+        let slots = config.records.next_power_of_two();
         Ring {
             config,
-            inner: Mutex::new(Inner {
-                records: VecDeque::new(),
+            capacity,
+            mask: slots as u64 - 1,
+            data: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
+            descs: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            seqs: CachePadded(Seqs {
+                next: AtomicU64::new(0),
+                first: AtomicU64::new(0),
+            }),
+            writer: CachePadded(Mutex::new(Writer {
                 first: 0,
                 next: 0,
-                bytes: 0,
-                overwritten: 0,
+                head: 0,
+                used: 0,
+                words: vec![0; slots].into_boxed_slice(),
+                bytes: Vec::with_capacity(MAX_FOOTPRINT),
+                scratch: Vec::with_capacity(MAX_FOOTPRINT / 8),
+                sleepers: 0,
+                listeners: 0,
+            })),
+            shared: CachePadded(Shared {
+                wake: Condvar::new(),
+                clear_seq: AtomicU64::new(0),
+                syslog: parking_lot::Mutex::new(SyslogState::default()),
+                listeners: RwLock::new(Vec::new()),
             }),
-            clear_seq: Mutex::new(0),
-            syslog: Mutex::new(SyslogState::default()),
-            listeners: RwLock::new(Vec::new()),
-            sleep_lock: Mutex::new(()),
-            sleep_cv: Condvar::new(),
         }
     }
 
@@ -172,37 +517,138 @@ impl Ring {
         self.config
     }
 
+    /// `rec` as it will be stored: fields cut to the kernel's limits, and (only in rings made
+    /// by `new_unchecked`) to what fits in the ring.
+    fn fit<'a>(&self, rec: &RecordRef<'a>) -> RecordRef<'a> {
+        let rec = clamp_fields(rec);
+        let cap = self.config.bytes / 8 * 8;
+        if footprint(&rec) <= cap {
+            return rec;
+        }
+        let avail = cap - HEADER_BYTES;
+        let sub = rec.subsystem.len().min(avail);
+        let dev = rec.device.len().min(avail - sub);
+        let text = rec.text.len().min(avail - sub - dev);
+        RecordRef {
+            text: &rec.text[..text],
+            subsystem: &rec.subsystem[..sub],
+            device: &rec.device[..dev],
+            ..rec
+        }
+    }
+
     /// Append a record (its `seq` is ignored) and return the seq it was given. The oldest
-    /// whole records are dropped to make room.
+    /// whole records are dropped to make room. Text and dictionary values longer than the
+    /// kernel's limits ([`TEXT_MAX`], [`SUBSYSTEM_MAX`], [`DEVICE_MAX`]) are cut.
     pub fn append(&self, rec: &RecordRef<'_>) -> u64 {
-        let seq;
-        let next;
+        let rec = self.fit(rec);
+        let size = footprint(&rec);
+        let nwords = size / 8;
+
+        let mut guard = self.writer.lock();
+        let w = &mut *guard;
+        let seq = w.next;
+
+        // 1. Reclaim the oldest whole records until the new one fits both bounds.
+        let old_first = w.first;
+        while w.first < w.next
+            && (w.used + size > self.config.bytes
+                || (w.next - w.first) as usize >= self.config.records)
         {
-            let mut inner = self.inner.lock();
-            let size = footprint(rec);
-            while !inner.records.is_empty()
-                && (inner.bytes + size > self.config.bytes
-                    || inner.records.len() + 1 > self.config.records)
-            {
-                let old = inner.records.pop_front().expect("not empty");
-                inner.bytes -= footprint(&old.as_ref());
-                inner.first += 1;
-                inner.overwritten += 1;
+            w.used -= w.words[(w.first & self.mask) as usize] as usize * 8;
+            w.first += 1;
+        }
+        if w.first != old_first {
+            // LMM(append:A): the dropped records are no longer promised to anyone ...
+            self.seqs.first.store(w.first, Relaxed);
+            // LMM(append:B): ... before any of their words or descriptors is reused.
+            // Pairs with LMM(read:B).
+            fence(Release);
+        }
+
+        // 2. Write the blob, then its descriptor.
+        let (kind, id) = match rec.caller {
+            None => (CALLER_NONE, 0),
+            Some(Caller::Thread(id)) => (CALLER_THREAD, id),
+            Some(Caller::Cpu(id)) => (CALLER_CPU, id),
+        };
+        let header = [
+            seq,
+            rec.ts_usec,
+            u64::from(rec.prio)
+                | (u64::from(rec.cont) << 16)
+                | (kind << 17)
+                | (u64::from(id) << 32),
+            rec.text.len() as u64
+                | ((rec.subsystem.len() as u64) << 32)
+                | ((rec.device.len() as u64) << 48),
+        ];
+        let head = w.head;
+        let end = head + nwords;
+        if end <= self.capacity && rec.subsystem.is_empty() && rec.device.is_empty() {
+            // The common case: no wrap, and the payload is the text alone.
+            let (hdr, body) = self.data[head..end].split_at(HEADER_WORDS);
+            for (slot, word) in hdr.iter().zip(header) {
+                slot.store(word, Relaxed);
             }
-            seq = inner.next;
-            let mut owned = rec.to_owned();
-            owned.seq = seq;
-            inner.records.push_back(owned);
-            inner.bytes += size;
-            inner.next += 1;
-            next = inner.next;
+            let mut chunks = rec.text.chunks_exact(8);
+            for (slot, c) in body.iter().zip(&mut chunks) {
+                slot.store(u64::from_le_bytes(c.try_into().expect("8 bytes")), Relaxed);
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let mut last = [0u8; 8];
+                last[..rest.len()].copy_from_slice(rest);
+                body[body.len() - 1].store(u64::from_le_bytes(last), Relaxed);
+            }
+        } else {
+            w.bytes.clear();
+            w.bytes.extend_from_slice(rec.text);
+            w.bytes.extend_from_slice(rec.subsystem);
+            w.bytes.extend_from_slice(rec.device);
+            w.bytes.resize(size - HEADER_BYTES, 0);
+            w.scratch.clear();
+            w.scratch.extend_from_slice(&header);
+            w.scratch.extend(
+                w.bytes
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
+            );
+            let run = nwords.min(self.capacity - head);
+            for (slot, word) in self.data[head..head + run].iter().zip(&w.scratch) {
+                slot.store(*word, Relaxed);
+            }
+            for (slot, word) in self.data.iter().zip(&w.scratch[run..]) {
+                slot.store(*word, Relaxed);
+            }
         }
-        {
-            let _g = self.sleep_lock.lock();
-            self.sleep_cv.notify_all();
+        let slot = (seq & self.mask) as usize;
+        self.descs[slot].store(head as u64, Relaxed);
+        w.words[slot] = nwords as u32;
+        w.head = if end >= self.capacity {
+            end - self.capacity
+        } else {
+            end
+        };
+        w.used += size;
+        w.next = seq + 1;
+
+        // 3. LMM(append:C): publish. Pairs with LMM(read:A).
+        self.seqs.next.store(seq + 1, Release);
+        // LMM(append:D): who to wake, read under the writer mutex. Pairs with LMM(wait) and
+        // LMM(listen).
+        let (sleepers, listeners) = (w.sleepers, w.listeners);
+        drop(guard);
+
+        // 4. Wake. The counts were read under the writer mutex, which sleepers and
+        // `add_listener` also take, so none can be missed.
+        if sleepers != 0 {
+            self.shared.wake.notify_all();
         }
-        for l in self.listeners.read().iter() {
-            l.appended(next);
+        if listeners != 0 {
+            for l in self.shared.listeners.read().iter() {
+                l.appended(seq + 1);
+            }
         }
         seq
     }
@@ -210,76 +656,203 @@ impl Ring {
     /// The oldest record still stored (`prb_first_valid_seq`); equals [`Ring::next_seq`] when
     /// the ring is empty.
     pub fn first_seq(&self) -> u64 {
-        self.inner.lock().first
+        self.seqs.first.load(Acquire)
     }
 
     /// The seq the next append will get (`prb_next_seq`).
     pub fn next_seq(&self) -> u64 {
-        self.inner.lock().next
+        self.seqs.next.load(Acquire)
     }
 
-    /// Copy record `seq` into `buf`.
+    /// Copy record `seq` into `buf`. Takes no lock and never waits.
     pub fn read<'b>(&self, seq: u64, buf: &'b mut RecordBuf) -> Read<'b> {
-        let inner = self.inner.lock();
-        if seq >= inner.next {
+        // LMM(read:A): pairs with LMM(append:C); the stores for every seq < next are visible.
+        let next = self.seqs.next.load(Acquire);
+        if seq >= next {
             return Read::Empty;
         }
-        if seq < inner.first {
+        let first = self.seqs.first.load(Relaxed);
+        if seq < first {
             return Read::Overrun {
-                lost: inner.first - seq,
-                next: inner.first,
+                lost: first - seq,
+                next: first,
             };
         }
-        let idx = usize::try_from(seq - inner.first).expect("index fits");
-        buf.rec.clone_from(&inner.records[idx]);
-        drop(inner);
-        Read::Record(buf.rec.as_ref())
+
+        // Optimistic copy. Any of these loads may return a later overwrite; the lengths are
+        // clamped so that a torn header cannot take the copy out of bounds, and `torn`
+        // records anything that could only come from an overwrite.
+        let cap = self.capacity;
+        let mut at = self.descs[(seq & self.mask) as usize].load(Relaxed) as usize;
+        if at >= cap {
+            at %= cap;
+        }
+        let mut hdr = [0u64; HEADER_WORDS];
+        for h in &mut hdr {
+            *h = self.data[at].load(Relaxed);
+            at += 1;
+            if at == cap {
+                at = 0;
+            }
+        }
+        let text_len = (hdr[3] & 0xffff_ffff) as usize;
+        let sub_len = (hdr[3] >> 32 & 0xffff) as usize;
+        let dev_len = (hdr[3] >> 48) as usize;
+        let kind = hdr[2] >> 17 & 3;
+        let mut torn = hdr[0] != seq
+            || text_len > TEXT_MAX
+            || sub_len > SUBSYSTEM_MAX
+            || dev_len > DEVICE_MAX
+            || kind > CALLER_CPU;
+        let pwords = if torn {
+            0
+        } else {
+            (text_len + sub_len + dev_len).div_ceil(8)
+        };
+        if pwords + HEADER_WORDS > cap {
+            torn = true;
+        } else {
+            buf.payload.resize(pwords * 8, 0);
+            let run = pwords.min(cap - at);
+            let (p1, p2) = buf.payload.split_at_mut(run * 8);
+            for (dst, src) in p1.chunks_exact_mut(8).zip(&self.data[at..at + run]) {
+                dst.copy_from_slice(&src.load(Relaxed).to_le_bytes());
+            }
+            for (dst, src) in p2.chunks_exact_mut(8).zip(&self.data[..pwords - run]) {
+                dst.copy_from_slice(&src.load(Relaxed).to_le_bytes());
+            }
+        }
+
+        // LMM(read:B): pairs with LMM(append:B). If the copy saw any overwrite, the reload
+        // below sees the `first_seq` stored before it.
+        fence(Acquire);
+        // LMM(read:C)
+        let first = self.seqs.first.load(Relaxed);
+        if seq < first {
+            return Read::Overrun {
+                lost: first - seq,
+                next: first,
+            };
+        }
+        assert!(
+            !torn,
+            "ring invariant broken: record {seq} changed while first_seq was {first}"
+        );
+
+        let id = (hdr[2] >> 32) as u32;
+        let p = &buf.payload;
+        Read::Record(RecordRef {
+            seq,
+            ts_usec: hdr[1],
+            prio: hdr[2] as u16,
+            cont: hdr[2] >> 16 & 1 != 0,
+            caller: match kind {
+                CALLER_THREAD => Some(Caller::Thread(id)),
+                CALLER_CPU => Some(Caller::Cpu(id)),
+                _ => None,
+            },
+            text: &p[..text_len],
+            subsystem: &p[text_len..text_len + sub_len],
+            device: &p[text_len + sub_len..text_len + sub_len + dev_len],
+        })
+    }
+
+    /// What [`Ring::read`] at `seq` would return, without copying (poll, A5).
+    pub fn readiness(&self, seq: u64) -> Readiness {
+        let next = self.seqs.next.load(Acquire);
+        if seq < self.seqs.first.load(Acquire) {
+            Readiness::Overrun
+        } else if seq >= next {
+            Readiness::Empty
+        } else {
+            Readiness::Ready
+        }
     }
 
     /// The clear point (`clear_seq`, A9.3): never moved by overwrites.
     pub fn clear_seq(&self) -> u64 {
-        *self.clear_seq.lock()
+        self.shared.clear_seq.load(Acquire)
     }
 
     /// Move the clear point (SYSLOG_ACTION_CLEAR sets it to [`Ring::next_seq`]).
     pub fn set_clear_seq(&self, seq: u64) {
-        *self.clear_seq.lock() = seq;
+        self.shared.clear_seq.store(seq, Release);
     }
 
     /// The destructive syslog cursor and console level, locked.
     pub fn syslog_state(&self) -> MutexGuard<'_, SyslogState> {
-        self.syslog.lock()
+        self.shared.syslog.lock()
     }
 
     /// Register a listener told after every append.
+    ///
+    /// Every append that a [`Ring::next_seq`] call made after this returns does not see is
+    /// reported to the listener; so register first, then catch up from `next_seq()`.
     pub fn add_listener(&self, listener: Arc<dyn Listener>) {
-        self.listeners.write().push(listener);
+        self.shared.listeners.write().push(listener);
+        // LMM(listen): counted under the writer mutex, after the list entry exists.
+        self.writer.lock().listeners += 1;
+    }
+
+    /// Unregister a listener added with [`Ring::add_listener`] (compared by pointer); returns
+    /// whether it was registered. An append already under way may still call it once.
+    pub fn remove_listener(&self, listener: &Arc<dyn Listener>) -> bool {
+        let mut list = self.shared.listeners.write();
+        let before = list.len();
+        list.retain(|l| !Arc::ptr_eq(l, listener));
+        let removed = before - list.len();
+        self.writer.lock().listeners -= removed;
+        removed != 0
     }
 
     /// Block until a record with seq `>= seq` exists or `timeout` passes; returns whether one
     /// exists.
+    ///
+    /// Only a caller that has to sleep takes a lock (the writer mutex, briefly, to register
+    /// as a sleeper and then to sleep on the condition variable that goes with it).
     pub fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now() + timeout;
-        let mut g = self.sleep_lock.lock();
-        loop {
-            if self.next_seq() > seq {
-                return true;
-            }
-            if self.sleep_cv.wait_until(&mut g, deadline).timed_out() {
-                return self.next_seq() > seq;
-            }
+        if self.seqs.next.load(Acquire) > seq {
+            return true;
         }
+        let deadline = Instant::now().checked_add(timeout);
+        let mut w = self.writer.lock();
+        // LMM(wait): registered and checked under the writer mutex; the wait releases it
+        // atomically, so an append either ran before (and is seen here) or sees the sleeper.
+        w.sleepers += 1;
+        let found = loop {
+            if w.next > seq {
+                break true;
+            }
+            let (g, timed_out) = self.shared.wake.wait_until(w, deadline);
+            w = g;
+            if timed_out {
+                break w.next > seq;
+            }
+        };
+        w.sleepers -= 1;
+        found
     }
 
-    /// Counters.
+    /// Counters (a consistent snapshot: takes the writer mutex).
     pub fn stats(&self) -> RingStats {
-        let inner = self.inner.lock();
+        let w = self.writer.lock();
         RingStats {
-            appended: inner.next,
-            overwritten: inner.overwritten,
-            records: inner.records.len() as u64,
-            bytes: inner.bytes as u64,
+            appended: w.next,
+            overwritten: w.first,
+            records: w.next - w.first,
+            bytes: w.used as u64,
         }
+    }
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("config", &self.config)
+            .field("first_seq", &self.first_seq())
+            .field("next_seq", &self.next_seq())
+            .field("clear_seq", &self.clear_seq())
+            .finish_non_exhaustive()
     }
 }
 
@@ -309,5 +882,26 @@ impl Reader {
             Read::Empty => {}
         }
         r
+    }
+
+    /// `lseek(fd, 0, SEEK_SET)`: to the oldest stored record (A4.1).
+    pub fn seek_oldest(&mut self, ring: &Ring) {
+        self.seq = ring.first_seq();
+    }
+
+    /// `lseek(fd, 0, SEEK_END)`: just after the newest record (A4.2).
+    pub fn seek_end(&mut self, ring: &Ring) {
+        self.seq = ring.next_seq();
+    }
+
+    /// `lseek(fd, 0, SEEK_DATA)`: to the clear point, which may already be overwritten, in
+    /// which case the next read reports the overrun (A4.3).
+    pub fn seek_clear(&mut self, ring: &Ring) {
+        self.seq = ring.clear_seq();
+    }
+
+    /// What the next read would return, for poll (A5.2-A5.4).
+    pub fn readiness(&self, ring: &Ring) -> Readiness {
+        ring.readiness(self.seq)
     }
 }

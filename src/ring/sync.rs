@@ -1,0 +1,140 @@
+//! The synchronisation primitives the ring is built from, behind one seam so that the loom
+//! model (`RUSTFLAGS="--cfg loom" cargo test --release loom`) can replace every atomic, fence,
+//! lock and condition variable the publish/read/wake protocol uses.
+//!
+//! Only the crate's own unit-test build switches to loom (`cfg(all(loom, test))`): loom is a
+//! dev-dependency, so the library as linked into integration tests and benches keeps the real
+//! primitives even when `--cfg loom` is set.
+//!
+//! The API is the intersection of `parking_lot` and loom: guards by value, no poisoning.
+
+#[cfg(all(loom, test))]
+pub(crate) use loom::sync::atomic::{fence, AtomicU64};
+#[cfg(not(all(loom, test)))]
+pub(crate) use std::sync::atomic::{fence, AtomicU64};
+
+use std::time::Instant;
+
+#[cfg(all(loom, test))]
+mod imp {
+    pub(crate) type Mutex<T> = loom::sync::Mutex<T>;
+    pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+    pub(crate) type Condvar = loom::sync::Condvar;
+    pub(crate) type RwLock<T> = loom::sync::RwLock<T>;
+    pub(crate) type RwLockReadGuard<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+    pub(crate) type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+}
+
+#[cfg(not(all(loom, test)))]
+mod imp {
+    pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
+    pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+    pub(crate) type Condvar = parking_lot::Condvar;
+    pub(crate) type RwLock<T> = parking_lot::RwLock<T>;
+    pub(crate) type RwLockReadGuard<'a, T> = parking_lot::RwLockReadGuard<'a, T>;
+    pub(crate) type RwLockWriteGuard<'a, T> = parking_lot::RwLockWriteGuard<'a, T>;
+}
+
+/// A mutex without poisoning.
+pub(crate) struct Mutex<T>(imp::Mutex<T>);
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Mutex(imp::Mutex::new(value))
+    }
+
+    #[cfg(not(all(loom, test)))]
+    pub(crate) fn lock(&self) -> imp::MutexGuard<'_, T> {
+        self.0.lock()
+    }
+
+    #[cfg(all(loom, test))]
+    pub(crate) fn lock(&self) -> imp::MutexGuard<'_, T> {
+        self.0.lock().expect("loom mutex poisoned")
+    }
+}
+
+/// A condition variable for [`Mutex`].
+pub(crate) struct Condvar(imp::Condvar);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        Condvar(imp::Condvar::new())
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+
+    /// Wait for a notification or until `deadline` (forever when `None`); returns the guard
+    /// and whether the deadline passed. Spurious wake-ups are possible.
+    #[cfg(not(all(loom, test)))]
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        mut guard: imp::MutexGuard<'a, T>,
+        deadline: Option<Instant>,
+    ) -> (imp::MutexGuard<'a, T>, bool) {
+        let timed_out = match deadline {
+            Some(d) => self.0.wait_until(&mut guard, d).timed_out(),
+            None => {
+                self.0.wait(&mut guard);
+                false
+            }
+        };
+        (guard, timed_out)
+    }
+
+    /// Loom has no time: the wait lasts until a notification, so a lost wake-up shows up as
+    /// a deadlock in the model.
+    #[cfg(all(loom, test))]
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        guard: imp::MutexGuard<'a, T>,
+        _deadline: Option<Instant>,
+    ) -> (imp::MutexGuard<'a, T>, bool) {
+        (self.0.wait(guard).expect("loom mutex poisoned"), false)
+    }
+}
+
+/// A reader-writer lock without poisoning.
+pub(crate) struct RwLock<T>(imp::RwLock<T>);
+
+impl<T> RwLock<T> {
+    pub(crate) fn new(value: T) -> Self {
+        RwLock(imp::RwLock::new(value))
+    }
+
+    #[cfg(not(all(loom, test)))]
+    pub(crate) fn read(&self) -> imp::RwLockReadGuard<'_, T> {
+        self.0.read()
+    }
+
+    #[cfg(not(all(loom, test)))]
+    pub(crate) fn write(&self) -> imp::RwLockWriteGuard<'_, T> {
+        self.0.write()
+    }
+
+    #[cfg(all(loom, test))]
+    pub(crate) fn read(&self) -> imp::RwLockReadGuard<'_, T> {
+        self.0.read().expect("loom rwlock poisoned")
+    }
+
+    #[cfg(all(loom, test))]
+    pub(crate) fn write(&self) -> imp::RwLockWriteGuard<'_, T> {
+        self.0.write().expect("loom rwlock poisoned")
+    }
+}
+
+/// Keeps its value on its own cache line(s), so that a line the writer stores to on every
+/// append does not also hold data that is only read, or written by someone else. 128 bytes
+/// covers the adjacent-line prefetcher of x86-64 and the 128-byte lines of some arm64 cores.
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
