@@ -145,12 +145,10 @@ pub enum DaemonError {
 /// Run `kmsgfs serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     sys::signal::block_termination()?;
-    if args.ring_size < 64 {
-        return Err(DaemonError::Usage(format!(
-            "--ring-size {} is too small",
-            args.ring_size
-        )));
-    }
+    let ring_config = RingConfig::with_bytes(args.ring_size);
+    ring_config
+        .validate()
+        .map_err(|e| DaemonError::Usage(format!("--ring-size {}: {e}", args.ring_size)))?;
     let mountpoint = sys::mount::absolute_mount_point(&args.mount)?;
     let stale = sys::mount::recover_stale(&mountpoint)?;
     if stale > 0 {
@@ -163,7 +161,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let key: NsKind = args.key.into();
     let host = HostIdentity::current(key)?;
     let registry = Arc::new(Registry::new(
-        RingConfig::with_bytes(args.ring_size),
+        ring_config,
         host.host_key(),
         host.host_ns_id(),
     ));

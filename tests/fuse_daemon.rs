@@ -146,3 +146,29 @@ fn no_stall(args: &[&str]) {
         close_raw(fd);
     }
 }
+
+#[test]
+fn sigint_shuts_down_cleanly_too() {
+    if !require_root() {
+        return;
+    }
+    let mut d = Daemon::start();
+    d.signal(libc::SIGINT);
+    assert!(d.wait_log("signal 2", TIMEOUT), "{}", d.log_text());
+    let st = d.stop().expect("exit status");
+    assert!(st.success(), "{st:?}");
+    assert!(!is_kmsgfs_mounted(d.dir()));
+}
+
+#[test]
+fn invalid_ring_size_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kmsgfs"))
+        .args(["serve", "--mount", "/nonexistent", "--ring-size", "100"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--ring-size 100"));
+}

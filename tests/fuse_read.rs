@@ -83,15 +83,15 @@ fn a3_3_a9_2_epipe_repositions_after_overrun_and_a5_3_poll_0x4b() {
     if !require_root() {
         return;
     }
-    // 1024 bytes hold 32 records at most (by count) and far fewer by size.
-    let d = Daemon::start_args(&["--ring-size", "1024"]);
+    // The smallest ring (4096 bytes) holds about 90 of these records.
+    let d = Daemon::start_args(&["--ring-size", "4096"]);
     d.feed_many(3, "early");
     d.wait_host_records(3);
     let fd = open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
     let r = String::from_utf8(read_raw(fd, 8192).unwrap()).unwrap();
     assert_eq!(text_of(&r), "early 0");
-    d.feed_many(100, "flood");
-    d.wait_host_records(103);
+    d.feed_many(300, "flood");
+    d.wait_host_records(303);
     assert_eq!(poll_raw(fd, ALL, 0), 0x4b);
     assert_eq!(read_raw(fd, 8192), Err(libc::EPIPE));
     assert_eq!(poll_raw(fd, ALL, 0), 0x41);
@@ -103,7 +103,7 @@ fn a3_3_a9_2_epipe_repositions_after_overrun_and_a5_3_poll_0x4b() {
     assert!(text_of(&after).starts_with("flood "));
     // Reads continue normally to the end.
     let rest = drain(fd);
-    assert_eq!(text_of(rest.last().unwrap()), "flood 99");
+    assert_eq!(text_of(rest.last().unwrap()), "flood 299");
     let stats = d.stats();
     let host = &stats["rings"][0];
     assert!(host["overruns"].as_u64().unwrap() > 0, "{stats}");
@@ -282,9 +282,9 @@ fn a4_3_a9_3_seek_data_behind_the_ring_gives_epipe() {
     if !require_root() {
         return;
     }
-    let d = Daemon::start_args(&["--ring-size", "1024"]);
-    d.feed_many(100, "wrap");
-    d.wait_host_records(100);
+    let d = Daemon::start_args(&["--ring-size", "4096"]);
+    d.feed_many(300, "wrap");
+    d.wait_host_records(300);
     let fd = open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
     lseek_raw(fd, 0, libc::SEEK_DATA).unwrap();
     // clear_seq 0 was overwritten: EPIPE, then the oldest record (dmesg's first read).

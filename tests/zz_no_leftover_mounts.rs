@@ -1,4 +1,5 @@
-//! Suite-level check, run last (cargo runs test targets in name order): no kmsgfs mount made
+//! Suite-level check, run last (cargo runs test targets in name order, so `zz_` comes after
+//! every other target, including other helpers' tests that use tests/common): no kmsgfs mount made
 //! by this `cargo test` invocation remains in `/proc/self/mountinfo`.
 
 mod common;
