@@ -256,12 +256,30 @@ pub fn install_logger() -> Result<(), log::SetLoggerError> {
     let max = inner.filter().max(log::LevelFilter::Debug);
     log::set_boxed_logger(Box::new(HookLogger { inner }))?;
     log::set_max_level(max);
+    if !hook_can_see_requests() {
+        log::error!(
+            "the log crate is built with a static maximum level below Debug (a max_level_* \
+             feature); fuser's request lines are compiled out, so FUSE_INTERRUPT cannot be \
+             delivered and blocked readers will sleep in state D after the first signal"
+        );
+    }
     Ok(())
+}
+
+/// Whether fuser's `debug!` request lines can reach the hook at all: a `max_level_*` or
+/// `release_max_level_*` feature of the log crate anywhere in the build would compile them out.
+pub fn hook_can_see_requests() -> bool {
+    log::STATIC_MAX_LEVEL >= log::LevelFilter::Debug
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_lines_are_compiled_in() {
+        assert!(hook_can_see_requests());
+    }
 
     #[test]
     fn parses_fuser_interrupt_line() {
