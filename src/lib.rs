@@ -5,13 +5,20 @@
 //! semantics) → **frontends** (a FUSE `/dev/kmsg`, the `syslog(2)` agent).
 //!
 //! * [`record`]: the record and its wire formats.
-//! * [`ring`]: the per-namespace ring.
+//! * [`sources`]: the host kernel log reader and BPF attribution.
+//! * [`router`]: joins records with attribution events and picks their rings.
+//! * [`ring`]: the per-namespace ring; [`registry`]: rings by namespace.
 //! * [`syslog`]: `syslog(2)` actions as pure logic over a ring.
-//! * [`frontends`]: the `syslog(2)` seccomp agent and the `/proc/kmsg` semantics.
+//! * [`frontends`]: the FUSE filesystem, the `syslog(2)` seccomp agent, `/proc/kmsg`.
+//! * [`daemon`]: `kmsgfs serve`, tying the stages together; [`sys`]: the syscall seam.
 
+pub mod daemon;
 pub mod frontends;
+pub mod ratelimit;
 pub mod record;
+pub mod registry;
 pub mod ring;
 pub mod router;
 pub mod sources;
+pub mod sys;
 pub mod syslog;

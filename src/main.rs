@@ -1,6 +1,35 @@
-//! The `kmsgfs` command.
+//! The `kmsgfs` command: a thin dispatcher into the library.
 
-fn main() {
-    env_logger::init();
-    log::info!("kmsgfs {}", env!("CARGO_PKG_VERSION"));
+use clap::{Parser, Subcommand};
+
+/// Per-container kernel logs.
+#[derive(Debug, Parser)]
+#[command(name = "kmsgfs", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every namespace's ring as a /dev/kmsg-compatible FUSE file under DIR.
+    Serve(kmsgfs::daemon::ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = kmsgfs::frontends::fuse::interrupt::install_logger() {
+        eprintln!("kmsgfs: cannot install logger: {e}");
+    }
+    let result = match cli.command {
+        Command::Serve(args) => kmsgfs::daemon::serve(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("kmsgfs: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,9 +1,12 @@
-//! Frontends: the views through which a container sees its ring.
+//! Frontends: the views through which clients reach the rings.
 //!
+//! * [`fuse`]: a FUSE filesystem serving each namespace's ring as a `/dev/kmsg`-compatible file
+//!   (kmsg-semantics A and E).
 //! * [`seccomp`]: the `syslog(2)` agent that answers the calls of containers from their rings
 //!   through seccomp user notification.
 //! * [`proc_kmsg`]: the `/proc/kmsg` semantics (kmsg-semantics C) on a ring, for a file the FUSE
 //!   layer can serve.
 
+pub mod fuse;
 pub mod proc_kmsg;
 pub mod seccomp;

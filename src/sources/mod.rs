@@ -1,3 +1,8 @@
-//! Sources of kernel log data: the host `/dev/kmsg` and BPF attribution events.
+//! Sources of kernel log data.
+//!
+//! * [`host`]: the host kernel log (`/dev/kmsg`, or a FIFO/file standing in for it in tests),
+//!   read into the host ring.
+//! * [`bpf`]: BPF attribution events that say which namespaces caused each printk.
 
 pub mod bpf;
+pub mod host;
