@@ -7,7 +7,9 @@
 //! * [`record`]: the record and its wire formats.
 //! * [`ring`]: the per-namespace ring.
 //! * [`syslog`]: `syslog(2)` actions as pure logic over a ring.
+//! * [`frontends`]: how containers reach their ring (`kmsgfs run`).
 
+pub mod frontends;
 pub mod record;
 pub mod ring;
 pub mod syslog;
