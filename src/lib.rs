@@ -7,9 +7,14 @@
 //! * [`record`]: the record and its wire formats.
 //! * [`ring`]: the per-namespace ring.
 //! * [`syslog`]: `syslog(2)` actions as pure logic over a ring.
-//! * [`frontends`]: how containers reach their ring (`kmsgfs run`).
 
-pub mod frontends;
 pub mod record;
 pub mod ring;
 pub mod syslog;
+
+pub mod daemon;
+pub mod frontends;
+pub mod ratelimit;
+pub mod registry;
+pub mod sources;
+pub mod sys;

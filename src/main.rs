@@ -1,25 +1,38 @@
-//! The `kmsgfs` command.
+//! The `kmsgfs` command: a thin dispatcher into the library.
 
 use clap::{Parser, Subcommand};
 
 /// Per-container kernel logs.
-#[derive(Parser)]
-#[command(version, about)]
+#[derive(Debug, Parser)]
+#[command(name = "kmsgfs", version, about)]
 struct Cli {
     #[command(subcommand)]
-    command: Cmd,
+    command: Command,
 }
 
-#[derive(Subcommand)]
-enum Cmd {
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve every namespace's ring as a /dev/kmsg-compatible FUSE file under DIR.
+    Serve(kmsgfs::daemon::ServeArgs),
     /// Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.
     Run(kmsgfs::frontends::run::RunArgs),
 }
 
-fn main() {
-    env_logger::init();
-    log::info!("kmsgfs {}", env!("CARGO_PKG_VERSION"));
-    match Cli::parse().command {
-        Cmd::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = kmsgfs::frontends::fuse::interrupt::install_logger() {
+        eprintln!("kmsgfs: cannot install logger: {e}");
+    }
+    let result = match cli.command {
+        Command::Serve(args) => kmsgfs::daemon::serve(args),
+        Command::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("kmsgfs: {e}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,249 @@
+//! `kmsgfs serve`: the foreground daemon tying sources, rings and the FUSE frontend together.
+//!
+//! Start-up: block SIGINT/SIGTERM (so every thread inherits the mask), recover a stale kmsgfs
+//! mount left on the directory by a crashed daemon (mountinfo source `kmsgfs`,
+//! `umount2(MNT_DETACH)`, fuse-notes §5), create the host ring, start host ingestion, mount,
+//! start the reclaim scanner, and log `ready`.
+//!
+//! Shutdown on SIGINT/SIGTERM: stop parking reads and answer every parked READ with EINTR
+//! (a dropped `ReplyData` would become EIO, fuse-notes §7), then `umount_and_join`. If open files
+//! keep the connection alive the join is abandoned after a few seconds; process exit closes
+//! `/dev/fuse`, which aborts the connection.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::frontends::fuse::interrupt::{self, Interrupts};
+use crate::frontends::fuse::policy::{HostIdentity, Restrict};
+use crate::frontends::fuse::{self as fusefe, FsConfig, Shared};
+use crate::ratelimit::DevkmsgMode;
+use crate::registry::Registry;
+use crate::ring::RingConfig;
+use crate::sources::host::{self, HostStats, SourceError};
+use crate::sys::proc::NsKind;
+use crate::sys::{self, SysError};
+
+/// `--key`: the namespace kind that identifies a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KeyArg {
+    /// Network namespace (default).
+    Net,
+    /// User namespace.
+    User,
+    /// PID namespace.
+    Pid,
+}
+
+impl From<KeyArg> for NsKind {
+    fn from(k: KeyArg) -> Self {
+        match k {
+            KeyArg::Net => NsKind::Net,
+            KeyArg::User => NsKind::User,
+            KeyArg::Pid => NsKind::Pid,
+        }
+    }
+}
+
+/// `--devkmsg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DevkmsgArg {
+    /// No write limit.
+    On,
+    /// Opening fails with EPERM.
+    Off,
+    /// 10 writes per 5 s per open file (default).
+    Ratelimit,
+}
+
+impl From<DevkmsgArg> for DevkmsgMode {
+    fn from(d: DevkmsgArg) -> Self {
+        match d {
+            DevkmsgArg::On => DevkmsgMode::On,
+            DevkmsgArg::Off => DevkmsgMode::Off,
+            DevkmsgArg::Ratelimit => DevkmsgMode::Ratelimit,
+        }
+    }
+}
+
+/// `--restrict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestrictArg {
+    /// Only root of the owning namespace and host root may read (default).
+    Root,
+    /// Any member of the namespace may read.
+    None,
+}
+
+impl From<RestrictArg> for Restrict {
+    fn from(r: RestrictArg) -> Self {
+        match r {
+            RestrictArg::Root => Restrict::Root,
+            RestrictArg::None => Restrict::None,
+        }
+    }
+}
+
+/// Options of `kmsgfs serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Directory to mount the filesystem on (must exist).
+    #[arg(long, value_name = "DIR")]
+    pub mount: PathBuf,
+    /// Host kernel log to ingest: a kmsg character device, or a FIFO/file of kmsg records.
+    #[arg(long, value_name = "PATH", default_value = "/dev/kmsg")]
+    pub source: PathBuf,
+    /// Size of each ring in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::ring::DEFAULT_BYTES)]
+    pub ring_size: usize,
+    /// Namespace kind that identifies a container.
+    #[arg(long, value_enum, default_value = "net")]
+    pub key: KeyArg,
+    /// Write policy, like the kernel's printk_devkmsg.
+    #[arg(long, value_enum, default_value = "ratelimit")]
+    pub devkmsg: DevkmsgArg,
+    /// Who may read a ring, like dmesg_restrict=1 (root) or 0 (none).
+    #[arg(long, value_enum, default_value = "root")]
+    pub restrict: RestrictArg,
+    /// FUSE event-loop threads (see docs/benchmarks-fuse.md).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub threads: usize,
+    /// Pin event-loop thread i to the i-th allowed CPU.
+    #[arg(long)]
+    pub pin_threads: bool,
+    /// Seconds between scans for rings whose namespace is gone.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub reclaim_interval: u64,
+}
+
+/// Errors of `kmsgfs serve`.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// A system call failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// The host source could not be started.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Mounting failed.
+    #[error("`mount(fuse, {dir})` failed: {source}")]
+    Mount {
+        /// The mount point.
+        dir: PathBuf,
+        /// The error from fuser.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An invalid option.
+    #[error("invalid option: {0}")]
+    Usage(String),
+}
+
+/// Run `kmsgfs serve` until SIGINT or SIGTERM.
+pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
+    sys::signal::block_termination()?;
+    if args.ring_size < 64 {
+        return Err(DaemonError::Usage(format!(
+            "--ring-size {} is too small",
+            args.ring_size
+        )));
+    }
+    let mountpoint = sys::mount::absolute_mount_point(&args.mount)?;
+    let stale = sys::mount::recover_stale(&mountpoint)?;
+    if stale > 0 {
+        log::warn!(
+            "removed {stale} stale kmsgfs mount(s) at {} left by a previous daemon",
+            mountpoint.display()
+        );
+    }
+
+    let key: NsKind = args.key.into();
+    let host = HostIdentity::current(key)?;
+    let registry = Arc::new(Registry::new(
+        RingConfig::with_bytes(args.ring_size),
+        host.host_key(),
+    ));
+    let host_stats = Arc::new(HostStats::default());
+    host::spawn(
+        args.source.clone(),
+        Arc::clone(&registry.host().ring),
+        Arc::clone(&host_stats),
+    )?;
+
+    let threads = args.threads.max(1);
+    let interrupts = Arc::new(Interrupts::new(threads > 1));
+    interrupt::register(Arc::clone(&interrupts));
+    let shared = Shared::new(
+        FsConfig {
+            devkmsg: args.devkmsg.into(),
+            restrict: args.restrict.into(),
+            pin_threads: args.pin_threads,
+            threads,
+            source: args.source.clone(),
+        },
+        host.clone(),
+        Arc::clone(&registry),
+        Arc::clone(&host_stats),
+        interrupts,
+    );
+    let session = fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {
+        DaemonError::Mount {
+            dir: mountpoint.clone(),
+            source,
+        }
+    })?;
+
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let reclaimer = {
+        let registry = Arc::clone(&registry);
+        let shared = Arc::clone(&shared);
+        let every = Duration::from_secs(args.reclaim_interval.max(1));
+        let kinds = [key, NsKind::Pid, NsKind::Mnt];
+        std::thread::Builder::new()
+            .name("kmsgfs-reclaim".into())
+            .spawn(move || loop {
+                if stop_rx.recv_timeout(every).is_ok() {
+                    return;
+                }
+                let live = sys::proc::live_namespaces(&kinds);
+                let gone = registry.reclaim(&live, every);
+                if !gone.is_empty() {
+                    shared.forget_rings(&gone);
+                }
+            })
+            .map_err(|e| SysError::new("spawn(kmsgfs-reclaim)", e))?
+    };
+
+    log::info!(
+        "ready: serving {} (source {}, key {}, ring {} bytes, {} thread(s){})",
+        mountpoint.display(),
+        args.source.display(),
+        key.name(),
+        args.ring_size,
+        threads,
+        if args.pin_threads { ", pinned" } else { "" }
+    );
+
+    let sig = sys::signal::wait_termination()?;
+    log::info!("signal {sig}: answering parked reads with EINTR and unmounting");
+    shared.shutdown();
+    let _ = stop_tx.send(());
+    let _ = reclaimer.join();
+
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    std::thread::spawn(move || {
+        let _ = done_tx.send(session.umount_and_join());
+    });
+    match done_rx.recv_timeout(Duration::from_secs(5)) {
+        Ok(Ok(())) => log::info!("unmounted {}", mountpoint.display()),
+        Ok(Err(e)) => log::warn!("unmounting {} failed: {e}", mountpoint.display()),
+        Err(_) => log::warn!(
+            "{} still in use by open files; exiting, which aborts the connection",
+            mountpoint.display()
+        ),
+    }
+    interrupt::unregister();
+    Ok(())
+}

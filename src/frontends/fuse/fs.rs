@@ -1,0 +1,1039 @@
+//! The `fuser::Filesystem` implementation: layout, open-time resolution, and the kmsg file
+//! operations (kmsg-semantics A3-A8 through the constraints of E).
+//!
+//! Layout under the mount point:
+//!
+//! | path | inode | what |
+//! |---|---|---|
+//! | `kmsg` | 2 | the opener's ring, resolved at `open()` ([`super::policy::resolve`]) |
+//! | `stats` | 3 | JSON counters, a snapshot taken at `open()` |
+//! | `ns/` | 4 | one directory per ring the caller may see |
+//! | `ns/<inode>/kmsg` | `NS_FILE + inode` | the ring of namespace `<inode>` |
+//!
+//! Concurrency: handlers never block. Each ring has a [`RingFront`] whose mutex guards the
+//! per-handle cursors, the parked READs and the armed poll notifiers. A READ that finds nothing
+//! is parked under that mutex; the ring's append [`Listener`] takes the same mutex after the
+//! record is stored, so a record can never slip between "nothing to read" and "parked". Replies
+//! and poll notifications are sent after the mutex is released. Appends never happen under the
+//! mutex (the listener would deadlock).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents,
+    PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyLseek, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use super::cursor::{Cursor, Step};
+use super::interrupt::{Cancel, Interrupts};
+use super::policy::{self, HostIdentity, Opener, Restrict, Target};
+use crate::ratelimit::{self, DevkmsgMode, RateLimit};
+use crate::record::{self, RecordRef};
+use crate::registry::{NsKey, Registry, RingReport, RingSlot};
+use crate::ring::{Listener, RecordBuf};
+use crate::sources::host::{HostReport, HostStats};
+use crate::sys;
+
+/// Root directory.
+pub const INO_ROOT: u64 = 1;
+/// `kmsg`.
+pub const INO_KMSG: u64 = 2;
+/// `stats`.
+pub const INO_STATS: u64 = 3;
+/// `ns/`.
+pub const INO_NS: u64 = 4;
+/// `ns/<inode>/` is `NS_DIR + inode` (nsfs inodes are 32-bit).
+pub const NS_DIR: u64 = 1 << 40;
+/// `ns/<inode>/kmsg` is `NS_FILE + inode`.
+pub const NS_FILE: u64 = 2 << 40;
+const NS_MASK: u64 = (1 << 40) - 1;
+
+/// `default_message_loglevel` for writes without a `<N>` prefix (A6.5).
+pub const DEFAULT_WRITE_LEVEL: u8 = 4;
+/// prio of the ratelimit report: facility kern, level warning (A7.6).
+pub const SUPPRESSED_PRIO: u16 = 4;
+
+const TTL: Duration = Duration::ZERO;
+
+/// Daemon-wide settings of the filesystem.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// `--devkmsg`.
+    pub devkmsg: DevkmsgMode,
+    /// `--restrict`.
+    pub restrict: Restrict,
+    /// Pin event-loop thread `fuser-i` to the i-th allowed CPU.
+    pub pin_threads: bool,
+    /// Number of event-loop threads.
+    pub threads: usize,
+    /// The host source path (for the stats file).
+    pub source: std::path::PathBuf,
+}
+
+/// Per open file of a kmsg file.
+struct HandleState {
+    cursor: Cursor,
+    read: bool,
+    write: bool,
+    notifier: Option<PollNotifier>,
+    rl: RateLimit,
+    comm: Option<String>,
+}
+
+/// The parts of a READ request the kmsg file needs.
+#[derive(Debug, Clone, Copy)]
+struct ReadArgs {
+    unique: u64,
+    fh: u64,
+    offset: u64,
+    size: u32,
+    nonblock: bool,
+}
+
+/// A parked blocking READ.
+struct Parked {
+    fh: u64,
+    unique: u64,
+    size: usize,
+    reply: ReplyData,
+}
+
+#[derive(Default)]
+struct FrontState {
+    handles: HashMap<u64, HandleState>,
+    parked: Vec<Parked>,
+    armed: usize,
+}
+
+/// The FUSE side of one ring: cursors, parked reads, poll notifiers.
+pub struct RingFront {
+    slot: Arc<RingSlot>,
+    state: Mutex<FrontState>,
+    interrupts: Arc<Interrupts>,
+}
+
+impl std::fmt::Debug for RingFront {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RingFront")
+            .field("slot", &self.slot.key)
+            .finish()
+    }
+}
+
+enum Answer {
+    Data(Vec<u8>),
+    Err(Errno),
+}
+
+thread_local! {
+    static SCRATCH: RefCell<(RecordBuf, Vec<u8>)> = RefCell::new((RecordBuf::new(), Vec::with_capacity(8192)));
+    static PINNED: Cell<bool> = const { Cell::new(false) };
+}
+
+impl RingFront {
+    /// A record was appended: answer parked READs that can now complete and fire armed poll
+    /// notifiers (A3.2, A5, E3).
+    fn on_append(&self) {
+        let mut answers: Vec<(ReplyData, Answer)> = Vec::new();
+        let mut notes: Vec<PollNotifier> = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if st.parked.is_empty() && st.armed == 0 {
+                return;
+            }
+            let parked = std::mem::take(&mut st.parked);
+            let mut buf = RecordBuf::new();
+            for p in parked {
+                let Some(h) = st.handles.get_mut(&p.fh) else {
+                    self.interrupts.unpark(p.unique);
+                    answers.push((p.reply, Answer::Err(Errno::EBADF)));
+                    continue;
+                };
+                let mut out = Vec::new();
+                let a = match h.cursor.step(&self.slot.ring, p.size, &mut buf, &mut out) {
+                    Step::Empty => {
+                        st.parked.push(p);
+                        continue;
+                    }
+                    Step::Data(_) => Answer::Data(out),
+                    Step::Overrun => Answer::Err(Errno::EPIPE),
+                    Step::TooSmall => Answer::Err(Errno::EINVAL),
+                };
+                self.interrupts.unpark(p.unique);
+                answers.push((p.reply, a));
+            }
+            if st.armed > 0 {
+                for h in st.handles.values_mut() {
+                    if let Some(n) = h.notifier.take() {
+                        notes.push(n);
+                    }
+                }
+                st.armed = 0;
+            }
+        }
+        for (reply, a) in answers {
+            match a {
+                Answer::Data(d) => reply.data(&d),
+                Answer::Err(e) => reply.error(e),
+            }
+        }
+        for n in notes {
+            if let Err(e) = n.notify() {
+                log::debug!("poll notification failed: {e}");
+            }
+        }
+    }
+
+    /// Answer every parked READ with EINTR (shutdown).
+    fn interrupt_all(&self) {
+        let parked = std::mem::take(&mut self.state.lock().parked);
+        for p in parked {
+            self.interrupts.unpark(p.unique);
+            p.reply.error(Errno::EINTR);
+        }
+    }
+}
+
+impl Cancel for RingFront {
+    fn cancel(&self, unique: u64) {
+        let p = {
+            let mut st = self.state.lock();
+            let Some(i) = st.parked.iter().position(|p| p.unique == unique) else {
+                return;
+            };
+            st.parked.swap_remove(i)
+        };
+        p.reply.error(Errno::EINTR);
+    }
+}
+
+struct FrontListener(Weak<RingFront>);
+
+impl Listener for FrontListener {
+    fn appended(&self, _next_seq: u64) {
+        if let Some(f) = self.0.upgrade() {
+            f.on_append();
+        }
+    }
+}
+
+enum Open {
+    Kmsg(Arc<RingFront>),
+    Stats(Arc<Vec<u8>>),
+}
+
+/// Interrupt counters in the stats file.
+#[derive(Debug, Serialize)]
+struct InterruptReport {
+    delivered: u64,
+    unmatched: u64,
+}
+
+/// The stats file.
+#[derive(Debug, Serialize)]
+struct StatsReport {
+    version: &'static str,
+    key: &'static str,
+    devkmsg: &'static str,
+    restrict: &'static str,
+    threads: usize,
+    host: HostReport,
+    rings: Vec<RingReport>,
+    open_files: usize,
+    interrupts: InterruptReport,
+}
+
+/// State shared by the filesystem, the daemon and the append listeners.
+pub struct Shared {
+    cfg: FsConfig,
+    host: HostIdentity,
+    registry: Arc<Registry>,
+    host_stats: Arc<HostStats>,
+    interrupts: Arc<Interrupts>,
+    shutting_down: AtomicBool,
+    fronts: Mutex<HashMap<NsKey, Arc<RingFront>>>,
+    opens: RwLock<HashMap<u64, Open>>,
+    next_fh: AtomicU64,
+    cpus: Vec<usize>,
+    started: SystemTime,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Shared {
+    /// New filesystem state.
+    pub fn new(
+        cfg: FsConfig,
+        host: HostIdentity,
+        registry: Arc<Registry>,
+        host_stats: Arc<HostStats>,
+        interrupts: Arc<Interrupts>,
+    ) -> Arc<Self> {
+        Arc::new(Shared {
+            cfg,
+            host,
+            registry,
+            host_stats,
+            interrupts,
+            shutting_down: AtomicBool::new(false),
+            fronts: Mutex::new(HashMap::new()),
+            opens: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            cpus: sys::cpu::allowed_cpus(),
+            started: SystemTime::now(),
+        })
+    }
+
+    /// The interrupt table.
+    pub fn interrupts(&self) -> &Arc<Interrupts> {
+        &self.interrupts
+    }
+
+    /// Stop parking reads and answer every parked READ with EINTR.
+    pub fn shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        let fronts: Vec<Arc<RingFront>> = self.fronts.lock().values().cloned().collect();
+        for f in fronts {
+            f.interrupt_all();
+        }
+        self.interrupts.take_all();
+    }
+
+    /// Drop the FUSE state of reclaimed rings.
+    pub fn forget_rings(&self, keys: &[NsKey]) {
+        let mut fronts = self.fronts.lock();
+        for k in keys {
+            fronts.remove(k);
+        }
+    }
+
+    /// The stats file content.
+    pub fn stats_json(&self) -> Vec<u8> {
+        let report = StatsReport {
+            version: env!("CARGO_PKG_VERSION"),
+            key: self.host.key.name(),
+            devkmsg: match self.cfg.devkmsg {
+                DevkmsgMode::On => "on",
+                DevkmsgMode::Off => "off",
+                DevkmsgMode::Ratelimit => "ratelimit",
+            },
+            restrict: match self.cfg.restrict {
+                Restrict::Root => "root",
+                Restrict::None => "none",
+            },
+            threads: self.cfg.threads,
+            host: self.host_stats.report(&self.cfg.source),
+            rings: self.registry.list().iter().map(|s| s.stats()).collect(),
+            open_files: self.opens.read().len(),
+            interrupts: InterruptReport {
+                delivered: self.interrupts.delivered.load(Ordering::Relaxed),
+                unmatched: self.interrupts.unmatched.load(Ordering::Relaxed),
+            },
+        };
+        let mut v = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    fn front_for(&self, slot: &Arc<RingSlot>) -> Arc<RingFront> {
+        let mut fronts = self.fronts.lock();
+        if let Some(f) = fronts.get(&slot.key) {
+            if Arc::ptr_eq(&f.slot, slot) {
+                return Arc::clone(f);
+            }
+        }
+        let f = Arc::new(RingFront {
+            slot: Arc::clone(slot),
+            state: Mutex::new(FrontState::default()),
+            interrupts: Arc::clone(&self.interrupts),
+        });
+        slot.ring
+            .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
+        fronts.insert(slot.key, Arc::clone(&f));
+        f
+    }
+
+    fn attr(&self, ino: u64, size: u64) -> FileAttr {
+        let (kind, perm, nlink) = match ino {
+            INO_ROOT | INO_NS => (FileType::Directory, 0o555, 2),
+            INO_STATS => (FileType::RegularFile, 0o444, 1),
+            i if i & !NS_MASK == NS_DIR => (FileType::Directory, 0o555, 2),
+            _ => (FileType::RegularFile, 0o644, 1),
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind,
+            perm,
+            nlink,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    fn opener(&self, req: &Request) -> Option<(Opener, sys::proc::Proc)> {
+        match Opener::inspect(req.pid(), req.uid()) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                log::debug!("cannot inspect caller pid {}: {e}", req.pid());
+                None
+            }
+        }
+    }
+
+    /// The ring of `ns/<inode>` if `req`'s caller may see it.
+    fn visible_ns(&self, req: &Request, inode: u64) -> Option<Arc<RingSlot>> {
+        let slot = self.registry.by_inode(inode)?;
+        let (op, _) = self.opener(req)?;
+        policy::access(&self.host, self.cfg.restrict, &op, &slot)
+            .visible
+            .then_some(slot)
+    }
+
+    fn visible_rings(&self, req: &Request) -> Vec<Arc<RingSlot>> {
+        let Some((op, _)) = self.opener(req) else {
+            return Vec::new();
+        };
+        self.registry
+            .list()
+            .into_iter()
+            .filter(|s| policy::access(&self.host, self.cfg.restrict, &op, s).visible)
+            .collect()
+    }
+
+    fn maybe_pin(&self) {
+        if !self.cfg.pin_threads || PINNED.with(Cell::get) {
+            return;
+        }
+        PINNED.with(|p| p.set(true));
+        let cur = std::thread::current();
+        let Some(i) = cur
+            .name()
+            .and_then(|n| n.strip_prefix("fuser-"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let cpu = self.cpus[i % self.cpus.len()];
+        match sys::cpu::pin_current_thread(cpu) {
+            Ok(()) => log::info!("event-loop thread fuser-{i} pinned to CPU {cpu}"),
+            Err(e) => log::warn!("{e}"),
+        }
+    }
+
+    fn open_kmsg(&self, req: &Request, ino: u64, flags: OpenFlags) -> Result<u64, Errno> {
+        // printk_devkmsg=off wins over everything (A1.1).
+        if self.cfg.devkmsg == DevkmsgMode::Off {
+            return Err(Errno::EPERM);
+        }
+        let acc = flags.acc_mode();
+        let want_read = acc != OpenAccMode::O_WRONLY;
+        let want_write = acc != OpenAccMode::O_RDONLY;
+        let (op, proc_) = self.opener(req).ok_or(Errno::EACCES)?;
+        let slot = if ino == INO_KMSG {
+            match policy::resolve(&self.host, &op) {
+                Target::Host => {
+                    let s = Arc::clone(self.registry.host());
+                    self.registry.hold(&s);
+                    s
+                }
+                Target::Ns(key) => {
+                    let owner = if self.registry.get(key).is_none() {
+                        proc_.ns_owner_userns(key.kind).ok()
+                    } else {
+                        None
+                    };
+                    self.registry.acquire(key, owner)
+                }
+            }
+        } else {
+            let s = self.registry.by_inode(ino & NS_MASK).ok_or(Errno::ENOENT)?;
+            self.registry.hold(&s);
+            s
+        };
+        let acc = policy::access(&self.host, self.cfg.restrict, &op, &slot);
+        let denied = if ino == INO_KMSG {
+            // Like the device: the read check is a syslog permission (EPERM, A1.3), the write
+            // check is DAC on a 0644 root file (EACCES, A1.2).
+            if want_read && !acc.read {
+                Some(Errno::EPERM)
+            } else if want_write && !acc.write {
+                Some(Errno::EACCES)
+            } else {
+                None
+            }
+        } else if !acc.visible || (want_read && !acc.read) || (want_write && !acc.write) {
+            Some(Errno::EACCES)
+        } else {
+            None
+        };
+        if let Some(e) = denied {
+            self.registry.release(&slot);
+            log::debug!(
+                "open of ring {} by pid {} uid {} denied: {e:?}",
+                slot.key,
+                op.pid,
+                op.uid
+            );
+            return Err(e);
+        }
+        let front = self.front_for(&slot);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut st = front.state.lock();
+            st.handles.insert(
+                fh,
+                HandleState {
+                    cursor: Cursor::at_open(slot.ring.first_seq()),
+                    read: want_read,
+                    write: want_write,
+                    notifier: None,
+                    rl: RateLimit::default(),
+                    comm: None,
+                },
+            );
+        }
+        if want_read {
+            slot.readers.fetch_add(1, Ordering::Relaxed);
+        }
+        self.opens.write().insert(fh, Open::Kmsg(front));
+        log::debug!(
+            "pid {} uid {} opened ring {} as fh {fh}",
+            op.pid,
+            op.uid,
+            slot.key
+        );
+        Ok(fh)
+    }
+
+    fn kmsg_front(&self, fh: u64) -> Option<Arc<RingFront>> {
+        match self.opens.read().get(&fh) {
+            Some(Open::Kmsg(f)) => Some(Arc::clone(f)),
+            _ => None,
+        }
+    }
+
+    fn read_kmsg(&self, front: &Arc<RingFront>, r: ReadArgs, reply: ReplyData) {
+        let ReadArgs {
+            unique,
+            fh,
+            offset,
+            size,
+            nonblock,
+        } = r;
+        let ring = &front.slot.ring;
+        let mut st = front.state.lock();
+        let first = ring.first_seq();
+        let Some(h) = st.handles.get_mut(&fh) else {
+            drop(st);
+            return reply.error(Errno::EBADF);
+        };
+        h.cursor.sync(offset, first);
+        let step = SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            let (buf, out) = &mut *s;
+            match h.cursor.step(ring, size as usize, buf, out) {
+                Step::Data(_) => Ok(std::mem::take(out)),
+                other => Err(other),
+            }
+        });
+        match step {
+            Ok(data) => {
+                drop(st);
+                reply.data(&data);
+                self.interrupts.answered(unique);
+                SCRATCH.with(|s| {
+                    let mut s = s.borrow_mut();
+                    let mut data = data;
+                    data.clear();
+                    s.1 = data;
+                });
+            }
+            Err(Step::Overrun) => {
+                drop(st);
+                reply.error(Errno::EPIPE);
+            }
+            Err(Step::TooSmall) => {
+                drop(st);
+                reply.error(Errno::EINVAL);
+            }
+            Err(_) => {
+                // O_NONBLOCK as the READ carries it: fcntl(F_SETFL) after open counts (A3.2, E4).
+                if nonblock {
+                    drop(st);
+                    return reply.error(Errno::EAGAIN);
+                }
+                if self.shutting_down.load(Ordering::SeqCst)
+                    || !self
+                        .interrupts
+                        .park(unique, Arc::clone(front) as Arc<dyn Cancel>)
+                {
+                    drop(st);
+                    return reply.error(Errno::EINTR);
+                }
+                st.parked.push(Parked {
+                    fh,
+                    unique,
+                    size: size as usize,
+                    reply,
+                });
+            }
+        }
+    }
+
+    fn write_kmsg(
+        &self,
+        req: &Request,
+        front: &RingFront,
+        fh: u64,
+        data: &[u8],
+    ) -> Result<(), Errno> {
+        // Longer than PRINTKRB_RECORD_MAX: EINVAL before anything else (A6.1).
+        if data.len() > record::WRITE_MAX {
+            return Err(Errno::EINVAL);
+        }
+        let allowed = {
+            let mut st = front.state.lock();
+            let h = st.handles.get_mut(&fh).ok_or(Errno::EBADF)?;
+            if !h.write {
+                return Err(Errno::EBADF);
+            }
+            match self.cfg.devkmsg {
+                DevkmsgMode::On => true,
+                // Only files opened before a switch to off could get here (A6.2); the mode is
+                // fixed per daemon, so this is unreachable, but discard like the kernel.
+                DevkmsgMode::Off => false,
+                DevkmsgMode::Ratelimit => h.rl.allow(Instant::now()),
+            }
+        };
+        if !allowed {
+            front.slot.writes_dropped.fetch_add(1, Ordering::Relaxed);
+            // The kernel names the releasing task; FUSE_RELEASE carries no reliable pid, so
+            // remember the comm of the writer whose output was suppressed (E8).
+            let comm = sys::proc::Proc::open(req.pid())
+                .and_then(|p| p.comm())
+                .unwrap_or_else(|_| "?".into());
+            if let Some(h) = front.state.lock().handles.get_mut(&fh) {
+                h.comm = Some(comm);
+            }
+            return Ok(());
+        }
+        let w = record::parse_user_write(data, DEFAULT_WRITE_LEVEL).map_err(|_| Errno::EINVAL)?;
+        let rec = RecordRef {
+            seq: 0,
+            ts_usec: sys::clock::monotonic_usec(),
+            prio: w.prio,
+            cont: false,
+            caller: None,
+            text: w.text,
+            subsystem: b"",
+            device: b"",
+        };
+        front.slot.ring.append(&rec);
+        front.slot.writes.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn release_kmsg(&self, front: &RingFront, fh: u64) {
+        let h = {
+            let mut st = front.state.lock();
+            let h = st.handles.remove(&fh);
+            if h.as_ref().is_some_and(|h| h.notifier.is_some()) {
+                st.armed = st.armed.saturating_sub(1);
+            }
+            h
+        };
+        let Some(h) = h else { return };
+        if h.rl.missed() > 0 {
+            let comm = h.comm.as_deref().unwrap_or("?");
+            let text = ratelimit::suppressed_message(comm, h.rl.missed());
+            let rec = RecordRef {
+                seq: 0,
+                ts_usec: sys::clock::monotonic_usec(),
+                prio: SUPPRESSED_PRIO,
+                cont: false,
+                caller: None,
+                text: text.as_bytes(),
+                subsystem: b"",
+                device: b"",
+            };
+            front.slot.ring.append(&rec);
+        }
+        if h.read {
+            front.slot.readers.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.registry.release(&front.slot);
+    }
+}
+
+/// The filesystem handed to fuser.
+#[derive(Debug)]
+pub struct KmsgFs(pub Arc<Shared>);
+
+fn is_kmsg_ino(ino: u64) -> bool {
+    ino == INO_KMSG || ino & !NS_MASK == NS_FILE
+}
+
+impl Filesystem for KmsgFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        // `echo … > kmsg` opens with O_TRUNC; with atomic O_TRUNC the flag arrives in OPEN
+        // instead of a separate SETATTR (fuse-notes §16). setattr is implemented too.
+        if let Err(e) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
+            log::debug!("kernel lacks {e:?}; O_TRUNC arrives as SETATTR");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let s = &self.0;
+        let name = name.to_string_lossy();
+        let ino = match (parent.0, name.as_ref()) {
+            (INO_ROOT, "kmsg") => Some(INO_KMSG),
+            (INO_ROOT, "stats") => Some(INO_STATS),
+            (INO_ROOT, "ns") => Some(INO_NS),
+            (INO_NS, n) => n
+                .parse::<u64>()
+                .ok()
+                .filter(|&i| i <= NS_MASK)
+                .and_then(|i| s.visible_ns(req, i))
+                .map(|slot| NS_DIR | slot.key.inode),
+            (p, "kmsg") if p & !NS_MASK == NS_DIR => s
+                .visible_ns(req, p & NS_MASK)
+                .map(|slot| NS_FILE | slot.key.inode),
+            _ => None,
+        };
+        match ino {
+            Some(i) => reply.entry(&TTL, &s.attr(i, 0), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let s = &self.0;
+        let mut size = 0;
+        if let Some(FileHandle(fh)) = fh {
+            match s.opens.read().get(&fh) {
+                // A GETATTR carrying a kmsg handle is lseek(SEEK_END) (fuse-notes §13, §15):
+                // move that handle after the newest record (A4.2).
+                Some(Open::Kmsg(front)) if is_kmsg_ino(ino.0) => {
+                    let mut st = front.state.lock();
+                    let next = front.slot.ring.next_seq();
+                    if let Some(h) = st.handles.get_mut(&fh) {
+                        size = h.cursor.seek_end(next);
+                    }
+                }
+                Some(Open::Stats(b)) => size = b.len() as u64,
+                _ => {}
+            }
+        }
+        reply.attr(&TTL, &s.attr(ino.0, size));
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // O_TRUNC from `>` without atomic O_TRUNC: a no-op, like truncating the device.
+        reply.attr(&TTL, &self.0.attr(ino.0, 0));
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let s = &self.0;
+        s.maybe_pin();
+        let ino = ino.0;
+        if is_kmsg_ino(ino) {
+            match s.open_kmsg(req, ino, flags) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(e),
+            }
+        } else if ino == INO_STATS {
+            if flags.acc_mode() != OpenAccMode::O_RDONLY {
+                return reply.error(Errno::EACCES);
+            }
+            let host_root = s
+                .opener(req)
+                .is_some_and(|(op, _)| policy::is_host_root(&s.host, &op));
+            if !host_root {
+                return reply.error(Errno::EACCES);
+            }
+            let fh = s.next_fh.fetch_add(1, Ordering::Relaxed);
+            let snap = Arc::new(s.stats_json());
+            s.opens.write().insert(fh, Open::Stats(snap));
+            reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+        } else {
+            reply.error(Errno::EISDIR);
+        }
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let s = &self.0;
+        s.maybe_pin();
+        let open = match s.opens.read().get(&fh.0) {
+            Some(Open::Kmsg(f)) => Ok(Arc::clone(f)),
+            Some(Open::Stats(b)) => Err(Some(Arc::clone(b))),
+            None => Err(None),
+        };
+        match open {
+            Ok(front) => s.read_kmsg(
+                &front,
+                ReadArgs {
+                    unique: req.unique().0,
+                    fh: fh.0,
+                    offset,
+                    size,
+                    nonblock: flags.0 & libc::O_NONBLOCK != 0,
+                },
+                reply,
+            ),
+            Err(Some(b)) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+                let end = start.saturating_add(size as usize).min(b.len());
+                reply.data(&b[start..end]);
+            }
+            Err(None) => reply.error(Errno::EBADF),
+        }
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let s = &self.0;
+        s.maybe_pin();
+        let Some(front) = s.kmsg_front(fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        // Offsets are ignored: every write is one record (A6.4); an accepted write always
+        // returns its full length (A6.9).
+        match s.write_kmsg(req, &front, fh.0, data) {
+            Ok(()) => reply.written(u32::try_from(data.len()).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        let s = &self.0;
+        let open = s.opens.write().remove(&fh.0);
+        if let Some(Open::Kmsg(front)) = open {
+            s.release_kmsg(&front, fh.0);
+        }
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let s = &self.0;
+        let ino = ino.0;
+        let mut entries: Vec<(u64, FileType, String)> = vec![
+            (ino, FileType::Directory, ".".into()),
+            (INO_ROOT, FileType::Directory, "..".into()),
+        ];
+        match ino {
+            INO_ROOT => {
+                entries.push((INO_KMSG, FileType::RegularFile, "kmsg".into()));
+                entries.push((INO_STATS, FileType::RegularFile, "stats".into()));
+                entries.push((INO_NS, FileType::Directory, "ns".into()));
+            }
+            INO_NS => {
+                for slot in s.visible_rings(req) {
+                    entries.push((
+                        NS_DIR | slot.key.inode,
+                        FileType::Directory,
+                        slot.key.inode.to_string(),
+                    ));
+                }
+            }
+            i if i & !NS_MASK == NS_DIR => {
+                if s.visible_ns(req, i & NS_MASK).is_none() {
+                    return reply.error(Errno::ENOENT);
+                }
+                entries[1].0 = INO_NS;
+                entries.push((
+                    NS_FILE | (i & NS_MASK),
+                    FileType::RegularFile,
+                    "kmsg".into(),
+                ));
+            }
+            _ => return reply.error(Errno::ENOTDIR),
+        }
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(skip) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        // ENOSYS makes the kernel stop asking (no_getxattr), saving a round trip per write.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        // The policy is applied at open(); access(2) reports what DAC on 0644 would say only
+        // approximately, as for any allow_other FUSE file without default_permissions.
+        reply.ok();
+    }
+
+    fn poll(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        ph: PollNotifier,
+        _events: PollEvents,
+        flags: PollFlags,
+        reply: ReplyPoll,
+    ) {
+        let s = &self.0;
+        s.maybe_pin();
+        let Some(front) = s.kmsg_front(fh.0) else {
+            // The stats file: always readable.
+            return reply.poll(PollEvents::POLLIN | PollEvents::POLLRDNORM);
+        };
+        let mask = {
+            let mut st = front.state.lock();
+            let ring = &front.slot.ring;
+            let (first, next) = (ring.first_seq(), ring.next_seq());
+            let mut newly_armed = false;
+            let mask = match st.handles.get_mut(&fh.0) {
+                Some(h) => {
+                    if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
+                        newly_armed = h.notifier.is_none();
+                        h.notifier = Some(ph);
+                    }
+                    h.cursor.poll_mask(first, next)
+                }
+                None => 0,
+            };
+            if newly_armed {
+                st.armed += 1;
+            }
+            mask
+        };
+        reply.poll(PollEvents::from_bits_truncate(mask));
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
+        let s = &self.0;
+        let Some(front) = s.kmsg_front(fh.0) else {
+            return reply.error(Errno::EINVAL);
+        };
+        // Any non-zero offset gives ESPIPE (A4.4); SEEK_HOLE gives EINVAL (A4.5).
+        if offset != 0 {
+            return reply.error(Errno::ESPIPE);
+        }
+        if whence != libc::SEEK_DATA {
+            return reply.error(Errno::EINVAL);
+        }
+        let pos = {
+            let mut st = front.state.lock();
+            let clear = front.slot.ring.clear_seq();
+            match st.handles.get_mut(&fh.0) {
+                Some(h) => h.cursor.seek_data(clear),
+                None => return reply.error(Errno::EBADF),
+            }
+        };
+        reply.offset(i64::try_from(pos).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,59 @@
+//! The small syscall and procfs seam of kmsgfs.
+//!
+//! Everything that talks to the kernel other than through `std` lives here, and with it every
+//! `unsafe` block of the FUSE daemon:
+//!
+//! * [`proc`]: a process looked up by pid through a pinned `/proc/<pid>` directory fd: its
+//!   namespace inodes, start time, uid map and comm (used to resolve an opener's ring, E6).
+//! * [`mount`]: `/proc/self/mountinfo` parsing and `umount2(MNT_DETACH)` (stale-mount
+//!   recovery after a crash, fuse-notes §5).
+//! * [`signal`]: blocking SIGINT/SIGTERM in every thread and waiting for them synchronously.
+//! * [`cpu`]: CPU count and thread affinity (event-loop placement, fuse-notes §19).
+//! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
+
+pub mod clock;
+pub mod cpu;
+pub mod mount;
+pub mod proc;
+pub mod signal;
+
+use std::io;
+
+use thiserror::Error;
+
+/// A failed system call or procfs access, naming the call and its argument.
+#[derive(Debug, Error)]
+#[error("`{call}` failed: {source}")]
+pub struct SysError {
+    /// The call, with its argument, e.g. `openat(/proc/123/ns/net)`.
+    pub call: String,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SysError {
+    /// Wrap the current `errno` for `call`.
+    pub fn last(call: impl Into<String>) -> Self {
+        SysError {
+            call: call.into(),
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    /// Wrap `source` for `call`.
+    pub fn new(call: impl Into<String>, source: io::Error) -> Self {
+        SysError {
+            call: call.into(),
+            source,
+        }
+    }
+
+    /// The raw errno, if any.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// Result alias for this module.
+pub type Result<T> = std::result::Result<T, SysError>;
