@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Shared by .ci/test.sh and .ci/start.sh: install the Debian packages kmsgfs and its tests use,
+# only those whose command is missing. Sourced, not executed.
+
+kmsgfs_need() { # kmsgfs_need COMMAND PACKAGE
+    command -v "$1" >/dev/null 2>&1 || KMSGFS_MISSING+=("$2")
+}
+
+kmsgfs_install_deps() {
+    KMSGFS_MISSING=()
+    kmsgfs_need dmesg util-linux
+    kmsgfs_need unshare util-linux
+    kmsgfs_need setpriv util-linux
+    kmsgfs_need ip iproute2
+    kmsgfs_need timeout coreutils
+    kmsgfs_need taskset util-linux
+    kmsgfs_need busybox busybox-static
+    kmsgfs_need cc gcc
+    if ((${#KMSGFS_MISSING[@]})); then
+        echo "kmsgfs: installing missing packages: ${KMSGFS_MISSING[*]}"
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "kmsgfs: need root to apt-get install ${KMSGFS_MISSING[*]}" >&2
+            return 1
+        fi
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${KMSGFS_MISSING[@]}"
+    fi
+    command -v cargo >/dev/null 2>&1 || { echo "kmsgfs: cargo (Rust toolchain) is required" >&2; return 1; }
+    [ -e /dev/fuse ] || modprobe fuse 2>/dev/null || true
+    [ -e /dev/fuse ] || { echo "kmsgfs: /dev/fuse is missing (load the fuse module)" >&2; return 1; }
+}
