@@ -3,6 +3,10 @@
 //! `/dev/kmsg` and `/proc/kmsg` are inside, which namespaces are new, the exit status, signal
 //! forwarding and clean-up. They run the real binary as root.
 
+mod common;
+
+use common::require_root;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -11,20 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Generous bound for anything that should take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Fails the test unless we are root; with `KMSGFS_ALLOW_SKIP=1`, returns false instead.
-fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let why = "needs root (unshare(2) and mount(2) of `kmsgfs run`)";
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {why}");
-        return false;
-    }
-    panic!("{why}; run as root or set KMSGFS_ALLOW_SKIP=1 to skip");
-}
 
 /// A temporary `--mount` directory holding a regular file `kmsg`; removed on drop.
 struct FakeMount {
