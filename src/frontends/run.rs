@@ -46,7 +46,7 @@
 //! Ctrl-C or a hangup from the terminal) are not forwarded: the terminal sends them to the whole
 //! foreground process group, CMD included, and forwarding would deliver them twice. If
 //! `kmsgfs run` itself dies, init gets SIGKILL (`PR_SET_PDEATHSIG`) and the namespace goes with
-//! it.
+//! it; a pipe that hangs up when `kmsgfs run` exits covers the moment before init armed that.
 //!
 //! # Exit status
 //!
@@ -64,7 +64,7 @@ mod sys;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -382,16 +382,24 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     )?;
     log::debug!("bound {} over /dev/kmsg", kmsg.display());
 
+    // Init reports setup and exec failures over `report`, and learns from `alive` hanging up
+    // whether this process died before init armed PR_SET_PDEATHSIG. Both are close-on-exec, so
+    // CMD holds neither.
     let (report_rx, report_tx) = sys::pipe_cloexec()?;
+    let (alive_rx, alive_tx) = sys::pipe_cloexec()?;
     // SAFETY: checked above that this process has a single thread.
     match unsafe { sys::fork() }? {
         Fork::Child => {
             drop(report_rx);
-            let code = init(args, report_tx, &waited, original);
+            drop(alive_tx);
+            let code = init(args, report_tx, alive_rx, &waited, original);
             sys::exit_now(code)
         }
         Fork::Parent(init_pid) => {
             drop(report_tx);
+            drop(alive_rx);
+            // Held until this function returns, that is for as long as this process lives.
+            let _alive_tx = alive_tx;
             let report = read_report(report_rx)?;
             let code = supervise(init_pid, &waited)?;
             match report {
@@ -509,7 +517,25 @@ fn read_report(rx: OwnedFd) -> Result<Option<Report>, SysError> {
 
 /// Init: pid 1 of the new pid namespace (or a plain sub-reaper without one). Sets up `/proc`,
 /// starts CMD and supervises it. Returns the status to exit with.
-fn init(args: &RunArgs, report_tx: OwnedFd, waited: &SigSet, original: SigSet) -> i32 {
+fn init(
+    args: &RunArgs,
+    report_tx: OwnedFd,
+    alive_rx: OwnedFd,
+    waited: &SigSet,
+    original: SigSet,
+) -> i32 {
+    // Die with the outer process, which takes the whole pid namespace along. If it already
+    // died between fork and here, the signal was never armed: `alive` has hung up then.
+    match sys::set_parent_death_signal(libc::SIGKILL)
+        .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
+    {
+        Ok(false) => drop(alive_rx),
+        Ok(true) => return EXIT_SETUP_FAILED,
+        Err(err) => {
+            eprintln!("kmsgfs run (init): {err}");
+            return EXIT_SETUP_FAILED;
+        }
+    }
     let mut report_tx = std::fs::File::from(report_tx);
     let mut send = |report: Report| {
         // Nothing more can be done if the outer process is gone.
@@ -551,8 +577,6 @@ fn init(args: &RunArgs, report_tx: OwnedFd, waited: &SigSet, original: SigSet) -
 
 /// The mounts and process attributes init sets up before starting CMD.
 fn init_setup(namespaces: Namespaces) -> Result<(), SysError> {
-    // Die with the outer process, which takes the whole pid namespace along.
-    sys::set_parent_death_signal(libc::SIGKILL)?;
     if namespaces.contains(Namespace::Pid) {
         sys::mount(
             Some(Path::new("proc")),

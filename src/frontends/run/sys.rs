@@ -8,7 +8,7 @@
 use std::ffi::{CString, OsStr};
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -137,6 +137,22 @@ pub fn pipe_cloexec() -> Result<(OwnedFd, OwnedFd)> {
     // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
     let pair = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     Ok(pair)
+}
+
+/// `poll(fd, 0 events, 0 ms)`: whether the write end of the pipe `fd` reads from was closed by
+/// every holder (`POLLHUP`).
+pub fn pipe_hung_up(fd: BorrowedFd<'_>) -> Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(&mut pfd, 1, 0) };
+    if rc == -1 {
+        return Err(SysError::last(format!("poll({}, POLLHUP)", fd.as_raw_fd())));
+    }
+    Ok(pfd.revents & libc::POLLHUP != 0)
 }
 
 /// What `fork()` returned in this process.
