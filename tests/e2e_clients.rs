@@ -328,6 +328,43 @@ fn d1_dmesg_r_x_show_exactly_the_namespace_records() {
 }
 
 #[test]
+fn d1_dmesg_sees_its_records_in_a_user_namespace_and_with_only_a_new_netns() {
+    if !require_root_and_dmesg() {
+        return;
+    }
+    let d = daemon(&[]);
+    let n = 4;
+    // Rings are keyed on the network namespace: a user namespace (container root without
+    // CAP_SYSLOG in the initial namespace) and a run without new pid/uts/ipc namespaces both
+    // get a ring of their own.
+    for unshare in ["user,net,pid", "net"] {
+        let tag = unique_tag("userns");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsgfs"));
+        cmd.arg("run")
+            .arg("--mount")
+            .arg(d.dir())
+            .args(["--unshare", unshare, "--", "sh", "-c"])
+            .arg(format!("{} dmesg", write_records("rec", n)))
+            .env("TAG", &tag)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = Running(cmd.spawn().unwrap()).output();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{unshare}: {}",
+            text(&out.stderr)
+        );
+        let expected: Vec<String> = (1..=n).map(|i| format!("{tag} rec {i}")).collect();
+        let stdout = text(&out.stdout);
+        let lines: Vec<&str> = stdout.lines().map(after_timestamp).collect();
+        assert_eq!(lines, expected, "--unshare {unshare}");
+        assert_not_on_host(&d, &tag);
+    }
+}
+
+#[test]
 fn d1_dmesg_w_and_dmesg_w_new_see_records_written_after_start() {
     if !require_root_and_dmesg() {
         return;
