@@ -674,6 +674,29 @@ mod clients {
     /// How long a client waits for an event before declaring a hang.
     const HANG: Duration = Duration::from_secs(30);
 
+    /// CLOCK_MONOTONIC in microseconds, shared by the writer and reader threads.
+    fn now_us() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is valid for writes.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+    }
+
+    /// Splits `"<text> t=<us>"` into the text and the write-to-read latency in microseconds.
+    fn split_stamp(text: &str) -> (&str, u64) {
+        let (body, stamp) = text.rsplit_once(" t=").expect("stamped record");
+        (body, now_us().saturating_sub(stamp.parse().expect("stamp")))
+    }
+
+    /// Median and maximum of `v`, for printing.
+    fn median_max(mut v: Vec<u64>) -> serde_json::Value {
+        v.sort_unstable();
+        json!({ "median": v.get(v.len() / 2), "max": v.last() })
+    }
+
     /// Record text of `rec` if it carries `tag`.
     fn tagged<'a>(rec: &'a str, tag: &str) -> Option<&'a str> {
         let t = common::text_of(rec);
@@ -798,7 +821,8 @@ mod clients {
             move || {
                 let w = writer_fd();
                 for i in 0..live_written {
-                    common::write_raw(w, format!("<6>{tag} live {i}\n").as_bytes()).unwrap();
+                    let rec = format!("<6>{tag} live {i} t={}\n", now_us());
+                    common::write_raw(w, rec.as_bytes()).unwrap();
                     if i % 10 != 9 {
                         std::thread::sleep(Duration::from_millis(2));
                     }
@@ -807,6 +831,7 @@ mod clients {
             }
         });
         let (mut live_received, mut live_wakeups, mut spurious) = (0u64, 0u64, 0u64);
+        let mut live_latency_us = Vec::new();
         let start = Instant::now();
         while live_received < live_written {
             let events = epoll_wait(ep, HANG);
@@ -818,7 +843,9 @@ mod clients {
             match read_one(&mut missed, &mut epipe) {
                 Some(rec) => {
                     let text = tagged(&rec, tag).expect("foreign record");
+                    let (text, latency) = split_stamp(text);
                     assert_eq!(text, format!("{tag} live {live_received}"), "order");
+                    live_latency_us.push(latency);
                     live_received += 1;
                 }
                 None => spurious += 1,
@@ -893,6 +920,7 @@ mod clients {
             "pre_written": pre_written, "flushed": flushed,
             "live_written": live_written, "live_received": live_received,
             "live_wakeups": live_wakeups, "spurious": spurious, "live_ms": live_ms,
+            "live_write_to_read_us": median_max(live_latency_us),
             "idle_wakeups": idle_wakeups,
             "overrun_written": overrun_written, "overrun_received": overrun_received,
             "missed": missed - missed_before, "epipe": epipe - epipe_before, "pollerr": pollerr,
@@ -938,7 +966,8 @@ mod clients {
                     let w = writer_fd();
                     for _ in 0..burst {
                         if i < total {
-                            common::write_raw(w, format!("<6>{tag} rec {i}\n").as_bytes()).unwrap();
+                            let rec = format!("<6>{tag} rec {i} t={}\n", now_us());
+                            common::write_raw(w, rec.as_bytes()).unwrap();
                             i += 1;
                         }
                     }
@@ -949,7 +978,8 @@ mod clients {
         });
 
         let (mut received, mut wakeups, mut spurious, mut pollout) = (0u64, 0u64, 0u64, 0u64);
-        let mut latencies_us = Vec::new();
+        let mut wait_us = Vec::new();
+        let mut write_to_read_us = Vec::new();
         loop {
             // Read until EAGAIN, like Go's fd.Read before parking on the poller.
             let mut got = 0;
@@ -959,6 +989,13 @@ mod clients {
                         assert!(!b.is_empty(), "read returned 0: fatal for go-kmsg-parser");
                         let rec = String::from_utf8_lossy(&b).into_owned();
                         let text = tagged(&rec, tag).expect("foreign record");
+                        let text = if received < pre {
+                            text
+                        } else {
+                            let (text, latency) = split_stamp(text);
+                            write_to_read_us.push(latency);
+                            text
+                        };
                         assert_eq!(text, format!("{tag} rec {received}"), "order");
                         received += 1;
                         got += 1;
@@ -980,20 +1017,19 @@ mod clients {
                 events, 0,
                 "go client hung: no edge after EAGAIN ({received}/{total} records)"
             );
-            latencies_us.push(t.elapsed().as_micros() as u64);
+            wait_us.push(t.elapsed().as_micros() as u64);
             wakeups += 1;
             if events & libc::EPOLLOUT as u32 != 0 {
                 pollout += 1;
             }
         }
         writer.join().unwrap();
-        latencies_us.sort_unstable();
-        let median = latencies_us.get(latencies_us.len() / 2).copied();
         common::close_raw(ep);
         common::close_raw(fd);
         json!({
             "written": total, "received": received, "wakeups": wakeups,
-            "spurious": spurious, "pollout": pollout, "median_wait_us": median,
+            "spurious": spurious, "pollout": pollout, "epoll_wait_us": median_max(wait_us),
+            "write_to_read_us": median_max(write_to_read_us),
         })
     }
 }
