@@ -14,6 +14,8 @@ struct Cli {
 enum Command {
     /// Serve every namespace's ring as a /dev/kmsg-compatible FUSE file under DIR.
     Serve(kmsgfs::daemon::ServeArgs),
+    /// Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.
+    Run(kmsgfs::frontends::run::RunArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -23,6 +25,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match cli.command {
         Command::Serve(args) => kmsgfs::daemon::serve(args),
+        Command::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,7 +6,10 @@
 //!   through seccomp user notification.
 //! * [`proc_kmsg`]: the `/proc/kmsg` semantics (kmsg-semantics C) on a ring, for a file the FUSE
 //!   layer can serve.
+//! * [`run`]: `kmsgfs run`, a minimal launcher of commands in fresh namespaces with their own
+//!   kernel log.
 
 pub mod fuse;
 pub mod proc_kmsg;
+pub mod run;
 pub mod seccomp;

@@ -1,0 +1,799 @@
+//! `kmsgfs run`: start a command in new namespaces with its own kernel log.
+//!
+//! ```text
+//! kmsgfs run [--mount DIR] [--unshare net,uts,ipc,pid,user] -- CMD [ARG...]
+//! ```
+//!
+//! `kmsgfs serve --mount DIR` serves one file, `DIR/kmsg`, whose `open()` resolves to the ring
+//! of the opener's namespace. `run` is the smallest possible "container runtime" around it: it
+//! exists so that the demo and the end-to-end tests can put real, unmodified clients (util-linux
+//! `dmesg`, journald-style and Go-style readers) into a fresh namespace with the kmsgfs file at
+//! `/dev/kmsg`, without depending on runc, Docker or Podman. Real deployments get the same bind
+//! mount from an OCI hook or a runtime's mount list (docs/run.md).
+//!
+//! # What it does
+//!
+//! 1. Checks that `DIR/kmsg` exists. A missing file or `ENOTCONN` (a dead daemon, fuse-notes §5)
+//!    fails with "is kmsgfs serve running on DIR?".
+//! 2. `unshare(2)` with `CLONE_NEWNS` plus the chosen namespaces (default net, uts, ipc, pid).
+//!    With `user`, container root is mapped to the caller's uid and gid (`0 <euid> 1`), and
+//!    `setgroups` is set to `deny`, as an unprivileged `unshare -Ur` would do; this is the only
+//!    mapping a process may write for itself without privilege in the parent namespace.
+//! 3. Makes `/` recursively private, so nothing below leaks back to the host.
+//! 4. Binds `DIR/kmsg` over `/dev/kmsg` (read-write: writes become records of the container's
+//!    ring, kmsg-semantics A6).
+//! 5. Forks the **init** process (pid 1 of the new pid namespace). Init mounts a fresh `proc` on
+//!    `/proc` when there is a new pid namespace, so that `/proc/<pid>` agrees with the pids the
+//!    processes see, then masks `/proc/kmsg` by binding `/dev/null` over it read-only.
+//!    `/proc/kmsg` is the syslog(2) cursor of the **host** (kmsg-semantics C8): a privileged
+//!    process inside would read and consume the host log through it. A per-container
+//!    `/proc/kmsg` needs the syslog(2) emulation of the seccomp agent and comes with it.
+//! 6. Init starts CMD as its child (pid 2), reaps every orphan, forwards signals to CMD, and
+//!    exits with CMD's status when CMD ends, which makes the kernel kill whatever is left in the
+//!    pid namespace.
+//!
+//! # Why an init process and not CMD as pid 1
+//!
+//! The kernel drops signals sent to a pid namespace's init unless it installed a handler for
+//! them, so `kill -TERM` or Ctrl-C would not stop a `dmesg -w` running as pid 1; and a pid 1
+//! that does not reap leaves zombies. A tiny reaper and forwarder (like tini or
+//! `docker run --init`) avoids both.
+//!
+//! # Signals
+//!
+//! SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 sent to `kmsgfs run` are forwarded to
+//! init and from init to CMD. Signals the **kernel** generated (`si_code == SI_KERNEL`, such as
+//! Ctrl-C or a hangup from the terminal) are not forwarded: the terminal sends them to the whole
+//! foreground process group, CMD included, and forwarding would deliver them twice. If
+//! `kmsgfs run` itself dies, init gets SIGKILL (`PR_SET_PDEATHSIG`) and the namespace goes with
+//! it; a pipe that hangs up when `kmsgfs run` exits covers the moment before init armed that.
+//!
+//! # Exit status
+//!
+//! CMD's exit code, or 128 + the signal number if a signal ended it (as shells report it).
+//! Failures of `run` itself: 125 for setup errors, 126 if CMD could not be executed, 127 if it
+//! was not found (the convention of `env`, Docker and Podman).
+//!
+//! # Requirements
+//!
+//! Root (CAP_SYS_ADMIN) in the initial namespaces, and a single-threaded caller: `unshare(2)`
+//! with `CLONE_NEWUSER` refuses multi-threaded processes, and [`run`] forks without exec.
+
+mod sys;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::str::FromStr;
+
+use libc::{c_int, c_ulong, pid_t};
+
+pub use sys::SysError;
+use sys::{Fork, SigSet};
+
+/// Where `kmsgfs serve` is mounted unless `--mount` says otherwise.
+pub const DEFAULT_MOUNT: &str = "/run/kmsgfs";
+
+/// Namespaces created unless `--unshare` says otherwise (a mount namespace always is).
+pub const DEFAULT_UNSHARE: &str = "net,uts,ipc,pid";
+
+/// Exit status when `run` itself failed before CMD started.
+pub const EXIT_SETUP_FAILED: i32 = 125;
+/// Exit status when CMD exists but could not be executed.
+pub const EXIT_CANNOT_EXECUTE: i32 = 126;
+/// Exit status when CMD was not found.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+/// Signals that are forwarded to CMD.
+pub const FORWARDED_SIGNALS: [c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Arguments of `kmsgfs run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Directory where `kmsgfs serve` is mounted; its `kmsg` file is bound over /dev/kmsg.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
+    pub mount: PathBuf,
+
+    /// Namespaces to create besides the mount namespace: a comma-separated subset of
+    /// net,uts,ipc,pid,user ("" or "none" for a mount namespace only).
+    #[arg(long, value_name = "LIST", default_value = DEFAULT_UNSHARE)]
+    pub unshare: Namespaces,
+
+    /// The command to run, and its arguments.
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub command: Vec<OsString>,
+}
+
+/// One namespace type that `--unshare` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Namespace {
+    /// Network (`CLONE_NEWNET`); also what kmsgfs keys rings on by default.
+    Net,
+    /// Hostname and domain name (`CLONE_NEWUTS`).
+    Uts,
+    /// System V IPC and POSIX message queues (`CLONE_NEWIPC`).
+    Ipc,
+    /// Process ids (`CLONE_NEWPID`); CMD runs under a fresh init, with a fresh `/proc`.
+    Pid,
+    /// User and group ids (`CLONE_NEWUSER`); container root maps to the caller.
+    User,
+}
+
+impl Namespace {
+    /// Every namespace `--unshare` accepts, in the order `Display` prints them.
+    pub const ALL: [Namespace; 5] = [
+        Namespace::Net,
+        Namespace::Uts,
+        Namespace::Ipc,
+        Namespace::Pid,
+        Namespace::User,
+    ];
+
+    /// The name used on the command line and in `/proc/<pid>/ns/`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Namespace::Net => "net",
+            Namespace::Uts => "uts",
+            Namespace::Ipc => "ipc",
+            Namespace::Pid => "pid",
+            Namespace::User => "user",
+        }
+    }
+
+    /// The `CLONE_NEW*` flag.
+    pub fn clone_flag(self) -> c_int {
+        match self {
+            Namespace::Net => libc::CLONE_NEWNET,
+            Namespace::Uts => libc::CLONE_NEWUTS,
+            Namespace::Ipc => libc::CLONE_NEWIPC,
+            Namespace::Pid => libc::CLONE_NEWPID,
+            Namespace::User => libc::CLONE_NEWUSER,
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << (self as u8)
+    }
+}
+
+/// The set of namespaces given to `--unshare`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Namespaces(u8);
+
+impl Namespaces {
+    /// No namespace besides the (always created) mount namespace.
+    pub const fn empty() -> Self {
+        Namespaces(0)
+    }
+
+    /// The set with `ns` added.
+    #[must_use]
+    pub fn with(self, ns: Namespace) -> Self {
+        Namespaces(self.0 | ns.bit())
+    }
+
+    /// Whether `ns` is in the set.
+    pub fn contains(self, ns: Namespace) -> bool {
+        self.0 & ns.bit() != 0
+    }
+
+    /// The members, in [`Namespace::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Namespace> {
+        Namespace::ALL
+            .into_iter()
+            .filter(move |ns| self.contains(*ns))
+    }
+
+    /// The flags for `unshare(2)`: the members' flags plus `CLONE_NEWNS`.
+    pub fn clone_flags(self) -> c_int {
+        self.iter()
+            .fold(libc::CLONE_NEWNS, |flags, ns| flags | ns.clone_flag())
+    }
+
+    /// [`Self::clone_flags`] spelled out, for error messages.
+    pub fn clone_flags_text(self) -> String {
+        let mut text = String::from("CLONE_NEWNS");
+        for ns in self.iter() {
+            text.push_str("|CLONE_NEW");
+            text.push_str(&ns.name().to_ascii_uppercase());
+        }
+        text
+    }
+}
+
+/// A `--unshare` value that is not a list of known namespace names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown namespace `{0}` (expected a comma-separated subset of net,uts,ipc,pid,user)")]
+pub struct UnknownNamespace(pub String);
+
+impl FromStr for Namespaces {
+    type Err = UnknownNamespace;
+
+    /// Parses `net,uts,...`. Names may repeat; `mnt` is accepted and ignored (a mount namespace
+    /// is always created); `""` and `none` mean no namespace besides it.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut set = Namespaces::empty();
+        if s.trim() == "none" {
+            return Ok(set);
+        }
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            if item == "mnt" {
+                continue;
+            }
+            let ns = Namespace::ALL
+                .into_iter()
+                .find(|ns| ns.name() == item)
+                .ok_or_else(|| UnknownNamespace(item.to_string()))?;
+            set = set.with(ns);
+        }
+        Ok(set)
+    }
+}
+
+impl fmt::Display for Namespaces {
+    /// The canonical list, such as `net,uts,ipc,pid`; empty for the empty set.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.iter().map(Namespace::name).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// The exit status a shell would report for a child that ended with the raw `waitpid` status
+/// `status`: the exit code, or 128 + the signal number. `None` for a status that is not a
+/// termination (stopped or continued).
+pub fn exit_code(status: c_int) -> Option<i32> {
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
+    }
+}
+
+/// Whether a signal received with this `si_code` should be passed on to the child. Signals the
+/// kernel generated for a terminal (`SI_KERNEL`) already reached the whole foreground process
+/// group, the child included.
+pub fn should_forward(si_code: c_int) -> bool {
+    si_code != libc::SI_KERNEL
+}
+
+/// Why `kmsgfs run` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `DIR/kmsg` does not exist.
+    #[error("{path} does not exist: is kmsgfs serve running on {dir}?")]
+    KmsgMissing {
+        /// `DIR/kmsg`.
+        path: PathBuf,
+        /// `DIR`.
+        dir: PathBuf,
+    },
+    /// `DIR/kmsg` belongs to a FUSE mount whose daemon died.
+    #[error(
+        "{path}: transport endpoint is not connected: is kmsgfs serve running on {dir}? \
+         (its daemon died; unmount {dir} and start it again)"
+    )]
+    KmsgNotConnected {
+        /// `DIR/kmsg`.
+        path: PathBuf,
+        /// `DIR`.
+        dir: PathBuf,
+    },
+    /// `DIR/kmsg` is a directory.
+    #[error("{0} is a directory, not the kmsgfs file")]
+    KmsgIsDirectory(PathBuf),
+    /// The calling process has more than one thread.
+    #[error("kmsgfs run must be called from a single-threaded process (this one has {0} threads)")]
+    NotSingleThreaded(usize),
+    /// A system call made by `run` before the container started failed.
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// Setting up the container (inside the new namespaces) failed.
+    #[error("setting up the container failed: {0}")]
+    Setup(String),
+    /// CMD could not be started.
+    #[error("cannot execute `{command}`: {message}")]
+    Exec {
+        /// CMD as given.
+        command: String,
+        /// Why.
+        message: String,
+        /// CMD was not found (exit status 127 rather than 126).
+        not_found: bool,
+    },
+}
+
+impl RunError {
+    /// The exit status `kmsgfs run` ends with for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Exec {
+                not_found: true, ..
+            } => EXIT_NOT_FOUND,
+            RunError::Exec { .. } => EXIT_CANNOT_EXECUTE,
+            _ => EXIT_SETUP_FAILED,
+        }
+    }
+}
+
+/// The entry point for `main`: runs CMD and returns the status to exit with, printing any
+/// error of `run` itself to stderr.
+pub fn main(args: &RunArgs) -> i32 {
+    match run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kmsgfs run: {err}");
+            err.exit_code()
+        }
+    }
+}
+
+/// Runs `args.command` as described in the module documentation and returns its exit status.
+///
+/// Must be called from a single-threaded process (the `kmsgfs` binary's `main`): it forks and
+/// the child keeps running Rust code.
+pub fn run(args: &RunArgs) -> Result<i32, RunError> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(RunError::NotSingleThreaded(threads));
+    }
+    let kmsg = check_kmsg(&args.mount)?;
+
+    // Block the forwarded signals and SIGCHLD before forking, so none is lost between fork and
+    // the wait loop; `sigwaitinfo` collects them. Init inherits the mask; std's `Command`
+    // clears it for CMD.
+    let mut waited: Vec<c_int> = FORWARDED_SIGNALS.to_vec();
+    waited.push(libc::SIGCHLD);
+    let waited = SigSet::of(&waited);
+    sys::default_action(libc::SIGCHLD)?;
+    let original = waited.block()?;
+
+    enter_namespaces(args.unshare)?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        "MS_REC|MS_PRIVATE",
+    )?;
+    sys::mount(
+        Some(&kmsg),
+        Path::new("/dev/kmsg"),
+        None,
+        libc::MS_BIND,
+        "MS_BIND",
+    )?;
+    log::debug!("bound {} over /dev/kmsg", kmsg.display());
+
+    // Init reports setup and exec failures over `report`, and learns from `alive` hanging up
+    // whether this process died before init armed PR_SET_PDEATHSIG. Both are close-on-exec, so
+    // CMD holds neither.
+    let (report_rx, report_tx) = sys::pipe_cloexec()?;
+    let (alive_rx, alive_tx) = sys::pipe_cloexec()?;
+    // SAFETY: checked above that this process has a single thread.
+    match unsafe { sys::fork() }? {
+        Fork::Child => {
+            drop(report_rx);
+            drop(alive_tx);
+            let code = init(args, report_tx, alive_rx, &waited, original);
+            sys::exit_now(code)
+        }
+        Fork::Parent(init_pid) => {
+            drop(report_tx);
+            drop(alive_rx);
+            // Held until this function returns, that is for as long as this process lives.
+            let _alive_tx = alive_tx;
+            let report = read_report(report_rx)?;
+            let code = supervise(init_pid, &waited)?;
+            match report {
+                None => Ok(code),
+                Some(report) => Err(report.into_error(&args.command)),
+            }
+        }
+    }
+}
+
+/// The number of threads of the calling process.
+fn thread_count() -> Result<usize, SysError> {
+    let entries = std::fs::read_dir("/proc/self/task")
+        .map_err(|err| SysError::new("opendir(/proc/self/task)", err))?;
+    Ok(entries.count())
+}
+
+/// Checks that `dir/kmsg` is there and answers, before anything is changed.
+fn check_kmsg(dir: &Path) -> Result<PathBuf, RunError> {
+    let path = dir.join("kmsg");
+    match std::fs::metadata(&path) {
+        Ok(meta) if meta.is_dir() => Err(RunError::KmsgIsDirectory(path)),
+        Ok(_) => Ok(path),
+        Err(err) => match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => Err(RunError::KmsgMissing {
+                path,
+                dir: dir.to_path_buf(),
+            }),
+            Some(libc::ENOTCONN) => Err(RunError::KmsgNotConnected {
+                path,
+                dir: dir.to_path_buf(),
+            }),
+            _ => Err(SysError::new(format!("stat({})", path.display()), err).into()),
+        },
+    }
+}
+
+/// `unshare(2)` into the new namespaces; with a user namespace, maps root to the caller.
+fn enter_namespaces(namespaces: Namespaces) -> Result<(), SysError> {
+    let (uid, gid) = sys::effective_ids();
+    sys::unshare(namespaces.clone_flags(), &namespaces.clone_flags_text())?;
+    if namespaces.contains(Namespace::User) {
+        // Without privilege in the parent namespace a process may map exactly its own ids, and
+        // only after giving up setgroups(2) (user_namespaces(7)).
+        sys::write_proc_file("/proc/self/setgroups", "deny\n")?;
+        sys::write_proc_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
+        sys::write_proc_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
+    }
+    Ok(())
+}
+
+/// Why init could not start CMD, as sent to the outer process over the report pipe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Report {
+    /// A mount or prctl inside the namespaces failed.
+    Setup(String),
+    /// CMD was not found.
+    NotFound(String),
+    /// CMD could not be executed for another reason.
+    Exec(String),
+}
+
+impl Report {
+    fn encode(&self) -> Vec<u8> {
+        let (tag, msg) = match self {
+            Report::Setup(m) => (b'S', m),
+            Report::NotFound(m) => (b'N', m),
+            Report::Exec(m) => (b'X', m),
+        };
+        let mut out = vec![tag];
+        out.extend_from_slice(msg.as_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Report> {
+        let (&tag, msg) = bytes.split_first()?;
+        let msg = String::from_utf8_lossy(msg).into_owned();
+        match tag {
+            b'S' => Some(Report::Setup(msg)),
+            b'N' => Some(Report::NotFound(msg)),
+            b'X' => Some(Report::Exec(msg)),
+            _ => Some(Report::Setup(format!("garbled report {bytes:?}"))),
+        }
+    }
+
+    fn into_error(self, command: &[OsString]) -> RunError {
+        let command = command
+            .first()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match self {
+            Report::Setup(message) => RunError::Setup(message),
+            Report::NotFound(message) => RunError::Exec {
+                command,
+                message,
+                not_found: true,
+            },
+            Report::Exec(message) => RunError::Exec {
+                command,
+                message,
+                not_found: false,
+            },
+        }
+    }
+}
+
+/// Reads init's report until init closes the pipe: EOF without data means CMD started.
+fn read_report(rx: OwnedFd) -> Result<Option<Report>, SysError> {
+    let mut bytes = Vec::new();
+    std::fs::File::from(rx)
+        .read_to_end(&mut bytes)
+        .map_err(|err| SysError::new("read(report pipe)", err))?;
+    Ok(Report::decode(&bytes))
+}
+
+/// Init: pid 1 of the new pid namespace (or a plain sub-reaper without one). Sets up `/proc`,
+/// starts CMD and supervises it. Returns the status to exit with.
+fn init(
+    args: &RunArgs,
+    report_tx: OwnedFd,
+    alive_rx: OwnedFd,
+    waited: &SigSet,
+    original: SigSet,
+) -> i32 {
+    // Die with the outer process, which takes the whole pid namespace along. If it already
+    // died between fork and here, the signal was never armed: `alive` has hung up then.
+    match sys::set_parent_death_signal(libc::SIGKILL)
+        .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
+    {
+        Ok(false) => drop(alive_rx),
+        Ok(true) => return EXIT_SETUP_FAILED,
+        Err(err) => {
+            eprintln!("kmsgfs run (init): {err}");
+            return EXIT_SETUP_FAILED;
+        }
+    }
+    let mut report_tx = std::fs::File::from(report_tx);
+    let mut send = |report: Report| {
+        // Nothing more can be done if the outer process is gone.
+        let _ = report_tx.write_all(&report.encode());
+    };
+    if let Err(err) = init_setup(args.unshare) {
+        send(Report::Setup(err.to_string()));
+        return EXIT_SETUP_FAILED;
+    }
+    let mut command = Command::new(&args.command[0]);
+    command.args(&args.command[1..]);
+    // SAFETY: the closure only calls sigprocmask, which is async-signal-safe, and touches no
+    // memory shared with the parent.
+    unsafe {
+        command.pre_exec(move || original.set_mask());
+    }
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            send(Report::NotFound(err.to_string()));
+            return EXIT_NOT_FOUND;
+        }
+        Err(err) => {
+            send(Report::Exec(err.to_string()));
+            return EXIT_CANNOT_EXECUTE;
+        }
+    };
+    drop(report_tx);
+    // `child.id()` is a pid of this (new) pid namespace; it fits pid_t by construction.
+    let pid = child.id() as pid_t;
+    match supervise(pid, waited) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kmsgfs run (init): {err}");
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+/// The mounts and process attributes init sets up before starting CMD.
+fn init_setup(namespaces: Namespaces) -> Result<(), SysError> {
+    if namespaces.contains(Namespace::Pid) {
+        sys::mount(
+            Some(Path::new("proc")),
+            Path::new("/proc"),
+            Some("proc"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            "MS_NOSUID|MS_NODEV|MS_NOEXEC",
+        )?;
+    } else {
+        // Without a pid namespace orphans would go to the host's init; keep them here.
+        sys::set_child_subreaper()?;
+    }
+    mask_read_only(Path::new("/proc/kmsg"))
+}
+
+/// Binds `/dev/null` over `target` and makes that bind read-only.
+fn mask_read_only(target: &Path) -> Result<(), SysError> {
+    let null = Path::new("/dev/null");
+    sys::mount(Some(null), target, None, libc::MS_BIND, "MS_BIND")?;
+    // A read-only bind needs a remount. Inside a user namespace the kernel refuses to drop the
+    // nosuid/nodev/noexec/atime flags the bind inherited ("locked" flags), so keep them.
+    let locked = locked_mount_flags(sys::statvfs_flags(target)?);
+    let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | locked;
+    sys::mount(
+        None,
+        target,
+        None,
+        flags,
+        &format!("MS_REMOUNT|MS_BIND|MS_RDONLY|{locked:#x}"),
+    )
+}
+
+/// The `MS_*` flags to keep when remounting a mount whose statvfs flags are `st_flags`.
+pub fn locked_mount_flags(st_flags: c_ulong) -> c_ulong {
+    const PAIRS: [(c_ulong, c_ulong); 6] = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    PAIRS
+        .iter()
+        .filter(|(st, _)| st_flags & st != 0)
+        .fold(0, |acc, (_, ms)| acc | ms)
+}
+
+/// Waits for `child` to end while reaping any other child and forwarding signals to `child`.
+/// Returns the child's exit status (see [`exit_code`]).
+fn supervise(child: pid_t, waited: &SigSet) -> Result<i32, SysError> {
+    loop {
+        let (sig, code) = waited.wait()?;
+        if sig == libc::SIGCHLD {
+            while let Some((pid, status)) = sys::waitpid_nohang(-1)? {
+                if pid == child {
+                    if let Some(code) = exit_code(status) {
+                        return Ok(code);
+                    }
+                }
+            }
+        } else if should_forward(code) {
+            log::debug!("forwarding {} to {child}", sys::signal_name(sig));
+            if let Err(err) = sys::kill(child, sig) {
+                // ESRCH: the child is already gone; its SIGCHLD is on the way.
+                if err.errno() != Some(libc::ESRCH) {
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn default_unshare_is_net_uts_ipc_pid() {
+        let ns: Namespaces = DEFAULT_UNSHARE.parse().unwrap();
+        assert_eq!(ns.to_string(), "net,uts,ipc,pid");
+        assert!(!ns.contains(Namespace::User));
+        assert_eq!(
+            ns.clone_flags(),
+            libc::CLONE_NEWNS
+                | libc::CLONE_NEWNET
+                | libc::CLONE_NEWUTS
+                | libc::CLONE_NEWIPC
+                | libc::CLONE_NEWPID
+        );
+        assert_eq!(
+            ns.clone_flags_text(),
+            "CLONE_NEWNS|CLONE_NEWNET|CLONE_NEWUTS|CLONE_NEWIPC|CLONE_NEWPID"
+        );
+    }
+
+    #[test]
+    fn empty_none_and_mnt_mean_mount_namespace_only() {
+        for s in ["", "none", "mnt", " , ,"] {
+            let ns: Namespaces = s.parse().unwrap();
+            assert_eq!(ns, Namespaces::empty(), "{s:?}");
+            assert_eq!(ns.clone_flags(), libc::CLONE_NEWNS);
+        }
+    }
+
+    #[test]
+    fn unknown_namespace_is_named() {
+        let err = "net,cgroupz".parse::<Namespaces>().unwrap_err();
+        assert_eq!(err, UnknownNamespace("cgroupz".into()));
+        assert!(err.to_string().contains("`cgroupz`"));
+        assert!("NET".parse::<Namespaces>().is_err());
+    }
+
+    #[test]
+    fn user_adds_clone_newuser() {
+        let ns: Namespaces = "user".parse().unwrap();
+        assert_eq!(ns.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUSER);
+    }
+
+    #[test]
+    fn exit_code_of_normal_exit_and_signals() {
+        // Raw wait statuses as the kernel encodes them: code << 8 for exit, signal number
+        // (plus 0x80 for a core dump) for a kill.
+        assert_eq!(exit_code(0), Some(0));
+        assert_eq!(exit_code(42 << 8), Some(42));
+        assert_eq!(exit_code(libc::SIGINT), Some(130));
+        assert_eq!(exit_code(libc::SIGKILL), Some(137));
+        assert_eq!(exit_code(libc::SIGSEGV | 0x80), Some(128 + libc::SIGSEGV));
+        // Stopped by SIGSTOP: 0x7f | sig << 8. Continued: 0xffff.
+        assert_eq!(exit_code(0x7f | (libc::SIGSTOP << 8)), None);
+        assert_eq!(exit_code(0xffff), None);
+    }
+
+    #[test]
+    fn terminal_signals_are_not_forwarded_twice() {
+        assert!(!should_forward(libc::SI_KERNEL));
+        assert!(should_forward(libc::SI_USER));
+        assert!(should_forward(libc::SI_QUEUE));
+        assert!(should_forward(libc::SI_TKILL));
+    }
+
+    #[test]
+    fn locked_flags_are_kept_on_remount() {
+        assert_eq!(locked_mount_flags(0), 0);
+        assert_eq!(
+            locked_mount_flags(libc::ST_NOSUID | libc::ST_RELATIME | libc::ST_RDONLY),
+            libc::MS_NOSUID | libc::MS_RELATIME
+        );
+        assert_eq!(
+            locked_mount_flags(libc::ST_NODEV | libc::ST_NOEXEC | libc::ST_NOATIME),
+            libc::MS_NODEV | libc::MS_NOEXEC | libc::MS_NOATIME
+        );
+    }
+
+    #[test]
+    fn report_round_trips() {
+        for report in [
+            Report::Setup("`mount(...)` failed: EPERM".into()),
+            Report::NotFound("No such file or directory (os error 2)".into()),
+            Report::Exec("Permission denied (os error 13)".into()),
+        ] {
+            assert_eq!(Report::decode(&report.encode()), Some(report));
+        }
+        assert_eq!(Report::decode(b""), None);
+    }
+
+    #[test]
+    fn run_errors_map_to_conventional_exit_codes() {
+        let exec = |not_found| RunError::Exec {
+            command: "x".into(),
+            message: "m".into(),
+            not_found,
+        };
+        assert_eq!(exec(true).exit_code(), 127);
+        assert_eq!(exec(false).exit_code(), 126);
+        assert_eq!(RunError::Setup("m".into()).exit_code(), 125);
+        let missing = RunError::KmsgMissing {
+            path: "/run/kmsgfs/kmsg".into(),
+            dir: "/run/kmsgfs".into(),
+        };
+        assert_eq!(missing.exit_code(), 125);
+        assert!(missing
+            .to_string()
+            .contains("is kmsgfs serve running on /run/kmsgfs?"));
+    }
+
+    fn any_namespaces() -> impl Strategy<Value = Namespaces> {
+        (0u8..32).prop_map(Namespaces)
+    }
+
+    proptest! {
+        #[test]
+        fn display_parse_round_trip(ns in any_namespaces()) {
+            prop_assert_eq!(ns.to_string().parse::<Namespaces>().unwrap(), ns);
+        }
+
+        #[test]
+        fn order_and_repetition_do_not_matter(
+            names in proptest::collection::vec(
+                proptest::sample::select(vec!["net", "uts", "ipc", "pid", "user", "mnt"]), 0..8)
+        ) {
+            let parsed: Namespaces = names.join(",").parse().unwrap();
+            for ns in Namespace::ALL {
+                prop_assert_eq!(parsed.contains(ns), names.contains(&ns.name()));
+            }
+            let mut reversed = names.clone();
+            reversed.reverse();
+            prop_assert_eq!(reversed.join(",").parse::<Namespaces>().unwrap(), parsed);
+            prop_assert_eq!(parsed.clone_flags() & libc::CLONE_NEWNS, libc::CLONE_NEWNS);
+        }
+
+        #[test]
+        fn exit_code_matches_shell_convention(code in 0i32..256, sig in 1i32..32, core: bool) {
+            prop_assert_eq!(exit_code(code << 8), Some(code));
+            let status = sig | if core { 0x80 } else { 0 };
+            prop_assert_eq!(exit_code(status), Some(128 + sig));
+        }
+    }
+}
