@@ -506,7 +506,10 @@ fn hand_over(
     let ack: &[u8] = if sent.is_ok() { b"1" } else { b"0" };
     let _ = pair.write_all(ack);
     sent.map_err(|e| fail(e.to_string()))?;
-    log::debug!("handed the syslog(2) listener of pid {pid} to {}", socket.display());
+    log::debug!(
+        "handed the syslog(2) listener of pid {pid} to {}",
+        socket.display()
+    );
     Ok(())
 }
 

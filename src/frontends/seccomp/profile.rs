@@ -22,7 +22,10 @@ pub const DEFAULT_LISTENER_PATH: &str = "/run/kmsgfs.seccomp.sock";
 /// the mount point, so it is reachable while the FUSE file system covers the directory.
 pub fn default_socket_for(mount: &Path) -> std::path::PathBuf {
     // `components()` drops trailing slashes and `.` components.
-    let mut s = mount.components().collect::<std::path::PathBuf>().into_os_string();
+    let mut s = mount
+        .components()
+        .collect::<std::path::PathBuf>()
+        .into_os_string();
     s.push(".seccomp.sock");
     s.into()
 }
