@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -360,7 +360,7 @@ fn e6_another_containers_ring_is_untouched() {
     assert_eq!(count(&sb["B"], &format!("{t}-1")), 0, "{}", sb["B"]);
 }
 
-fn wait_file(p: &PathBuf) {
+fn wait_file(p: &Path) {
     let deadline = Instant::now() + TIMEOUT;
     while !p.exists() {
         assert!(Instant::now() < deadline, "{} never appeared", p.display());

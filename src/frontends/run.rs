@@ -28,7 +28,8 @@
 //!    processes see, then binds `DIR/proc-kmsg` over `/proc/kmsg`: the kernel's file is the
 //!    syslog(2) cursor of the **host** (kmsg-semantics C8), the kmsgfs file is the cursor of
 //!    the container's ring (C).
-//! 5a. Unless `--no-seccomp`, init installs the seccomp filter that turns `syslog(2)` into a
+//!
+//!    Unless `--no-seccomp`, init then installs the seccomp filter that turns `syslog(2)` into a
 //!    user notification ([`crate::frontends::seccomp::install_filter`]; CMD inherits it),
 //!    passes the listener to the outer process over a socketpair, and waits. The outer
 //!    process hands it to the daemon's agent (`--seccomp-socket`, default
