@@ -152,7 +152,9 @@ impl Drop for Bundle {
 }
 
 fn containers_see_only_their_rings(rt: Runtime) {
-    if !(common::require_root() && common::require_tool("busybox") && common::require_tool(rt.bin()))
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool(rt.bin()))
     {
         return;
     }
@@ -169,14 +171,22 @@ fn containers_see_only_their_rings(rt: Runtime) {
         b.configure(&script, d.dir(), &socket);
         let out = b.run(&format!("kmsgfs-serve-{}-{n}", std::process::id()));
         let text = stdout(&out);
-        assert!(out.status.success(), "{}: {}\n{text}", rt.bin(), stderr(&out));
+        assert!(
+            out.status.success(),
+            "{}: {}\n{text}",
+            rt.bin(),
+            stderr(&out)
+        );
         let parts: Vec<&str> = text.split("===\n").collect();
         assert_eq!(parts.len(), 3, "{text}");
         assert_eq!(parts[0].matches(&t).count(), 1, "dmesg: {text}");
         assert_eq!(parts[1].matches(&t).count(), 1, "dmesg -c: {text}");
         assert_eq!(parts[2].matches(&t).count(), 0, "dmesg after -c: {text}");
         assert!(parts[2].ends_with("done\n"), "{text}");
-        assert!(!text.contains("kmsgfs-host-ring"), "host ring shown: {text}");
+        assert!(
+            !text.contains("kmsgfs-host-ring"),
+            "host ring shown: {text}"
+        );
         for old in &tags {
             assert!(!text.contains(old), "another container's record: {text}");
         }
