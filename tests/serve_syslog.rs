@@ -469,3 +469,29 @@ fn c1_proc_kmsg_refuses_a_non_root_container_user() {
     assert!(text.contains("Permission denied"), "{text}");
     assert!(text.contains("rc=1"), "{text}");
 }
+
+#[test]
+fn c4_blocked_proc_kmsg_read_wakes_on_a_new_record() {
+    if !ready(&["timeout"]) {
+        return;
+    }
+    let d = daemon();
+    let t = tag("wake");
+    // cat blocks on an empty cursor (parked READ) until the background write appends.
+    let script = format!(
+        "(sleep 1; echo '<6>{t}-late' > /dev/kmsg) & \
+         echo @@cat; timeout -s INT 10 head -n 1 /proc/kmsg; echo rc=$?; wait; echo @@end"
+    );
+    let s = run_sections(&d, &script);
+    assert_eq!(
+        count(&s["cat"], &format!("] {t}-late\n")),
+        1,
+        "{}",
+        s["cat"]
+    );
+    assert!(
+        s["cat"].contains("rc=0"),
+        "woken, not timed out: {}",
+        s["cat"]
+    );
+}
