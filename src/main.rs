@@ -16,6 +16,12 @@ enum Command {
     Serve(kmsgfs::daemon::ServeArgs),
     /// Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.
     Run(kmsgfs::frontends::run::RunArgs),
+    /// Print the OCI seccomp profile that routes syslog(2) to the kmsgfs agent.
+    SeccompProfile {
+        /// The agent's socket (`kmsgfs serve --seccomp-socket`).
+        #[arg(long, value_name = "PATH", default_value = kmsgfs::frontends::seccomp::DEFAULT_LISTENER_PATH)]
+        listener: std::path::PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,6 +32,13 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => kmsgfs::daemon::serve(args),
         Command::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),
+        Command::SeccompProfile { listener } => {
+            print!(
+                "{}",
+                kmsgfs::frontends::seccomp::seccomp_profile_json(&listener)
+            );
+            Ok(())
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

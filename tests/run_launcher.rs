@@ -1,5 +1,6 @@
-//! `kmsgfs run` on its own, with a plain directory as `--mount`: the "kmsgfs file" is a regular
-//! file named `kmsg`, so these tests need no daemon. They check the launcher's contract: what
+//! `kmsgfs run` on its own, with a plain directory as `--mount`: the "kmsgfs files" are regular
+//! files named `kmsg` and `proc-kmsg`, and runs use `--no-seccomp`, so these tests need no
+//! daemon (tests/serve_syslog.rs runs against the real one). They check the launcher's contract: what
 //! `/dev/kmsg` and `/proc/kmsg` are inside, which namespaces are new, the exit status, signal
 //! forwarding and clean-up. They run the real binary as root.
 
@@ -16,10 +17,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Generous bound for anything that should take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A temporary `--mount` directory holding a regular file `kmsg`; removed on drop.
+/// A temporary `--mount` directory holding regular files `kmsg` and `proc-kmsg`; removed on
+/// drop.
 struct FakeMount {
     dir: PathBuf,
     content: String,
+    proc_content: String,
 }
 
 impl FakeMount {
@@ -34,7 +37,13 @@ impl FakeMount {
         std::fs::create_dir_all(&dir).unwrap();
         let content = format!("6,1,1,-;{tag} fake record\n");
         std::fs::write(dir.join("kmsg"), &content).unwrap();
-        FakeMount { dir, content }
+        let proc_content = format!("<6>[    1.000000] {tag} fake proc record\n");
+        std::fs::write(dir.join("proc-kmsg"), &proc_content).unwrap();
+        FakeMount {
+            dir,
+            content,
+            proc_content,
+        }
     }
 }
 
@@ -58,7 +67,7 @@ fn kmsgfs_run(mount: &Path, unshare: Option<&str>) -> Command {
     if let Some(list) = unshare {
         cmd.arg("--unshare").arg(list);
     }
-    cmd.arg("--");
+    cmd.arg("--no-seccomp").arg("--");
     cmd
 }
 
@@ -159,23 +168,59 @@ fn run_binds_mount_kmsg_over_dev_kmsg() {
 }
 
 #[test]
-fn run_masks_proc_kmsg_with_read_only_dev_null() {
+fn run_binds_dir_proc_kmsg_read_only_over_proc_kmsg() {
     if !require_root() {
         return;
     }
     let m = FakeMount::new();
-    // Read /proc/kmsg only after checking that it is /dev/null (1:3): reading the real one would
-    // consume the host's syslog cursor.
+    // Read /proc/kmsg only after checking that it is the regular test file (the real one is
+    // empty per stat and would consume the host's syslog cursor).
     let script = "\
-        dev=$(stat -c %t:%T /proc/kmsg); echo dev=$dev; \
-        [ \"$dev\" = 1:3 ] || exit 99; \
-        echo bytes=$(head -c 4096 /proc/kmsg | wc -c); \
+        size=$(stat -c %s /proc/kmsg); echo size=$size; \
+        [ \"$size\" != 0 ] || exit 99; \
+        cat /proc/kmsg; \
         echo mount=$(awk '$5 == \"/proc/kmsg\" { print $6 }' /proc/self/mountinfo | cut -d, -f1)";
     for unshare in [None, Some("net"), Some("user,pid")] {
         let out = run_sh(&m.dir, unshare, script);
         assert_eq!(out.status.code(), Some(0), "{unshare:?}: {}", stderr(&out));
-        assert_eq!(stdout(&out), "dev=1:3\nbytes=0\nmount=ro\n", "{unshare:?}");
+        assert_eq!(
+            stdout(&out),
+            format!(
+                "size={}\n{}mount=ro\n",
+                m.proc_content.len(),
+                m.proc_content
+            ),
+            "{unshare:?}"
+        );
     }
+}
+
+#[test]
+fn run_fails_clearly_when_the_seccomp_socket_is_missing() {
+    if !require_root() {
+        return;
+    }
+    let m = FakeMount::new();
+    let child = Command::new(env!("CARGO_BIN_EXE_kmsgfs"))
+        .arg("run")
+        .arg("--mount")
+        .arg(&m.dir)
+        .args(["--", "sh", "-c", "echo must-not-run"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    let sock = format!("{}.seccomp.sock", m.dir.display());
+    assert!(
+        stderr(&out).contains(&format!("{sock} does not exist"))
+            && stderr(&out).contains("--no-seccomp"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
