@@ -208,7 +208,9 @@ fn start_daemon(exe: &Path) -> Result<OwnDaemon, DemoError> {
             )));
         }
         if Instant::now() > end {
-            return Err(DemoError::Failed("kmsgfs serve did not become ready".into()));
+            return Err(DemoError::Failed(
+                "kmsgfs serve did not become ready".into(),
+            ));
         }
         nap(Duration::from_millis(50))?;
     }
@@ -498,14 +500,20 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         own_daemon.dir.clone()
     };
 
-    step("starting containers A and B with `kmsgfs run` (own mount, net, uts, ipc, pid namespaces)");
+    step(
+        "starting containers A and B with `kmsgfs run` (own mount, net, uts, ipc, pid namespaces)",
+    );
     let mut a = Container::start(&exe, &mount, "A")?;
     let mut b = Container::start(&exe, &mount, "B")?;
 
-    step("joining their network namespaces with a veth pair made inside A (host network untouched)");
+    step(
+        "joining their network namespaces with a veth pair made inside A (host network untouched)",
+    );
     let veth = Command::new("nsenter")
         .arg(format!("--net=/proc/{}/ns/net", a.ns_pid()))
-        .args(["ip", "link", "add", "kdemo-a", "type", "veth", "peer", "name"])
+        .args([
+            "ip", "link", "add", "kdemo-a", "type", "veth", "peer", "name",
+        ])
         .args(["kdemo-b", "netns", &b.ns_pid().to_string()])
         .status()
         .map_err(|source| DemoError::Spawn {
@@ -649,7 +657,8 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
 }
 
 fn which(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
 }
 
 #[cfg(test)]
@@ -672,6 +681,8 @@ mod tests {
     #[test]
     fn bpf_activity_is_read_from_stats() {
         assert!(!bpf_active(&serde_json::json!({"rings": []})));
-        assert!(bpf_active(&serde_json::json!({"attribution": {"bpf": true}})));
+        assert!(bpf_active(
+            &serde_json::json!({"attribution": {"bpf": true}})
+        ));
     }
 }

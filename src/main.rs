@@ -26,36 +26,44 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve every namespace's ring as a /dev/kmsg-compatible FUSE file under DIR.
-    #[command(long_about = "Serve every namespace's ring as a /dev/kmsg-compatible FUSE file.\n\n\
+    #[command(
+        long_about = "Serve every namespace's ring as a /dev/kmsg-compatible FUSE file.\n\n\
         Runs in the foreground until SIGINT or SIGTERM. Needs root (or CAP_SYS_ADMIN) and \
         /dev/fuse. Files under DIR: `kmsg` (the opener's ring), `stats` (JSON counters, host \
         root only), `metrics` (the same counters in Prometheus text format), `ns/<inode>/kmsg` \
         (each ring, for host root).\n\n\
-        Example: mkdir -p /run/kmsgfs && kmsgfs serve --mount /run/kmsgfs")]
+        Example: mkdir -p /run/kmsgfs && kmsgfs serve --mount /run/kmsgfs"
+    )]
     Serve(kmsgfs::daemon::ServeArgs),
     /// Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.
-    #[command(long_about = "Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.\n\n\
+    #[command(
+        long_about = "Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.\n\n\
         A minimal container for trying kmsgfs: fresh mount, network, UTS, IPC and PID \
         namespaces (see --unshare), the kmsgfs file at /dev/kmsg, and an init process that \
         forwards signals. Needs root and a running `kmsgfs serve`.\n\n\
-        Example: kmsgfs run -- sh -c 'echo hello > /dev/kmsg; dmesg'")]
+        Example: kmsgfs run -- sh -c 'echo hello > /dev/kmsg; dmesg'"
+    )]
     Run(kmsgfs::frontends::run::RunArgs),
     /// Show two throwaway containers, each with its own kernel log, next to the host's.
-    #[command(long_about = "Show two throwaway containers, each with its own kernel log.\n\n\
+    #[command(
+        long_about = "Show two throwaway containers, each with its own kernel log.\n\n\
         Uses the daemon on --mount, or starts one on a temporary directory; starts two \
         containers with `kmsgfs run`, joins them with a veth pair inside their own network \
         namespaces, writes a line into each one's /dev/kmsg, and prints side by side what \
         `dmesg` shows in each and on the host; then clears one with `dmesg -c` (when the \
         syslog(2) agent serves it) and shows the other untouched. Cleans up everything, also \
-        on Ctrl-C. Needs root. Exits non-zero if a check fails.")]
+        on Ctrl-C. Needs root. Exits non-zero if a check fails."
+    )]
     Demo(kmsgfs::demo::DemoArgs),
     /// OCI createContainer hook: bind DIR/kmsg over the container's /dev/kmsg.
-    #[command(long_about = "OCI createContainer hook: bind DIR/kmsg over the container's /dev/kmsg.\n\n\
+    #[command(
+        long_about = "OCI createContainer hook: bind DIR/kmsg over the container's /dev/kmsg.\n\n\
         Reads the OCI state JSON on stdin, as runc, crun, Podman and CRI-O pass it, enters the \
         container's mount namespace and bind-mounts DIR/kmsg over <rootfs>/dev/kmsg, and \
         DIR/proc-kmsg over <rootfs>/proc/kmsg when the daemon serves it. Install \
         docs/deploy/hooks.d/kmsgfs.json into /usr/share/containers/oci/hooks.d/ for Podman \
-        and CRI-O, or add it to config.json's hooks.createContainer for runc.")]
+        and CRI-O, or add it to config.json's hooks.createContainer for runc."
+    )]
     OciHook(kmsgfs::frontends::oci_hook::OciHookArgs),
     /// Write man pages for kmsgfs and each subcommand.
     Man(ManArgs),

@@ -23,10 +23,7 @@ pub fn notify(state: &str) {
     });
     match sent {
         Ok(_) => log::debug!("sd_notify({state}) sent to {}", path.to_string_lossy()),
-        Err(e) => log::warn!(
-            "`sendto({}, {state})` failed: {e}",
-            path.to_string_lossy()
-        ),
+        Err(e) => log::warn!("`sendto({}, {state})` failed: {e}", path.to_string_lossy()),
     }
 }
 

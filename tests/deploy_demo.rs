@@ -96,7 +96,10 @@ fn demo_shows_separate_logs_and_dmesg_c_clears_one_container() {
 
     let view = table(&stdout, "host ring: DIR/kmsg");
     let (host_ring, every) = (column(&view, 0), column(&view, 1));
-    assert!(!any(&host_ring, &la) && !any(&host_ring, &lb), "host ring\n{ctx}");
+    assert!(
+        !any(&host_ring, &la) && !any(&host_ring, &lb),
+        "host ring\n{ctx}"
+    );
     assert!(any(&every, &la) && any(&every, &lb), "DIR/ns view\n{ctx}");
 
     let after = table(&stdout, "A: dmesg -c");
@@ -110,7 +113,11 @@ fn demo_shows_separate_logs_and_dmesg_c_clears_one_container() {
     assert!(!any(&a2, &la), "A is empty after dmesg -c\n{ctx}");
     assert!(any(&b2, &lb) && !any(&b2, &la), "B untouched\n{ctx}");
 
-    assert!(out.status.success(), "demo exit status {}\n{ctx}", out.status);
+    assert!(
+        out.status.success(),
+        "demo exit status {}\n{ctx}",
+        out.status
+    );
     assert!(leftover_mounts(&pid_tag).is_empty(), "mounts left behind");
 }
 
@@ -156,7 +163,10 @@ fn demo_cleans_up_on_sigint() {
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(!status.success(), "interrupted demo must fail");
-    assert!(err.contains("interrupted"), "stderr: {err}\nstdout: {rest:?}");
+    assert!(
+        err.contains("interrupted"),
+        "stderr: {err}\nstdout: {rest:?}"
+    );
     assert!(
         leftover_mounts(&tag).is_empty(),
         "mounts left: {:?}",

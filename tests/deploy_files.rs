@@ -54,7 +54,11 @@ fn k8s_daemonset_has_what_the_daemon_needs() {
         .collect();
     assert_eq!(args[0], "serve");
     let socket = args.iter().position(|a| *a == "--seccomp-socket").unwrap();
-    assert_eq!(args[socket + 1], K8S_SOCKET, "profile listenerPath and daemon socket agree");
+    assert_eq!(
+        args[socket + 1],
+        K8S_SOCKET,
+        "profile listenerPath and daemon socket agree"
+    );
     let mount = args.iter().position(|a| *a == "--mount").unwrap();
     let mount = args[mount + 1];
 
@@ -107,7 +111,11 @@ fn systemd_unit_is_type_notify_and_keeps_fuse_bpf_ptrace() {
         assert!(u.contains(cap), "{cap}");
     }
     assert!(u.contains("DeviceAllow=/dev/fuse rw"));
-    for forbidden in ["\nPrivateMounts=yes", "\nProtectProc=", "\nProtectKernelLogs=yes"] {
+    for forbidden in [
+        "\nPrivateMounts=yes",
+        "\nProtectProc=",
+        "\nProtectKernelLogs=yes",
+    ] {
         assert!(!u.contains(forbidden), "{forbidden:?} would break kmsgfs");
     }
 }
@@ -122,7 +130,10 @@ fn man_pages_cover_every_subcommand() {
         .unwrap();
     assert!(st.success());
     let top = std::fs::read_to_string(out.join("kmsgfs.1")).unwrap();
-    assert!(top.starts_with(".ie") || top.contains(".TH kmsgfs"), "{top}");
+    assert!(
+        top.starts_with(".ie") || top.contains(".TH kmsgfs"),
+        "{top}"
+    );
     for sub in ["serve", "run", "demo", "oci-hook", "man"] {
         // roff escapes '-' as '\-'.
         let roff = sub.replace('-', "\\-");

@@ -8,7 +8,10 @@
 //! 1. reads the state and the bundle's `config.json` for `root.path` (relative paths are
 //!    relative to the bundle);
 //! 2. forks a child (a multi-threaded process cannot `setns` into a mount namespace) that
-//!    enters the container's mount namespace through `/proc/<pid>/ns/mnt`;
+//!    enters the container's mount namespace through `/proc/<pid>/ns/mnt`. runc instead runs
+//!    the hook from the container's init, already inside the container's mount and pid
+//!    namespaces (with the host's `/proc` still mounted and `pid` counted inside); the hook
+//!    recognises that (its pid is not `/proc/self`) and stays where it is;
 //! 3. there, opens the root filesystem and walks `dev/kmsg` and `proc/kmsg` component by
 //!    component with `O_NOFOLLOW`, so a symlink planted in the image cannot redirect the mount
 //!    outside the container (a missing `dev/kmsg` is created as an empty file to mount on);
@@ -189,14 +192,12 @@ fn bind_all(root: &CString, binds: &[Bind]) -> Result<Vec<String>, String> {
         .map_err(|e| format!("`openat(ROOT, {}, O_NOFOLLOW)` failed: {e}", b.dir))?;
         let target = match openat(dir.as_raw_fd(), b.name, libc::O_PATH | libc::O_NOFOLLOW) {
             Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !b.optional => {
-                openat(
-                    dir.as_raw_fd(),
-                    b.name,
-                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
-                )
-                .map_err(|e| format!("`openat({}, {}, O_CREAT)` failed: {e}", b.dir, b.name))?
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !b.optional => openat(
+                dir.as_raw_fd(),
+                b.name,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+            )
+            .map_err(|e| format!("`openat({}, {}, O_CREAT)` failed: {e}", b.dir, b.name))?,
             Err(e) if b.optional => {
                 log::debug!("no {}/{}: {e}", b.dir, b.name);
                 continue;
@@ -234,6 +235,16 @@ fn bind_all(root: &CString, binds: &[Bind]) -> Result<Vec<String>, String> {
     Ok(done)
 }
 
+/// Whether this process runs in a pid namespace other than the one `/proc` shows (its pid
+/// differs from the target of `/proc/self`).
+fn in_foreign_pid_ns() -> bool {
+    let mine = std::process::id();
+    match std::fs::read_link("/proc/self") {
+        Ok(p) => p.to_str().and_then(|s| s.parse::<u32>().ok()) != Some(mine),
+        Err(_) => false,
+    }
+}
+
 /// Make the bind mounts in the mount namespace of `state.pid`.
 pub fn apply(state: &State, mount: &Path) -> Result<(), HookError> {
     let root = cstr(&rootfs(&state.bundle)?)?;
@@ -251,8 +262,18 @@ pub fn apply(state: &State, mount: &Path) -> Result<(), HookError> {
             optional: true,
         },
     ];
-    let ns_path = format!("/proc/{}/ns/mnt", state.pid);
-    let ns = std::fs::File::open(&ns_path).map_err(sys(format!("open({ns_path})")))?;
+    // runc runs createContainer hooks from the container's own init, already inside the
+    // container's mount and pid namespaces, and reports that init's pid as seen inside (1).
+    // `/proc` is still the host's then, so `/proc/<pid>` would name a host process: detect
+    // the case (our pid differs from `/proc/self`) and bind in the current mount namespace.
+    let ns = if in_foreign_pid_ns() {
+        log::debug!("running inside the container's namespaces; no setns");
+        None
+    } else {
+        let ns_path = format!("/proc/{}/ns/mnt", state.pid);
+        let f = std::fs::File::open(&ns_path).map_err(sys(format!("open({ns_path})")))?;
+        Some((ns_path, f))
+    };
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` is valid storage for two descriptors.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -268,15 +289,18 @@ pub fn apply(state: &State, mount: &Path) -> Result<(), HookError> {
     }
     if pid == 0 {
         drop(rd);
-        // SAFETY: `ns` is an open nsfs file of a mount namespace.
-        let r = if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
-            Err(format!(
-                "`setns({ns_path}, CLONE_NEWNS)` failed: {}",
-                std::io::Error::last_os_error()
-            ))
-        } else {
-            bind_all(&root, &binds)
+        let entered = match &ns {
+            None => Ok(()),
+            // SAFETY: `f` is an open nsfs file of a mount namespace.
+            Some((ns_path, f)) => match unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNS) } {
+                0 => Ok(()),
+                _ => Err(format!(
+                    "`setns({ns_path}, CLONE_NEWNS)` failed: {}",
+                    std::io::Error::last_os_error()
+                )),
+            },
         };
+        let r = entered.and_then(|()| bind_all(&root, &binds));
         let (msg, code) = match r {
             Ok(done) => (done.join(" "), 0),
             Err(e) => (e, 1),
