@@ -367,12 +367,7 @@ impl Drop for Sysctl {
 
 /// Whether the stats document says BPF attribution is running.
 pub fn bpf_active(stats: &serde_json::Value) -> bool {
-    ["attribution", "router", "bpf"].iter().any(|k| {
-        let v = &stats[*k];
-        v["bpf"] == serde_json::Value::Bool(true)
-            || v["active"] == serde_json::Value::Bool(true)
-            || v["status"]["bpf"] == serde_json::Value::Bool(true)
-    })
+    stats["attribution"]["source"]["bpf"] == serde_json::Value::Bool(true)
 }
 
 /// Lay out columns side by side, each `width` characters wide, separated by ` │ `.
@@ -682,7 +677,10 @@ mod tests {
     fn bpf_activity_is_read_from_stats() {
         assert!(!bpf_active(&serde_json::json!({"rings": []})));
         assert!(bpf_active(
-            &serde_json::json!({"attribution": {"bpf": true}})
+            &serde_json::json!({"attribution": {"source": {"bpf": true}}})
+        ));
+        assert!(!bpf_active(
+            &serde_json::json!({"attribution": {"source": {"bpf": false}}})
         ));
     }
 }

@@ -12,8 +12,9 @@
 //!   by the `--devkmsg ratelimit` policy, and open readers.
 //! * `kmsgfs_attribution_records_total{method}` and
 //!   `kmsgfs_unattributed_records_total{reason}`: how BPF attribution decided records' owners,
-//!   when the stats document has an `attribution` (or `router`) object with those counters;
-//!   its other numeric fields become `kmsgfs_attribution_<field>`.
+//!   from the `counters` of the stats file's `attribution` object; its other counters become
+//!   `kmsgfs_attribution_<field>_total`, and `kmsgfs_attribution_bpf_active` is 1 while the BPF
+//!   programs run (`attribution.source.bpf`).
 //! * `kmsgfs_open_files`, `kmsgfs_interrupts_*`.
 //!
 //! A missing field is left out rather than reported as zero.
@@ -241,6 +242,19 @@ pub fn render(stats: &Value) -> String {
     }
 
     let attribution = stats.get("attribution").or_else(|| stats.get("router"));
+    if let Some(active) = attribution
+        .and_then(|a| a.get("source"))
+        .and_then(|s| s.get("bpf"))
+        .and_then(Value::as_bool)
+    {
+        out.sample(
+            "kmsgfs_attribution_bpf_active",
+            Gauge,
+            "1 when BPF attribution programs are loaded and attached.",
+            &[],
+            u64::from(active),
+        );
+    }
     if let Some(a) = attribution {
         let counters = a.get("counters").unwrap_or(a);
         if let Some(obj) = counters.as_object() {
@@ -270,8 +284,8 @@ pub fn render(stats: &Value) -> String {
                 }
                 if let Some(v) = v.as_u64() {
                     out.sample(
-                        &format!("kmsgfs_attribution_{}", sanitize(field)),
-                        Gauge,
+                        &format!("kmsgfs_attribution_{}_total", sanitize(field)),
+                        Counter,
                         &format!("Attribution counter `{field}` of the stats file."),
                         &[],
                         v,
@@ -329,7 +343,9 @@ mod tests {
                  "records": 3, "bytes": 120, "appended": 3, "overruns": 0,
                  "open_readers": 1, "writes": 3, "writes_dropped_ratelimit": 1}
             ],
-            "attribution": {"counters": {"exact": 7, "fallback": 1, "unattributed": 2,
+            "attribution": {"source": {"bpf": true, "reason": null},
+                            "router": {"k": 5, "exact_join": true},
+                            "counters": {"exact": 7, "fallback": 1, "unattributed": 2,
                                           "no_bpf": 2, "events_lost": 0}},
             "open_files": 1,
             "interrupts": {"delivered": 0, "unmatched": 0}
@@ -374,6 +390,9 @@ kmsgfs_ring_bytes{ring="net:[4026532001]",kind="net",host="false"} 120
 # TYPE kmsgfs_ring_readers gauge
 kmsgfs_ring_readers{ring="net:[4026531840]",kind="net",host="true"} 0
 kmsgfs_ring_readers{ring="net:[4026532001]",kind="net",host="false"} 1
+# HELP kmsgfs_attribution_bpf_active 1 when BPF attribution programs are loaded and attached.
+# TYPE kmsgfs_attribution_bpf_active gauge
+kmsgfs_attribution_bpf_active 1
 # HELP kmsgfs_attribution_records_total Host records by how their owning namespace was decided.
 # TYPE kmsgfs_attribution_records_total counter
 kmsgfs_attribution_records_total{method="exact"} 7
@@ -382,9 +401,9 @@ kmsgfs_attribution_records_total{method="unattributed"} 2
 # HELP kmsgfs_unattributed_records_total Host records left without an owner, by reason.
 # TYPE kmsgfs_unattributed_records_total counter
 kmsgfs_unattributed_records_total{reason="no_bpf"} 2
-# HELP kmsgfs_attribution_events_lost Attribution counter `events_lost` of the stats file.
-# TYPE kmsgfs_attribution_events_lost gauge
-kmsgfs_attribution_events_lost 0
+# HELP kmsgfs_attribution_events_lost_total Attribution counter `events_lost` of the stats file.
+# TYPE kmsgfs_attribution_events_lost_total counter
+kmsgfs_attribution_events_lost_total 0
 # HELP kmsgfs_open_files Files open on the kmsgfs mount.
 # TYPE kmsgfs_open_files gauge
 kmsgfs_open_files 1
