@@ -117,6 +117,13 @@ pub struct ServeArgs {
     /// Seconds between scans for rings whose namespace is gone.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub reclaim_interval: u64,
+    /// Unix socket of the syslog(2) seccomp agent (OCI `listenerPath`, root only). Default:
+    /// the mount point with `.seccomp.sock` appended (`/run/kmsgfs.seccomp.sock`).
+    #[arg(long, value_name = "PATH")]
+    pub seccomp_socket: Option<PathBuf>,
+    /// Do not run the syslog(2) seccomp agent.
+    #[arg(long, conflicts_with = "seccomp_socket")]
+    pub no_seccomp: bool,
 }
 
 /// Errors of `kmsgfs serve`.
@@ -140,6 +147,9 @@ pub enum DaemonError {
     /// An invalid option.
     #[error("invalid option: {0}")]
     Usage(String),
+    /// The syslog(2) agent could not be started.
+    #[error("seccomp agent: {0} (start with --no-seccomp to run without it)")]
+    Seccomp(#[from] crate::frontends::seccomp::SeccompError),
 }
 
 /// Run `kmsgfs serve` until SIGINT or SIGTERM.
@@ -188,6 +198,24 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         Arc::clone(&host_stats),
         interrupts,
     );
+    // The syslog(2) agent answers from the same rings (kmsg-semantics B, C8); dropped after
+    // the unmount at the end of this function.
+    let agent = if args.no_seccomp {
+        None
+    } else {
+        use crate::frontends::seccomp;
+        let socket = args
+            .seccomp_socket
+            .clone()
+            .unwrap_or_else(|| seccomp::default_socket_for(&mountpoint));
+        let resolver = seccomp::RegistryResolver::new(
+            Arc::clone(&registry),
+            host.clone(),
+            args.restrict.into(),
+        );
+        Some(seccomp::Agent::spawn(socket, Arc::new(resolver))?)
+    };
+
     let session = fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {
         DaemonError::Mount {
             dir: mountpoint.clone(),
@@ -255,6 +283,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             mountpoint.display()
         ),
     }
+    drop(agent);
     interrupt::unregister();
     Ok(())
 }

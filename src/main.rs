@@ -44,6 +44,21 @@ enum Command {
         Example: kmsgfs run -- sh -c 'echo hello > /dev/kmsg; dmesg'"
     )]
     Run(kmsgfs::frontends::run::RunArgs),
+    /// Print the OCI seccomp profile that routes syslog(2) to the kmsgfs agent.
+    #[command(
+        long_about = "Print the OCI seccomp profile that routes syslog(2) to the kmsgfs agent.\n\n\
+        The profile maps syslog to SCMP_ACT_NOTIFY and names the agent's socket in \
+        listenerPath; give it to runc, crun, Podman, Docker or a Kubernetes Localhost profile \
+        (docs/deploy.md). It allows every other system call: merge it into your runtime's \
+        default profile to keep that profile's restrictions, and remove every other rule that \
+        names syslog.\n\n\
+        Example: kmsgfs seccomp-profile > /etc/kmsgfs/seccomp.json"
+    )]
+    SeccompProfile {
+        /// The agent's socket (`kmsgfs serve --seccomp-socket`).
+        #[arg(long, value_name = "PATH", default_value = kmsgfs::frontends::seccomp::DEFAULT_LISTENER_PATH)]
+        listener: std::path::PathBuf,
+    },
     /// Show two throwaway containers, each with its own kernel log, next to the host's.
     #[command(
         long_about = "Show two throwaway containers, each with its own kernel log.\n\n\
@@ -109,6 +124,13 @@ fn main() -> std::process::ExitCode {
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve(args) => kmsgfs::daemon::serve(args).map_err(Into::into),
         Command::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),
+        Command::SeccompProfile { listener } => {
+            print!(
+                "{}",
+                kmsgfs::frontends::seccomp::seccomp_profile_json(&listener)
+            );
+            Ok(())
+        }
         Command::Demo(args) => kmsgfs::demo::run(&args).map_err(Into::into),
         Command::OciHook(args) => kmsgfs::frontends::oci_hook::main(&args).map_err(Into::into),
         Command::Man(args) => write_man_pages(&args.out)

@@ -134,7 +134,7 @@ fn man_pages_cover_every_subcommand() {
         top.starts_with(".ie") || top.contains(".TH kmsgfs"),
         "{top}"
     );
-    for sub in ["serve", "run", "demo", "oci-hook", "man"] {
+    for sub in ["serve", "run", "seccomp-profile", "demo", "oci-hook", "man"] {
         // roff escapes '-' as '\-'.
         let roff = sub.replace('-', "\\-");
         assert!(top.contains(&roff), "kmsgfs.1 lacks {sub}");

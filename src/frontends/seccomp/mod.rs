@@ -37,12 +37,16 @@ pub mod filter;
 pub mod notify;
 pub mod oci;
 pub mod profile;
+pub mod resolver;
 
 pub use agent::{Agent, AgentHandle, AgentHooks, AgentOptions, AgentStats};
 pub use caller::Creds;
 pub use filter::install_filter;
 pub use oci::{send_listener, ContainerProcessState, KEY_ANNOTATION};
-pub use profile::{seccomp_profile, seccomp_profile_json, DEFAULT_LISTENER_PATH};
+pub use profile::{
+    default_socket_for, seccomp_profile, seccomp_profile_json, DEFAULT_LISTENER_PATH,
+};
+pub use resolver::RegistryResolver;
 
 /// Errors of the seccomp frontend, each naming the call that failed.
 #[derive(Debug, Error)]

@@ -13,8 +13,22 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-/// Where `kmsgfs serve` listens for OCI runtimes by default.
-pub const DEFAULT_LISTENER_PATH: &str = "/run/kmsgfs/seccomp.sock";
+/// Where `kmsgfs serve` listens for OCI runtimes by default: next to the default mount point
+/// `/run/kmsgfs` ([`default_socket_for`]); it cannot live inside the FUSE mount.
+pub const DEFAULT_LISTENER_PATH: &str = "/run/kmsgfs.seccomp.sock";
+
+/// The default agent socket for a daemon mounted on `mount`: the mount path with
+/// `.seccomp.sock` appended (`/run/kmsgfs` gives `/run/kmsgfs.seccomp.sock`), a sibling of
+/// the mount point, so it is reachable while the FUSE file system covers the directory.
+pub fn default_socket_for(mount: &Path) -> std::path::PathBuf {
+    // `components()` drops trailing slashes and `.` components.
+    let mut s = mount
+        .components()
+        .collect::<std::path::PathBuf>()
+        .into_os_string();
+    s.push(".seccomp.sock");
+    s.into()
+}
 
 /// The `listenerMetadata` the profile carries; passed through to the agent unchanged.
 pub const LISTENER_METADATA: &str = "kmsgfs-v1";
@@ -59,6 +73,18 @@ mod tests {
         // No flags: runc 1.1 rejects any, and WAIT_KILLABLE_RECV would make a blocked klogd
         // READ deaf to SIGTERM.
         assert!(v.get("flags").is_none());
+    }
+
+    #[test]
+    fn default_socket_is_a_sibling_of_the_mount() {
+        assert_eq!(
+            default_socket_for(Path::new(crate::frontends::run::DEFAULT_MOUNT)),
+            Path::new(DEFAULT_LISTENER_PATH)
+        );
+        assert_eq!(
+            default_socket_for(Path::new("/tmp/x/mnt/")),
+            Path::new("/tmp/x/mnt.seccomp.sock")
+        );
     }
 
     #[test]

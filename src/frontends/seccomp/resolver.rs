@@ -1,0 +1,162 @@
+//! The daemon's [`RingResolver`]: the agent answers a container's `syslog(2)` from the same
+//! ring its `/dev/kmsg` (the FUSE `kmsg` file) and `/proc/kmsg` (`proc-kmsg`) lead to.
+//!
+//! * A listener whose container carries the [`super::KEY_ANNOTATION`] annotation gets a
+//!   *named* ring, shared by every listener with the same value and kept while one of them
+//!   lives. Named rings are served to `syslog(2)` only; the FUSE files keep resolving by
+//!   namespace. Only root can reach the agent's socket, so the name is trusted.
+//! * Otherwise the ring is chosen from the namespaces of `/proc/<init_pid>` with exactly the
+//!   rule of a FUSE open ([`policy::resolve`]): the host ring only for a process in the host's
+//!   key, pid and mount namespaces, else the ring of its key, pid or mount namespace. A new
+//!   ring is created in the registry if the container never opened its `kmsg` file yet.
+//! * Permissions follow the kernel (B1) with `dmesg_restrict` set from `--restrict`
+//!   ([`super::Caller::kernel_policy`]).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::{Caller, Container, ResolveError, RingResolver};
+use crate::frontends::fuse::policy::{self, HostIdentity, Opener, Restrict, Target};
+use crate::registry::Registry;
+use crate::ring::Ring;
+use crate::syslog::Policy;
+
+/// Rings from the daemon's [`Registry`] (module docs).
+pub struct RegistryResolver {
+    registry: Arc<Registry>,
+    host: HostIdentity,
+    restrict: Restrict,
+    named: Mutex<HashMap<String, Weak<Ring>>>,
+}
+
+impl std::fmt::Debug for RegistryResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryResolver")
+            .field("restrict", &self.restrict)
+            .finish()
+    }
+}
+
+impl RegistryResolver {
+    /// A resolver over `registry`, for a daemon in the namespaces `host`, with `--restrict`.
+    pub fn new(registry: Arc<Registry>, host: HostIdentity, restrict: Restrict) -> Self {
+        RegistryResolver {
+            registry,
+            host,
+            restrict,
+            named: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn named_ring(&self, name: &str) -> Arc<Ring> {
+        let mut named = self.named.lock();
+        if let Some(r) = named.get(name).and_then(Weak::upgrade) {
+            return r;
+        }
+        named.retain(|_, w| w.strong_count() > 0);
+        log::info!("new named ring {name:?} for syslog(2)");
+        let r = Arc::new(Ring::new(self.registry.config()));
+        named.insert(name.to_owned(), Arc::downgrade(&r));
+        r
+    }
+}
+
+impl RingResolver for RegistryResolver {
+    fn ring_for(&self, container: &Container) -> Result<Arc<Ring>, ResolveError> {
+        if let Some(name) = container.key_override() {
+            return Ok(self.named_ring(name));
+        }
+        let (op, proc_) = Opener::inspect(container.init_pid, 0)?;
+        match policy::resolve(&self.host, &op) {
+            Target::Host => {
+                log::info!(
+                    "container {:?} (pid {}) is in the host's namespaces: host ring",
+                    container.id,
+                    container.init_pid
+                );
+                Ok(Arc::clone(&self.registry.host().ring))
+            }
+            Target::Ns(key) => {
+                let owner = proc_.ns_owner_userns(key.kind).ok();
+                let slot = self.registry.acquire(key, owner, op.ns_id(key.kind));
+                // The namespace being alive keeps the ring; the agent holds the ring itself.
+                self.registry.release(&slot);
+                log::info!(
+                    "container {:?} (pid {}): syslog(2) from ring {key}",
+                    container.id,
+                    container.init_pid
+                );
+                Ok(Arc::clone(&slot.ring))
+            }
+        }
+    }
+
+    fn policy_for(&self, caller: &Caller<'_>) -> Policy {
+        caller.kernel_policy(self.restrict == Restrict::Root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::RingConfig;
+    use crate::sys::proc::NsKind;
+    use std::collections::BTreeMap;
+
+    fn container(pid: u32, ann: &[(&str, &str)]) -> Container {
+        Container {
+            id: "t".into(),
+            init_pid: pid,
+            process_pid: pid,
+            status: "creating".into(),
+            metadata: String::new(),
+            annotations: ann
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            user_ns: None,
+        }
+    }
+
+    fn resolver() -> RegistryResolver {
+        let host = HostIdentity::current(NsKind::Net).expect("read own namespaces");
+        let reg = Arc::new(Registry::new(
+            RingConfig::with_bytes(4096),
+            host.host_key(),
+            host.host_ns_id(),
+        ));
+        RegistryResolver::new(reg, host, Restrict::Root)
+    }
+
+    #[test]
+    fn own_process_gets_the_host_ring() {
+        let r = resolver();
+        let ring = r.ring_for(&container(std::process::id(), &[])).unwrap();
+        assert!(Arc::ptr_eq(&ring, &r.registry.host().ring));
+    }
+
+    #[test]
+    fn named_rings_are_shared_by_name() {
+        let r = resolver();
+        let a = r
+            .ring_for(&container(0, &[(super::super::KEY_ANNOTATION, "a")]))
+            .unwrap();
+        let a2 = r
+            .ring_for(&container(0, &[(super::super::KEY_ANNOTATION, "a")]))
+            .unwrap();
+        let b = r
+            .ring_for(&container(0, &[(super::super::KEY_ANNOTATION, "b")]))
+            .unwrap();
+        assert!(Arc::ptr_eq(&a, &a2));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &r.registry.host().ring));
+    }
+
+    #[test]
+    fn unknown_pid_is_refused() {
+        let r = resolver();
+        assert!(r.ring_for(&container(0, &[])).is_err());
+    }
+}
