@@ -31,7 +31,8 @@ enum Command {
         Runs in the foreground until SIGINT or SIGTERM. Needs root (or CAP_SYS_ADMIN) and \
         /dev/fuse. Files under DIR: `kmsg` (the opener's ring), `stats` (JSON counters, host \
         root only), `metrics` (the same counters in Prometheus text format), `ns/<inode>/kmsg` \
-        (each ring, for host root).\n\n\
+        (each ring, for host root). The syslog(2) agent listens for OCI runtimes' seccomp \
+        listeners on DIR.seccomp.sock (see `kmsgfs seccomp-profile`).\n\n\
         Example: mkdir -p /run/kmsgfs && kmsgfs serve --mount /run/kmsgfs"
     )]
     Serve(kmsgfs::daemon::ServeArgs),
