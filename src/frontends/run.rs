@@ -1,7 +1,8 @@
 //! `kmsgfs run`: start a command in new namespaces with its own kernel log.
 //!
 //! ```text
-//! kmsgfs run [--mount DIR] [--unshare net,uts,ipc,pid,user] -- CMD [ARG...]
+//! kmsgfs run [--mount DIR] [--unshare net,uts,ipc,pid,user]
+//!            [--seccomp-socket PATH | --no-seccomp] -- CMD [ARG...]
 //! ```
 //!
 //! `kmsgfs serve --mount DIR` serves one file, `DIR/kmsg`, whose `open()` resolves to the ring
@@ -24,10 +25,17 @@
 //!    ring, kmsg-semantics A6).
 //! 5. Forks the **init** process (pid 1 of the new pid namespace). Init mounts a fresh `proc` on
 //!    `/proc` when there is a new pid namespace, so that `/proc/<pid>` agrees with the pids the
-//!    processes see, then masks `/proc/kmsg` by binding `/dev/null` over it read-only.
-//!    `/proc/kmsg` is the syslog(2) cursor of the **host** (kmsg-semantics C8): a privileged
-//!    process inside would read and consume the host log through it. A per-container
-//!    `/proc/kmsg` needs the syslog(2) emulation of the seccomp agent and comes with it.
+//!    processes see, then binds `DIR/proc-kmsg` over `/proc/kmsg`: the kernel's file is the
+//!    syslog(2) cursor of the **host** (kmsg-semantics C8), the kmsgfs file is the cursor of
+//!    the container's ring (C).
+//! 5a. Unless `--no-seccomp`, init installs the seccomp filter that turns `syslog(2)` into a
+//!    user notification ([`crate::frontends::seccomp::install_filter`]; CMD inherits it),
+//!    passes the listener to the outer process over a socketpair, and waits. The outer
+//!    process hands it to the daemon's agent (`--seccomp-socket`, default
+//!    `DIR.seccomp.sock`) with init's host pid, then lets init continue. `dmesg -c`, `-C`,
+//!    `-S`, `-n`, `-D`/`-E`, busybox `dmesg` and `klogd` then act on the container's ring. If
+//!    the daemon dies later, `syslog(2)` fails with ENOSYS inside; the host log is never
+//!    reached.
 //! 6. Init starts CMD as its child (pid 2), reaps every orphan, forwards signals to CMD, and
 //!    exits with CMD's status when CMD ends, which makes the kernel kill whatever is left in the
 //!    pid namespace.
@@ -109,6 +117,16 @@ pub struct RunArgs {
     /// net,uts,ipc,pid,user ("" or "none" for a mount namespace only).
     #[arg(long, value_name = "LIST", default_value = DEFAULT_UNSHARE)]
     pub unshare: Namespaces,
+
+    /// The daemon's syslog(2) agent socket (`kmsgfs serve --seccomp-socket`); default: DIR
+    /// with `.seccomp.sock` appended.
+    #[arg(long, value_name = "PATH")]
+    pub seccomp_socket: Option<PathBuf>,
+
+    /// Do not route syslog(2) to the daemon (it then acts on the host log, subject to the
+    /// kernel's own permission checks).
+    #[arg(long, conflicts_with = "seccomp_socket")]
+    pub no_seccomp: bool,
 
     /// The command to run, and its arguments.
     #[arg(
@@ -296,6 +314,25 @@ pub enum RunError {
         /// `DIR`.
         dir: PathBuf,
     },
+    /// The agent socket is missing.
+    #[error(
+        "{path} does not exist: is kmsgfs serve (with its seccomp agent) running on {dir}? \
+         (or pass --no-seccomp)"
+    )]
+    SeccompSocketMissing {
+        /// The socket.
+        path: PathBuf,
+        /// `DIR`.
+        dir: PathBuf,
+    },
+    /// Handing the syslog(2) listener to the agent failed.
+    #[error("handing the syslog(2) listener to {path} failed: {message}")]
+    Seccomp {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// `DIR/kmsg` is a directory.
     #[error("{0} is a directory, not the kmsgfs file")]
     KmsgIsDirectory(PathBuf),
@@ -355,6 +392,22 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         return Err(RunError::NotSingleThreaded(threads));
     }
     let kmsg = check_kmsg(&args.mount)?;
+    let proc_kmsg = check_kmsg_file(&args.mount, "proc-kmsg")?;
+    let seccomp_socket = if args.no_seccomp {
+        None
+    } else {
+        let path = args
+            .seccomp_socket
+            .clone()
+            .unwrap_or_else(|| crate::frontends::seccomp::default_socket_for(&args.mount));
+        if std::fs::symlink_metadata(&path).is_err() {
+            return Err(RunError::SeccompSocketMissing {
+                path,
+                dir: args.mount.clone(),
+            });
+        }
+        Some(path)
+    };
 
     // Block the forwarded signals and SIGCHLD before forking, so none is lost between fork and
     // the wait loop; `sigwaitinfo` collects them. Init inherits the mask; std's `Command`
@@ -387,12 +440,26 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     // CMD holds neither.
     let (report_rx, report_tx) = sys::pipe_cloexec()?;
     let (alive_rx, alive_tx) = sys::pipe_cloexec()?;
+    // Init sends the seccomp listener over this pair and waits for the hand-over (std's
+    // UnixStream::pair is close-on-exec).
+    let pair = match seccomp_socket {
+        Some(_) => Some(
+            std::os::unix::net::UnixStream::pair()
+                .map_err(|err| SysError::new("socketpair(AF_UNIX)", err))?,
+        ),
+        None => None,
+    };
     // SAFETY: checked above that this process has a single thread.
     match unsafe { sys::fork() }? {
         Fork::Child => {
             drop(report_rx);
             drop(alive_tx);
-            let code = init(args, report_tx, alive_rx, &waited, original);
+            let listener_tx = pair.map(|(_, child)| child);
+            let setup = InitSetup {
+                proc_kmsg: &proc_kmsg,
+                listener_tx,
+            };
+            let code = init(args, setup, report_tx, alive_rx, &waited, original);
             sys::exit_now(code)
         }
         Fork::Parent(init_pid) => {
@@ -400,14 +467,50 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
             drop(alive_rx);
             // Held until this function returns, that is for as long as this process lives.
             let _alive_tx = alive_tx;
+            let handed = match (pair, &seccomp_socket) {
+                (Some((parent, _child)), Some(path)) => {
+                    drop(_child);
+                    Some(hand_over(parent, path, init_pid))
+                }
+                _ => None,
+            };
             let report = read_report(report_rx)?;
             let code = supervise(init_pid, &waited)?;
-            match report {
-                None => Ok(code),
-                Some(report) => Err(report.into_error(&args.command)),
+            match (report, handed) {
+                (Some(report), _) => Err(report.into_error(&args.command)),
+                (None, Some(Err(e))) => Err(e),
+                (None, _) => Ok(code),
             }
         }
     }
+}
+
+/// Receives init's seccomp listener on `pair` and hands it to the agent on `socket` with
+/// init's (host) pid, then tells init to go on (`1`) or to give up (`0`).
+fn hand_over(
+    pair: std::os::unix::net::UnixStream,
+    socket: &Path,
+    init_pid: pid_t,
+) -> Result<(), RunError> {
+    use crate::frontends::seccomp::oci;
+    let fail = |message: String| RunError::Seccomp {
+        path: socket.to_path_buf(),
+        message,
+    };
+    let listener = oci::recv_one_fd(pair.as_fd())
+        .map_err(|e| fail(format!("receiving the listener from init: {e}")))?;
+    let pid = u32::try_from(init_pid).unwrap_or(0);
+    let sent = oci::send_listener(socket, pid, listener.as_fd(), Default::default());
+    drop(listener);
+    let mut pair = pair;
+    let ack: &[u8] = if sent.is_ok() { b"1" } else { b"0" };
+    let _ = pair.write_all(ack);
+    sent.map_err(|e| fail(e.to_string()))?;
+    log::debug!(
+        "handed the syslog(2) listener of pid {pid} to {}",
+        socket.display()
+    );
+    Ok(())
 }
 
 /// The number of threads of the calling process.
@@ -419,7 +522,12 @@ fn thread_count() -> Result<usize, SysError> {
 
 /// Checks that `dir/kmsg` is there and answers, before anything is changed.
 fn check_kmsg(dir: &Path) -> Result<PathBuf, RunError> {
-    let path = dir.join("kmsg");
+    check_kmsg_file(dir, "kmsg")
+}
+
+/// Checks that `dir/name` is there and answers.
+fn check_kmsg_file(dir: &Path, name: &str) -> Result<PathBuf, RunError> {
+    let path = dir.join(name);
     match std::fs::metadata(&path) {
         Ok(meta) if meta.is_dir() => Err(RunError::KmsgIsDirectory(path)),
         Ok(_) => Ok(path),
@@ -517,8 +625,17 @@ fn read_report(rx: OwnedFd) -> Result<Option<Report>, SysError> {
 
 /// Init: pid 1 of the new pid namespace (or a plain sub-reaper without one). Sets up `/proc`,
 /// starts CMD and supervises it. Returns the status to exit with.
+/// What init needs besides the arguments.
+struct InitSetup<'a> {
+    /// `DIR/proc-kmsg`, bound over `/proc/kmsg`.
+    proc_kmsg: &'a Path,
+    /// Where to send the seccomp listener (None: `--no-seccomp`).
+    listener_tx: Option<std::os::unix::net::UnixStream>,
+}
+
 fn init(
     args: &RunArgs,
+    setup: InitSetup<'_>,
     report_tx: OwnedFd,
     alive_rx: OwnedFd,
     waited: &SigSet,
@@ -541,9 +658,15 @@ fn init(
         // Nothing more can be done if the outer process is gone.
         let _ = report_tx.write_all(&report.encode());
     };
-    if let Err(err) = init_setup(args.unshare) {
+    if let Err(err) = init_setup(args.unshare, setup.proc_kmsg) {
         send(Report::Setup(err.to_string()));
         return EXIT_SETUP_FAILED;
+    }
+    if let Some(tx) = setup.listener_tx {
+        if let Err(message) = install_and_send_listener(tx) {
+            send(Report::Setup(message));
+            return EXIT_SETUP_FAILED;
+        }
     }
     let mut command = Command::new(&args.command[0]);
     command.args(&args.command[1..]);
@@ -575,8 +698,26 @@ fn init(
     }
 }
 
+/// Installs the syslog(2) filter on init (CMD inherits it), sends the listener to the outer
+/// process and waits until it was handed to the agent. The listener is closed here, so only
+/// the agent holds it afterwards: if the daemon dies, syslog(2) fails with ENOSYS.
+fn install_and_send_listener(mut tx: std::os::unix::net::UnixStream) -> Result<(), String> {
+    use crate::frontends::seccomp::{install_filter, oci};
+    let listener = install_filter().map_err(|e| {
+        format!("`seccomp(SET_MODE_FILTER, NEW_LISTENER)` for syslog(2) failed: {e}")
+    })?;
+    oci::send_fd(tx.as_fd(), b"L", listener.as_fd())
+        .map_err(|e| format!("`sendmsg(listener)` to the outer process failed: {e}"))?;
+    drop(listener);
+    let mut ack = [0u8; 1];
+    match tx.read(&mut ack) {
+        Ok(1) if ack[0] == b'1' => Ok(()),
+        _ => Err("the syslog(2) listener could not be handed to the kmsgfs agent".into()),
+    }
+}
+
 /// The mounts and process attributes init sets up before starting CMD.
-fn init_setup(namespaces: Namespaces) -> Result<(), SysError> {
+fn init_setup(namespaces: Namespaces, proc_kmsg: &Path) -> Result<(), SysError> {
     if namespaces.contains(Namespace::Pid) {
         sys::mount(
             Some(Path::new("proc")),
@@ -589,13 +730,14 @@ fn init_setup(namespaces: Namespaces) -> Result<(), SysError> {
         // Without a pid namespace orphans would go to the host's init; keep them here.
         sys::set_child_subreaper()?;
     }
-    mask_read_only(Path::new("/proc/kmsg"))
+    // The kernel's /proc/kmsg is the host's syslog cursor (C8); the kmsgfs file is the
+    // container's. Read-only like the original (mode 0400).
+    bind_read_only(proc_kmsg, Path::new("/proc/kmsg"))
 }
 
-/// Binds `/dev/null` over `target` and makes that bind read-only.
-fn mask_read_only(target: &Path) -> Result<(), SysError> {
-    let null = Path::new("/dev/null");
-    sys::mount(Some(null), target, None, libc::MS_BIND, "MS_BIND")?;
+/// Binds `source` over `target` and makes that bind read-only.
+fn bind_read_only(source: &Path, target: &Path) -> Result<(), SysError> {
+    sys::mount(Some(source), target, None, libc::MS_BIND, "MS_BIND")?;
     // A read-only bind needs a remount. Inside a user namespace the kernel refuses to drop the
     // nosuid/nodev/noexec/atime flags the bind inherited ("locked" flags), so keep them.
     let locked = locked_mount_flags(sys::statvfs_flags(target)?);

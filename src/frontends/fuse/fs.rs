@@ -7,9 +7,16 @@
 //! |---|---|---|
 //! | `kmsg` | 2 | the opener's ring, resolved at `open()` ([`super::policy::resolve`]) |
 //! | `stats` | 3 | JSON counters, a snapshot taken at `open()` |
-//! | `metrics` | 5 | the same counters in Prometheus text format ([`crate::metrics`]) |
+//! | `metrics` | 6 | the same counters in Prometheus text format ([`crate::metrics`]) |
 //! | `ns/` | 4 | one directory per ring the caller may see |
 //! | `ns/<inode>/kmsg` | `NS_FILE + inode` | the ring of namespace `<inode>` |
+//! | `proc-kmsg` | 5 | `/proc/kmsg` of the opener's ring (kmsg-semantics C), resolved like `kmsg` |
+//!
+//! `proc-kmsg` is the destructive stream on the ring's syslog cursor, shared with the
+//! `syslog(2)` agent ([`crate::frontends::proc_kmsg`]). Only root of the namespace owning the
+//! ring (or host root) may open it, read-only (C2; mode 0400). Its blocking READs park on a
+//! [`ProcFront`] and are retried by the ring's append listener, with the same interrupt
+//! handling as `kmsg` reads.
 //!
 //! Concurrency: handlers never block. Each ring has a [`RingFront`] whose mutex guards the
 //! per-handle cursors, the parked READs and the armed poll notifiers. A READ that finds nothing
@@ -38,6 +45,8 @@ use serde::Serialize;
 use super::cursor::{Cursor, Step};
 use super::interrupt::{Cancel, Interrupts};
 use super::policy::{self, HostIdentity, Opener, Restrict, Target};
+use crate::frontends::proc_kmsg::{self, ReadResult};
+use crate::frontends::seccomp::printk_time;
 use crate::ratelimit::{self, DevkmsgMode, RateLimit};
 use crate::record::{self, RecordRef};
 use crate::registry::{NsKey, Registry, RingReport, RingSlot};
@@ -53,8 +62,10 @@ pub const INO_KMSG: u64 = 2;
 pub const INO_STATS: u64 = 3;
 /// `ns/`.
 pub const INO_NS: u64 = 4;
+/// `proc-kmsg`.
+pub const INO_PROC_KMSG: u64 = 5;
 /// `metrics`.
-pub const INO_METRICS: u64 = 5;
+pub const INO_METRICS: u64 = 6;
 /// `ns/<inode>/` is `NS_DIR + inode` (nsfs inodes are 32-bit).
 pub const NS_DIR: u64 = 1 << 40;
 /// `ns/<inode>/kmsg` is `NS_FILE + inode`.
@@ -230,9 +241,110 @@ impl Listener for FrontListener {
     }
 }
 
+/// A parked blocking READ of `proc-kmsg`.
+struct ProcParked {
+    unique: u64,
+    size: usize,
+    reply: ReplyData,
+}
+
+#[derive(Default)]
+struct ProcState {
+    parked: Vec<ProcParked>,
+    notifiers: HashMap<u64, PollNotifier>,
+}
+
+/// The `proc-kmsg` side of one ring: parked READs and armed poll notifiers. The mutex is held
+/// while a READ finds nothing and parks, and by the append listener while it retries, so an
+/// append cannot slip in between.
+pub struct ProcFront {
+    slot: Arc<RingSlot>,
+    state: Mutex<ProcState>,
+    interrupts: Arc<Interrupts>,
+}
+
+impl std::fmt::Debug for ProcFront {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcFront")
+            .field("slot", &self.slot.key)
+            .finish()
+    }
+}
+
+impl ProcFront {
+    fn on_append(&self) {
+        let mut answers: Vec<(ReplyData, Answer)> = Vec::new();
+        let notes: Vec<PollNotifier>;
+        {
+            let mut st = self.state.lock();
+            if st.parked.is_empty() && st.notifiers.is_empty() {
+                return;
+            }
+            let time = printk_time();
+            for p in std::mem::take(&mut st.parked) {
+                let a = match proc_kmsg::read(&self.slot.ring, p.size, false, time) {
+                    ReadResult::Data(d) => Answer::Data(d),
+                    ReadResult::Error(e) => Answer::Err(Errno::from_i32(e)),
+                    // Another reader (or the agent) consumed it first.
+                    ReadResult::WouldBlock | ReadResult::Again => {
+                        st.parked.push(p);
+                        continue;
+                    }
+                };
+                self.interrupts.unpark(p.unique);
+                answers.push((p.reply, a));
+            }
+            notes = st.notifiers.drain().map(|(_, n)| n).collect();
+        }
+        for (reply, a) in answers {
+            match a {
+                Answer::Data(d) => reply.data(&d),
+                Answer::Err(e) => reply.error(e),
+            }
+        }
+        for n in notes {
+            if let Err(e) = n.notify() {
+                log::debug!("poll notification failed: {e}");
+            }
+        }
+    }
+
+    fn interrupt_all(&self) {
+        let parked = std::mem::take(&mut self.state.lock().parked);
+        for p in parked {
+            self.interrupts.unpark(p.unique);
+            p.reply.error(Errno::EINTR);
+        }
+    }
+}
+
+impl Cancel for ProcFront {
+    fn cancel(&self, unique: u64) {
+        let p = {
+            let mut st = self.state.lock();
+            let Some(i) = st.parked.iter().position(|p| p.unique == unique) else {
+                return;
+            };
+            st.parked.swap_remove(i)
+        };
+        p.reply.error(Errno::EINTR);
+    }
+}
+
+struct ProcListener(Weak<ProcFront>);
+
+impl Listener for ProcListener {
+    fn appended(&self, _next_seq: u64) {
+        if let Some(f) = self.0.upgrade() {
+            f.on_append();
+        }
+    }
+}
+
 enum Open {
     Kmsg(Arc<RingFront>),
     Stats(Arc<Vec<u8>>),
+    ProcKmsg(Arc<ProcFront>),
 }
 
 /// Interrupt counters in the stats file.
@@ -265,6 +377,7 @@ pub struct Shared {
     interrupts: Arc<Interrupts>,
     shutting_down: AtomicBool,
     fronts: Mutex<HashMap<NsKey, Arc<RingFront>>>,
+    proc_fronts: Mutex<HashMap<NsKey, Arc<ProcFront>>>,
     opens: RwLock<HashMap<u64, Open>>,
     next_fh: AtomicU64,
     cpus: Vec<usize>,
@@ -294,6 +407,7 @@ impl Shared {
             interrupts,
             shutting_down: AtomicBool::new(false),
             fronts: Mutex::new(HashMap::new()),
+            proc_fronts: Mutex::new(HashMap::new()),
             opens: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             cpus: sys::cpu::allowed_cpus(),
@@ -313,6 +427,10 @@ impl Shared {
         for f in fronts {
             f.interrupt_all();
         }
+        let procs: Vec<Arc<ProcFront>> = self.proc_fronts.lock().values().cloned().collect();
+        for f in procs {
+            f.interrupt_all();
+        }
         // READs parked on fronts no longer in the map (a ring replaced after inode reuse).
         for (unique, owner) in self.interrupts.take_all() {
             owner.cancel(unique);
@@ -322,8 +440,10 @@ impl Shared {
     /// Drop the FUSE state of reclaimed rings.
     pub fn forget_rings(&self, keys: &[NsKey]) {
         let mut fronts = self.fronts.lock();
+        let mut procs = self.proc_fronts.lock();
         for k in keys {
             fronts.remove(k);
+            procs.remove(k);
         }
     }
 
@@ -380,10 +500,120 @@ impl Shared {
         f
     }
 
+    fn proc_front_for(&self, slot: &Arc<RingSlot>) -> Arc<ProcFront> {
+        let mut fronts = self.proc_fronts.lock();
+        if let Some(f) = fronts.get(&slot.key) {
+            if Arc::ptr_eq(&f.slot, slot) {
+                return Arc::clone(f);
+            }
+        }
+        let f = Arc::new(ProcFront {
+            slot: Arc::clone(slot),
+            state: Mutex::new(ProcState::default()),
+            interrupts: Arc::clone(&self.interrupts),
+        });
+        slot.ring
+            .add_listener(Arc::new(ProcListener(Arc::downgrade(&f))));
+        fronts.insert(slot.key, Arc::clone(&f));
+        f
+    }
+
+    /// The ring the opener's `kmsg` (and `proc-kmsg`) leads to, with one more holder.
+    fn resolve_slot(&self, op: &Opener, proc_: &sys::proc::Proc) -> Arc<RingSlot> {
+        match policy::resolve(&self.host, op) {
+            Target::Host => {
+                let s = Arc::clone(self.registry.host());
+                self.registry.hold(&s);
+                s
+            }
+            Target::Ns(key) => {
+                let owner = proc_.ns_owner_userns(key.kind).ok();
+                self.registry.acquire(key, owner, op.ns_id(key.kind))
+            }
+        }
+    }
+
+    /// `open()` of `proc-kmsg` (C2): read-only, and only for root of the namespace owning the
+    /// ring (the FUSE header carries no capabilities; uid 0 in the owning user namespace
+    /// stands for CAP_SYSLOG there) or host root.
+    fn open_proc_kmsg(&self, req: &Request, flags: OpenFlags) -> Result<u64, Errno> {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return Err(Errno::EACCES);
+        }
+        let (op, proc_) = self.opener(req).ok_or(Errno::EACCES)?;
+        // Mode 0400 root: DAC refuses everyone else before the syslog check (C1).
+        if op.uid_in_ns != Some(0) {
+            return Err(Errno::EACCES);
+        }
+        let slot = self.resolve_slot(&op, &proc_);
+        let privileged =
+            policy::is_host_root(&self.host, &op) || policy::is_ns_root(&self.host, &op, &slot);
+        let policy = crate::syslog::Policy {
+            privileged,
+            restrict: true,
+        };
+        if let Err(e) = proc_kmsg::open(&slot.ring, policy) {
+            self.registry.release(&slot);
+            log::debug!(
+                "open of proc-kmsg of ring {} by pid {} uid {} denied",
+                slot.key,
+                op.pid,
+                op.uid
+            );
+            return Err(Errno::from_i32(e));
+        }
+        let front = self.proc_front_for(&slot);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        slot.readers.fetch_add(1, Ordering::Relaxed);
+        self.opens.write().insert(fh, Open::ProcKmsg(front));
+        log::debug!(
+            "pid {} uid {} opened proc-kmsg of ring {} as fh {fh}",
+            op.pid,
+            op.uid,
+            slot.key
+        );
+        Ok(fh)
+    }
+
+    fn read_proc_kmsg(&self, front: &Arc<ProcFront>, r: ReadArgs, reply: ReplyData) {
+        let mut st = front.state.lock();
+        match proc_kmsg::read(&front.slot.ring, r.size as usize, r.nonblock, printk_time()) {
+            ReadResult::Data(d) => {
+                drop(st);
+                reply.data(&d);
+                self.interrupts.answered(r.unique);
+            }
+            ReadResult::Again => {
+                drop(st);
+                reply.error(Errno::EAGAIN);
+            }
+            ReadResult::Error(e) => {
+                drop(st);
+                reply.error(Errno::from_i32(e));
+            }
+            ReadResult::WouldBlock => {
+                if self.shutting_down.load(Ordering::SeqCst)
+                    || !self
+                        .interrupts
+                        .park(r.unique, Arc::clone(front) as Arc<dyn Cancel>)
+                {
+                    drop(st);
+                    return reply.error(Errno::EINTR);
+                }
+                st.parked.push(ProcParked {
+                    unique: r.unique,
+                    size: r.size as usize,
+                    reply,
+                });
+            }
+        }
+    }
+
     fn attr(&self, ino: u64, size: u64) -> FileAttr {
         let (kind, perm, nlink) = match ino {
             INO_ROOT | INO_NS => (FileType::Directory, 0o555, 2),
             INO_STATS | INO_METRICS => (FileType::RegularFile, 0o444, 1),
+            INO_PROC_KMSG => (FileType::RegularFile, 0o400, 1),
             i if i & !NS_MASK == NS_DIR => (FileType::Directory, 0o555, 2),
             _ => (FileType::RegularFile, 0o644, 1),
         };
@@ -466,17 +696,7 @@ impl Shared {
         let want_write = acc != OpenAccMode::O_RDONLY;
         let (op, proc_) = self.opener(req).ok_or(Errno::EACCES)?;
         let slot = if ino == INO_KMSG {
-            match policy::resolve(&self.host, &op) {
-                Target::Host => {
-                    let s = Arc::clone(self.registry.host());
-                    self.registry.hold(&s);
-                    s
-                }
-                Target::Ns(key) => {
-                    let owner = proc_.ns_owner_userns(key.kind).ok();
-                    self.registry.acquire(key, owner, op.ns_id(key.kind))
-                }
-            }
+            self.resolve_slot(&op, &proc_)
         } else {
             let s = self.registry.by_inode(ino & NS_MASK).ok_or(Errno::ENOENT)?;
             self.registry.hold(&s);
@@ -722,6 +942,7 @@ impl Filesystem for KmsgFs {
             (INO_ROOT, "kmsg") => Some(INO_KMSG),
             (INO_ROOT, "stats") => Some(INO_STATS),
             (INO_ROOT, "metrics") => Some(INO_METRICS),
+            (INO_ROOT, "proc-kmsg") => Some(INO_PROC_KMSG),
             (INO_ROOT, "ns") => Some(INO_NS),
             (INO_NS, n) => n
                 .parse::<u64>()
@@ -792,6 +1013,11 @@ impl Filesystem for KmsgFs {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Err(e) => reply.error(e),
             }
+        } else if ino == INO_PROC_KMSG {
+            match s.open_proc_kmsg(req, flags) {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(e),
+            }
         } else if ino == INO_STATS || ino == INO_METRICS {
             if flags.acc_mode() != OpenAccMode::O_RDONLY {
                 return reply.error(Errno::EACCES);
@@ -831,6 +1057,17 @@ impl Filesystem for KmsgFs {
         let open = match s.opens.read().get(&fh.0) {
             Some(Open::Kmsg(f)) => Ok(Arc::clone(f)),
             Some(Open::Stats(b)) => Err(Some(Arc::clone(b))),
+            Some(Open::ProcKmsg(f)) => {
+                let f = Arc::clone(f);
+                let args = ReadArgs {
+                    unique: req.unique().0,
+                    fh: fh.0,
+                    offset,
+                    size,
+                    nonblock: flags.0 & libc::O_NONBLOCK != 0,
+                };
+                return s.read_proc_kmsg(&f, args, reply);
+            }
             None => Err(None),
         };
         match open {
@@ -902,8 +1139,14 @@ impl Filesystem for KmsgFs {
     ) {
         let s = &self.0;
         let open = s.opens.write().remove(&fh.0);
-        if let Some(Open::Kmsg(front)) = open {
-            s.release_kmsg(&front, fh.0);
+        match open {
+            Some(Open::Kmsg(front)) => s.release_kmsg(&front, fh.0),
+            Some(Open::ProcKmsg(front)) => {
+                front.state.lock().notifiers.remove(&fh.0);
+                front.slot.readers.fetch_sub(1, Ordering::Relaxed);
+                s.registry.release(&front.slot);
+            }
+            _ => {}
         }
         reply.ok();
     }
@@ -927,6 +1170,7 @@ impl Filesystem for KmsgFs {
                 entries.push((INO_KMSG, FileType::RegularFile, "kmsg".into()));
                 entries.push((INO_STATS, FileType::RegularFile, "stats".into()));
                 entries.push((INO_METRICS, FileType::RegularFile, "metrics".into()));
+                entries.push((INO_PROC_KMSG, FileType::RegularFile, "proc-kmsg".into()));
                 entries.push((INO_NS, FileType::Directory, "ns".into()));
             }
             INO_NS => {
@@ -994,6 +1238,24 @@ impl Filesystem for KmsgFs {
     ) {
         let s = &self.0;
         s.maybe_pin();
+        let proc_front = match s.opens.read().get(&fh.0) {
+            Some(Open::ProcKmsg(f)) => Some(Arc::clone(f)),
+            _ => None,
+        };
+        if let Some(front) = proc_front {
+            // Readable while unread records exist; never POLLERR (C5).
+            let mut st = front.state.lock();
+            if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
+                st.notifiers.insert(fh.0, ph);
+            }
+            let mask = if proc_kmsg::readable(&front.slot.ring) {
+                PollEvents::POLLIN | PollEvents::POLLRDNORM
+            } else {
+                PollEvents::empty()
+            };
+            drop(st);
+            return reply.poll(mask);
+        }
         let Some(front) = s.kmsg_front(fh.0) else {
             // The stats file: always readable.
             return reply.poll(PollEvents::POLLIN | PollEvents::POLLRDNORM);
