@@ -253,6 +253,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         threads,
         if args.pin_threads { ", pinned" } else { "" }
     );
+    crate::sdnotify::notify("READY=1");
 
     let sig = sys::signal::wait_termination()?;
     log::info!("signal {sig}: answering parked reads with EINTR and unmounting");

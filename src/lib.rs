@@ -11,14 +11,18 @@
 //! * [`syslog`]: `syslog(2)` actions as pure logic over a ring.
 //! * [`frontends`]: the FUSE filesystem, the `syslog(2)` seccomp agent, `/proc/kmsg`.
 //! * [`daemon`]: `kmsgfs serve`, tying the stages together; [`sys`]: the syscall seam.
+//! * [`demo`]: `kmsgfs demo`; [`metrics`]: the Prometheus view of the stats.
 
 pub mod daemon;
+pub mod demo;
 pub mod frontends;
+pub mod metrics;
 pub mod ratelimit;
 pub mod record;
 pub mod registry;
 pub mod ring;
 pub mod router;
+pub mod sdnotify;
 pub mod sources;
 pub mod sys;
 pub mod syslog;

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `kmsg` | 2 | the opener's ring, resolved at `open()` ([`super::policy::resolve`]) |
 //! | `stats` | 3 | JSON counters, a snapshot taken at `open()` |
+//! | `metrics` | 6 | the same counters in Prometheus text format ([`crate::metrics`]) |
 //! | `ns/` | 4 | one directory per ring the caller may see |
 //! | `ns/<inode>/kmsg` | `NS_FILE + inode` | the ring of namespace `<inode>` |
 //! | `proc-kmsg` | 5 | `/proc/kmsg` of the opener's ring (kmsg-semantics C), resolved like `kmsg` |
@@ -63,6 +64,8 @@ pub const INO_STATS: u64 = 3;
 pub const INO_NS: u64 = 4;
 /// `proc-kmsg`.
 pub const INO_PROC_KMSG: u64 = 5;
+/// `metrics`.
+pub const INO_METRICS: u64 = 6;
 /// `ns/<inode>/` is `NS_DIR + inode` (nsfs inodes are 32-bit).
 pub const NS_DIR: u64 = 1 << 40;
 /// `ns/<inode>/kmsg` is `NS_FILE + inode`.
@@ -472,6 +475,13 @@ impl Shared {
         v
     }
 
+    /// The metrics file content: [`Self::stats_json`] rendered by [`crate::metrics::render`].
+    pub fn metrics_text(&self) -> Vec<u8> {
+        let stats: serde_json::Value =
+            serde_json::from_slice(&self.stats_json()).unwrap_or_default();
+        crate::metrics::render(&stats).into_bytes()
+    }
+
     fn front_for(&self, slot: &Arc<RingSlot>) -> Arc<RingFront> {
         let mut fronts = self.fronts.lock();
         if let Some(f) = fronts.get(&slot.key) {
@@ -602,7 +612,7 @@ impl Shared {
     fn attr(&self, ino: u64, size: u64) -> FileAttr {
         let (kind, perm, nlink) = match ino {
             INO_ROOT | INO_NS => (FileType::Directory, 0o555, 2),
-            INO_STATS => (FileType::RegularFile, 0o444, 1),
+            INO_STATS | INO_METRICS => (FileType::RegularFile, 0o444, 1),
             INO_PROC_KMSG => (FileType::RegularFile, 0o400, 1),
             i if i & !NS_MASK == NS_DIR => (FileType::Directory, 0o555, 2),
             _ => (FileType::RegularFile, 0o644, 1),
@@ -931,6 +941,7 @@ impl Filesystem for KmsgFs {
         let ino = match (parent.0, name.as_ref()) {
             (INO_ROOT, "kmsg") => Some(INO_KMSG),
             (INO_ROOT, "stats") => Some(INO_STATS),
+            (INO_ROOT, "metrics") => Some(INO_METRICS),
             (INO_ROOT, "proc-kmsg") => Some(INO_PROC_KMSG),
             (INO_ROOT, "ns") => Some(INO_NS),
             (INO_NS, n) => n
@@ -1007,7 +1018,7 @@ impl Filesystem for KmsgFs {
                 Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
                 Err(e) => reply.error(e),
             }
-        } else if ino == INO_STATS {
+        } else if ino == INO_STATS || ino == INO_METRICS {
             if flags.acc_mode() != OpenAccMode::O_RDONLY {
                 return reply.error(Errno::EACCES);
             }
@@ -1018,7 +1029,11 @@ impl Filesystem for KmsgFs {
                 return reply.error(Errno::EACCES);
             }
             let fh = s.next_fh.fetch_add(1, Ordering::Relaxed);
-            let snap = Arc::new(s.stats_json());
+            let snap = Arc::new(if ino == INO_METRICS {
+                s.metrics_text()
+            } else {
+                s.stats_json()
+            });
             s.opens.write().insert(fh, Open::Stats(snap));
             reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
         } else {
@@ -1154,6 +1169,7 @@ impl Filesystem for KmsgFs {
             INO_ROOT => {
                 entries.push((INO_KMSG, FileType::RegularFile, "kmsg".into()));
                 entries.push((INO_STATS, FileType::RegularFile, "stats".into()));
+                entries.push((INO_METRICS, FileType::RegularFile, "metrics".into()));
                 entries.push((INO_PROC_KMSG, FileType::RegularFile, "proc-kmsg".into()));
                 entries.push((INO_NS, FileType::Directory, "ns".into()));
             }

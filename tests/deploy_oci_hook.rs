@@ -1,0 +1,176 @@
+//! `kmsgfs oci-hook` with a real runc container (root; Debian `runc` and `busybox-static`):
+//! the hook binds the daemon's `kmsg` over the container's `/dev/kmsg`, and a read inside sees
+//! the container's own records, not another container's and not the host's.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{require_root, require_tool, Daemon};
+use serde_json::{json, Value};
+
+/// A runc bundle with a busybox-static rootfs in a temporary directory; containers are
+/// deleted and the directory removed on drop.
+struct Bundle {
+    dir: PathBuf,
+    ids: Vec<String>,
+}
+
+impl Bundle {
+    fn new(tag: &str) -> Bundle {
+        let dir = std::env::temp_dir().join(format!("kmsgfs-hook-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let bin = dir.join("bundle/rootfs/bin");
+        fs::create_dir_all(&bin).unwrap();
+        let busybox = which("busybox").expect("busybox on PATH");
+        fs::copy(busybox, bin.join("busybox")).expect("copy busybox into the rootfs");
+        for applet in ["sh", "dd", "timeout", "echo"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        fs::create_dir_all(dir.join("state")).unwrap();
+        Bundle {
+            dir,
+            ids: Vec::new(),
+        }
+    }
+
+    fn bundle(&self) -> PathBuf {
+        self.dir.join("bundle")
+    }
+
+    fn configure(&self, script: &str, mount: &Path) {
+        let cfg = self.bundle().join("config.json");
+        let _ = fs::remove_file(&cfg);
+        let o = Command::new("runc")
+            .arg("spec")
+            .current_dir(self.bundle())
+            .output()
+            .expect("runc spec");
+        assert!(o.status.success(), "runc spec: {}", text(&o.stderr));
+        let mut c: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+        c["process"]["terminal"] = json!(false);
+        c["process"]["args"] = json!(["sh", "-c", script]);
+        c["hooks"] = json!({
+            "createContainer": [{
+                "path": env!("CARGO_BIN_EXE_kmsgfs"),
+                "args": ["kmsgfs", "oci-hook", "--mount", mount],
+                "env": ["RUST_LOG=debug"]
+            }]
+        });
+        fs::write(&cfg, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+    }
+
+    fn run(&mut self, id: &str) -> Output {
+        self.ids.push(id.to_string());
+        let out = Command::new("runc")
+            .arg("--root")
+            .arg(self.dir.join("state"))
+            .args(["run", "--bundle"])
+            .arg(self.bundle())
+            .arg(id)
+            .stdin(Stdio::null())
+            .output()
+            .expect("runc run");
+        self.delete(id);
+        out
+    }
+
+    fn delete(&self, id: &str) {
+        let _ = Command::new("runc")
+            .arg("--root")
+            .arg(self.dir.join("state"))
+            .args(["delete", "-f", id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        for id in &self.ids {
+            self.delete(id);
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Write `line` to /dev/kmsg, then read /dev/kmsg with plain read(2)s until the read blocks
+/// (ended by `timeout`, a functional bound: the records are there before the read starts).
+/// Not busybox `cat`: it copies with sendfile(2), which over this FUSE file returned one
+/// truncated record and then end-of-file (the real /dev/kmsg refuses sendfile, so `cat` falls
+/// back to read(2) there).
+fn script(line: &str) -> String {
+    format!("echo '<6>{line}' > /dev/kmsg && timeout 3 dd if=/dev/kmsg bs=8192 2>/dev/null; echo status=$?")
+}
+
+#[test]
+fn oci_hook_binds_the_containers_own_ring_in_runc() {
+    if !(require_root() && require_tool("runc") && require_tool("busybox")) {
+        return;
+    }
+    let d = Daemon::start();
+    let tag = format!("kmsgfs-hook-{}", std::process::id());
+    d.feed(6, &format!("{tag}: host record"));
+    d.wait_host_records(1);
+    let mut b = Bundle::new("runc");
+
+    b.configure(&script(&format!("{tag}: from B")), d.dir());
+    let ob = b.run(&format!("{tag}-b"));
+    b.configure(&script(&format!("{tag}: from A")), d.dir());
+    let oa = b.run(&format!("{tag}-a"));
+
+    for (name, o, own, other) in [
+        ("A", &oa, "from A", "from B"),
+        ("B", &ob, "from B", "from A"),
+    ] {
+        let out = text(&o.stdout);
+        let ctx = format!(
+            "container {name}\nstdout:\n{out}\nstderr:\n{}",
+            text(&o.stderr)
+        );
+        assert!(out.contains("status="), "the container did not run\n{ctx}");
+        assert!(
+            out.contains(&format!("{tag}: {own}")),
+            "own record missing\n{ctx}"
+        );
+        assert!(
+            !out.contains(&format!("{tag}: {other}")),
+            "other's record\n{ctx}"
+        );
+        assert!(!out.contains("host record"), "host record leaked\n{ctx}");
+    }
+}
+
+#[test]
+fn oci_hook_fails_loudly_without_a_daemon() {
+    if !(require_root() && require_tool("runc") && require_tool("busybox")) {
+        return;
+    }
+    let mut b = Bundle::new("nodaemon");
+    let missing = std::env::temp_dir().join(format!("kmsgfs-no-daemon-{}", std::process::id()));
+    b.configure("echo started", &missing);
+    let o = b.run(&format!("kmsgfs-hook-nodaemon-{}", std::process::id()));
+    assert!(
+        !o.status.success(),
+        "the container must not start without the kmsgfs file"
+    );
+    assert!(!text(&o.stdout).contains("started"));
+    assert!(
+        text(&o.stderr).contains("kmsgfs serve"),
+        "stderr names the cause: {}",
+        text(&o.stderr)
+    );
+}
