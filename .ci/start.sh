@@ -14,7 +14,8 @@ bin="$PWD/target/release/kmsgfs"
 mnt=/run/kmsgfs
 mkdir -p "$mnt"
 log="$(mktemp)"
-RUST_LOG="${RUST_LOG:-info}" "$bin" serve --mount "$mnt" 2>"$log" &
+export RUST_LOG="${RUST_LOG:-info}"
+"$bin" serve --mount "$mnt" 2>"$log" &
 daemon=$!
 stop() { kill -INT "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; rm -f "$log"; }
 trap stop EXIT
@@ -31,4 +32,6 @@ cat "$mnt/metrics"
 
 if [ "${1:-}" = "--demo-only" ]; then exit "$demo_rc"; fi
 echo "== serving on $mnt; bind $mnt/kmsg over /dev/kmsg in a container. Ctrl-C stops."
+echo "== daemon log follows"
+tail -n +1 -f "$log" &
 wait "$daemon"
