@@ -219,7 +219,7 @@ fn dec(v: u64, scratch: &mut [u8; 20]) -> &[u8] {
 fn push_dec(out: &mut impl Extend<u8>, v: u64, width: usize, pad: u8) {
     let mut scratch = [0u8; 20];
     let digits = dec(v, &mut scratch);
-    out.extend(std::iter::repeat(pad).take(width.saturating_sub(digits.len())));
+    out.extend(std::iter::repeat_n(pad, width.saturating_sub(digits.len())));
     out.extend(digits.iter().copied());
 }
 
@@ -529,7 +529,10 @@ impl Prefix {
             let mut scratch = [0u8; 20];
             let digits = dec(u64::from(id), &mut scratch);
             p.extend([b'[']);
-            p.extend(std::iter::repeat(b' ').take(5usize.saturating_sub(digits.len())));
+            p.extend(std::iter::repeat_n(
+                b' ',
+                5usize.saturating_sub(digits.len()),
+            ));
             p.extend([tag]);
             p.extend(digits.iter().copied());
             p.extend([b']']);
@@ -796,7 +799,7 @@ mod tests {
     #[test]
     fn a2_9_plain_bytes_fill_2048_without_newline() {
         let mut text = vec![1u8; 400];
-        text.extend(std::iter::repeat(b'a').take(600));
+        text.extend(std::iter::repeat_n(b'a', 600));
         let out = kmsg(&rec(12, 359, 383_473_166, &text));
         assert_eq!(out.len(), MESSAGE_MAX);
         assert_eq!(out.last(), Some(&b'a'), "must not end in \\n");

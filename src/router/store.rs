@@ -133,7 +133,7 @@ impl EventStore {
                     Some(t) => ev.ts_ns.abs_diff(t),
                     None => id,
                 };
-                if best.map_or(true, |(d, i)| (dist, id) < (d, i)) {
+                if best.is_none_or(|(d, i)| (dist, id) < (d, i)) {
                     best = Some((dist, id));
                 }
             }
