@@ -2,8 +2,10 @@
 //!
 //! Start-up: block SIGINT/SIGTERM (so every thread inherits the mask), recover a stale kmsgfs
 //! mount left on the directory by a crashed daemon (mountinfo source `kmsgfs`,
-//! `umount2(MNT_DETACH)`, fuse-notes §5), create the host ring, start host ingestion, mount,
-//! start the reclaim scanner, and log `ready`.
+//! `umount2(MNT_DETACH)`, fuse-notes §5), create the host ring, take the `nf_log_all_netns`
+//! guard (`--enable-netns-log`, restored when `serve` returns), start host ingestion with
+//! attribution (BPF source + router, or the router alone with `--no-bpf` or a non-device
+//! source; docs/attribution.md §5), mount, start the reclaim scanner, and log `ready`.
 //!
 //! Shutdown on SIGINT/SIGTERM: stop parking reads and answer every parked READ with EINTR
 //! (a dropped `ReplyData` would become EIO, fuse-notes §7), then `umount_and_join`. If open files

@@ -99,3 +99,63 @@ fn resolve(kind: NsKind, inode: u64) -> (Option<u64>, Option<u64>) {
     );
     (fallback_owner, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Record;
+    use crate::ring::RingConfig;
+    use crate::router::How;
+
+    fn routed(targets: Targets) -> Routed {
+        Routed {
+            record: Record {
+                seq: 7,
+                ts_usec: 1,
+                prio: 6,
+                cont: false,
+                caller: None,
+                text: b"hello".to_vec(),
+                subsystem: Vec::new(),
+                device: Vec::new(),
+            },
+            targets,
+            how: How::Exact,
+        }
+    }
+
+    fn key(i: u64) -> NsKey {
+        NsKey {
+            kind: NsKind::Pid,
+            inode: i,
+        }
+    }
+
+    #[test]
+    fn owners_get_rings_created_and_all_reaches_existing_rings_only() {
+        let reg = Arc::new(Registry::new(RingConfig::with_bytes(1 << 16), key(1), None));
+        let d = Delivery::new(Arc::clone(&reg), NsKind::Pid);
+        assert_eq!(d.deliver(&routed(Targets::Host)), 0);
+        assert!(reg.namespace_rings().is_empty());
+        // Inner namespace first, then its ancestor (hierarchical key). No process has these
+        // inodes, so the owners stay unknown.
+        assert_eq!(
+            d.deliver(&routed(Targets::Owners(vec![0xffff_fff1, 0xffff_fff0]))),
+            2
+        );
+        assert_eq!(d.deliver(&routed(Targets::Owners(vec![0xffff_fff0]))), 1);
+        let inner = reg.get(key(0xffff_fff1)).unwrap();
+        let outer = reg.get(key(0xffff_fff0)).unwrap();
+        assert_eq!(inner.ring.stats().appended, 1);
+        assert_eq!(outer.ring.stats().appended, 2);
+        assert_eq!(inner.holders(), 0, "delivery holds no ring");
+        assert_eq!(inner.owner_userns, None);
+        assert_eq!(d.deliver(&routed(Targets::All)), 2);
+        assert_eq!(
+            reg.host().ring.stats().appended,
+            0,
+            "the reader feeds the host ring"
+        );
+        assert_eq!(outer.ring.stats().appended, 3);
+    }
+}
