@@ -2,8 +2,10 @@
 //!
 //! Start-up: block SIGINT/SIGTERM (so every thread inherits the mask), recover a stale kmsgfs
 //! mount left on the directory by a crashed daemon (mountinfo source `kmsgfs`,
-//! `umount2(MNT_DETACH)`, fuse-notes §5), create the host ring, start host ingestion, mount,
-//! start the reclaim scanner, and log `ready`.
+//! `umount2(MNT_DETACH)`, fuse-notes §5), create the host ring, take the `nf_log_all_netns`
+//! guard (`--enable-netns-log`, restored when `serve` returns), start host ingestion with
+//! attribution (BPF source + router, or the router alone with `--no-bpf` or a non-device
+//! source; docs/attribution.md §5), mount, start the reclaim scanner, and log `ready`.
 //!
 //! Shutdown on SIGINT/SIGTERM: stop parking reads and answer every parked READ with EINTR
 //! (a dropped `ReplyData` would become EIO, fuse-notes §7), then `umount_and_join`. If open files
@@ -22,7 +24,11 @@ use crate::frontends::fuse::{self as fusefe, FsConfig, Shared};
 use crate::ratelimit::DevkmsgMode;
 use crate::registry::Registry;
 use crate::ring::RingConfig;
-use crate::sources::host::{self, HostStats, SourceError};
+use crate::router::{KeyKind, OomPolicy, RouterConfig, Unattributed};
+use crate::sources::bpf::netns_log::{NetnsLogError, NfLogAllNetnsGuard};
+use crate::sources::bpf::{self as bpfsrc, BpfConfig};
+use crate::sources::deliver::Delivery;
+use crate::sources::host::{self, HostStats, Routing, SourceError};
 use crate::sys::proc::NsKind;
 use crate::sys::{self, SysError};
 
@@ -124,6 +130,24 @@ pub struct ServeArgs {
     /// Do not run the syslog(2) seccomp agent.
     #[arg(long, conflicts_with = "seccomp_socket")]
     pub no_seccomp: bool,
+    /// Do not load the BPF attribution programs: host records go to the host ring only,
+    /// containers see only what they write themselves (docs/attribution.md §4).
+    #[arg(long)]
+    pub no_bpf: bool,
+    /// Where host records without an owner go: the host ring only, or every ring.
+    #[arg(long, value_name = "host|all", default_value = "host")]
+    pub unattributed: Unattributed,
+    /// Who receives an OOM report: the victim's rings, or the victim's and the trigger's.
+    #[arg(
+        long,
+        value_name = "victim|victim-and-trigger",
+        default_value = "victim-and-trigger"
+    )]
+    pub oom_policy: OomPolicy,
+    /// Set net.netfilter.nf_log_all_netns=1 while running (restored on exit), so LOG rules in
+    /// containers print at all. The sysctl is host-global.
+    #[arg(long)]
+    pub enable_netns_log: bool,
 }
 
 /// Errors of `kmsgfs serve`.
@@ -150,6 +174,36 @@ pub enum DaemonError {
     /// The syslog(2) agent could not be started.
     #[error("seccomp agent: {0} (start with --no-seccomp to run without it)")]
     Seccomp(#[from] crate::frontends::seccomp::SeccompError),
+    /// `--enable-netns-log` failed.
+    #[error("--enable-netns-log: {0}")]
+    NetnsLog(#[from] NetnsLogError),
+    /// The daemon's own namespaces could not be read (attribution needs them).
+    #[error("attribution: {0}")]
+    Bpf(#[from] bpfsrc::BpfError),
+}
+
+/// The attribution settings for the host ingestion thread (docs/attribution.md §5).
+fn routing(
+    args: &ServeArgs,
+    key: NsKind,
+    registry: &Arc<Registry>,
+) -> Result<Routing, DaemonError> {
+    let mut rc = RouterConfig::new(bpfsrc::host_namespaces()?);
+    rc.key = match args.key {
+        KeyArg::Net => KeyKind::Net,
+        KeyArg::User => KeyKind::User,
+        KeyArg::Pid => KeyKind::Pid,
+    };
+    rc.unattributed = args.unattributed;
+    rc.oom_policy = args.oom_policy;
+    Ok(Routing {
+        bpf: BpfConfig {
+            enabled: !args.no_bpf,
+            ..BpfConfig::default()
+        },
+        router: rc,
+        delivery: Delivery::new(Arc::clone(registry), key),
+    })
 }
 
 /// Run `kmsgfs serve` until SIGINT or SIGTERM.
@@ -175,11 +229,19 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         host.host_key(),
         host.host_ns_id(),
     ));
+    // Held for the daemon's lifetime: dropping it (return from here, also after SIGINT or
+    // SIGTERM) restores the previous value. Without it, attribution start-up warns when the
+    // sysctl is 0.
+    let _nf_log = args
+        .enable_netns_log
+        .then(NfLogAllNetnsGuard::enable)
+        .transpose()?;
     let host_stats = Arc::new(HostStats::default());
     host::spawn(
         args.source.clone(),
         Arc::clone(&registry.host().ring),
         Arc::clone(&host_stats),
+        Some(routing(&args, key, &registry)?),
     )?;
 
     let threads = args.threads.max(1);

@@ -83,12 +83,22 @@ impl RingSlot {
         ns_id: Option<u64>,
         config: RingConfig,
     ) -> Self {
+        Self::with_ring(key, host, owner_userns, ns_id, Arc::new(Ring::new(config)))
+    }
+
+    fn with_ring(
+        key: NsKey,
+        host: bool,
+        owner_userns: Option<u64>,
+        ns_id: Option<u64>,
+        ring: Arc<Ring>,
+    ) -> Self {
         RingSlot {
             key,
             host,
             owner_userns,
             ns_id,
-            ring: Arc::new(Ring::new(config)),
+            ring,
             created: Instant::now(),
             holders: AtomicUsize::new(0),
             readers: AtomicUsize::new(0),
@@ -229,6 +239,16 @@ impl Registry {
                     ns_id
                 );
                 rings.remove(&key);
+            } else if !old.host && old.owner_userns.is_none() && owner_userns.is_some() {
+                // Created by record delivery before any opener, when no process of the
+                // namespace could be inspected: learn the owner now, keep the records.
+                let ring = Arc::clone(&old.ring);
+                let ns_id = old.ns_id.or(ns_id);
+                log::debug!("ring {key}: owner user namespace learnt from an opener");
+                rings.insert(
+                    key,
+                    Arc::new(RingSlot::with_ring(key, false, owner_userns, ns_id, ring)),
+                );
             }
         }
         let slot = rings.entry(key).or_insert_with(|| {
@@ -237,6 +257,37 @@ impl Registry {
         });
         slot.holders.fetch_add(1, Ordering::SeqCst);
         Arc::clone(slot)
+    }
+
+    /// The ring that receives records attributed to namespace `key`, created without a holder
+    /// if needed (a container's boot messages are kept until it first opens its log).
+    /// `resolve` gives the owner user namespace and namespace id of a new ring.
+    pub fn ring_for_delivery(
+        &self,
+        key: NsKey,
+        resolve: impl FnOnce() -> (Option<u64>, Option<u64>),
+    ) -> Arc<RingSlot> {
+        if let Some(s) = self.rings.lock().get(&key) {
+            return Arc::clone(s);
+        }
+        // Resolve outside the lock: it may scan /proc.
+        let (owner, ns_id) = resolve();
+        let mut rings = self.rings.lock();
+        let slot = rings.entry(key).or_insert_with(|| {
+            log::info!("new ring for namespace {key} (first attributed record)");
+            Arc::new(RingSlot::new(key, false, owner, ns_id, self.config))
+        });
+        Arc::clone(slot)
+    }
+
+    /// Every namespace ring (not the host's).
+    pub fn namespace_rings(&self) -> Vec<Arc<RingSlot>> {
+        self.rings
+            .lock()
+            .values()
+            .filter(|s| !s.host)
+            .cloned()
+            .collect()
     }
 
     /// Take one more holder on an existing slot.
@@ -336,6 +387,22 @@ mod tests {
         assert!(r.get(key(2)).is_none());
         // The host ring is never reclaimed.
         assert!(r.get(key(1)).is_some());
+    }
+
+    #[test]
+    fn delivery_ring_is_created_once_and_learns_its_owner() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
+        let d = r.ring_for_delivery(key(3), || (None, None));
+        assert_eq!(d.holders(), 0);
+        let again = r.ring_for_delivery(key(3), || unreachable!("exists"));
+        assert!(Arc::ptr_eq(&d, &again));
+        let a = r.acquire(key(3), Some(77), Some(5));
+        assert_eq!(a.owner_userns, Some(77));
+        assert!(
+            Arc::ptr_eq(&a.ring, &d.ring),
+            "records delivered so far are kept"
+        );
+        assert_eq!(r.namespace_rings().len(), 1);
     }
 
     #[test]

@@ -13,6 +13,15 @@
 //!   next header line starts, or when a read ends at a line boundary and no more input is
 //!   immediately available. A seq jump is counted as lost records exactly as for the device.
 //!   At EOF a FIFO is reopened (waiting for the next writer); a regular file ends ingestion.
+//!
+//! **Attribution** (docs/attribution.md §5). With a [`Routing`], every parsed record is also
+//! handed to a [`Attribution`] (BPF source + router), and what the router decides is delivered
+//! to the owners' namespace rings ([`Delivery`]). The host ring is fed directly, without
+//! waiting for the router. For the device, the thread polls the (non-blocking) kmsg fd together
+//! with the BPF ring buffer's epoll fd, waking at the router's next deadline at the latest.
+//! Sources that are not a character device have no relation to real printk events (their seqs
+//! are not the kernel's), so the router runs in no-BPF mode for them, and the log says so.
+//! The attribution statistics are published into [`HostStats`] for the stats file.
 
 use std::fs::File;
 use std::io::Read;
@@ -21,12 +30,25 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::record;
 use crate::ring::Ring;
+use crate::router::RouterConfig;
+use crate::sources::bpf::pipeline::Attribution;
+use crate::sources::bpf::BpfConfig;
+use crate::sources::deliver::Delivery;
+
+/// How often the attribution statistics are republished for the stats file.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
+/// Longest poll(2) sleep of the device reader when attributing.
+const MAX_SLEEP: Duration = Duration::from_millis(200);
+/// Records read from the device before routing and delivering a batch.
+const BATCH: usize = 512;
 
 /// Errors of the host source.
 #[derive(Debug, Error)]
@@ -55,6 +77,8 @@ pub struct HostStats {
     pub overruns: AtomicU64,
     /// Records that did not parse and were skipped.
     pub parse_errors: AtomicU64,
+    /// The latest attribution statistics (stats file, `attribution` object).
+    attribution: Mutex<Option<serde_json::Value>>,
 }
 
 /// A snapshot of [`HostStats`].
@@ -83,6 +107,36 @@ impl HostStats {
             parse_errors: self.parse_errors.load(Ordering::Relaxed),
         }
     }
+
+    /// The latest attribution statistics (`None` before ingestion started routing).
+    pub fn attribution(&self) -> Option<serde_json::Value> {
+        self.attribution.lock().clone()
+    }
+
+    fn publish_attribution(&self, attr: &Attribution) {
+        match serde_json::to_value(attr.stats()) {
+            Ok(v) => *self.attribution.lock() = Some(v),
+            Err(e) => log::warn!("attribution statistics: serialisation failed: {e}"),
+        }
+    }
+}
+
+/// What the ingestion thread needs to attribute host records to namespaces.
+#[derive(Debug)]
+pub struct Routing {
+    /// BPF settings (`enabled: false` for `--no-bpf`).
+    pub bpf: BpfConfig,
+    /// Router settings.
+    pub router: RouterConfig,
+    /// Where routed records go.
+    pub delivery: Delivery,
+}
+
+/// The ingestion thread's attribution state.
+struct Attributing {
+    attr: Attribution,
+    delivery: Delivery,
+    published: Instant,
 }
 
 /// Appends parsed host records to the ring and tracks host seq gaps.
@@ -90,6 +144,7 @@ struct Sink {
     ring: Arc<Ring>,
     stats: Arc<HostStats>,
     expected: Option<u64>,
+    routing: Option<Attributing>,
 }
 
 impl Sink {
@@ -109,6 +164,9 @@ impl Sink {
                 self.expected = Some(rec.seq + 1);
                 self.ring.append(&rec.as_ref());
                 self.stats.records_read.fetch_add(1, Ordering::Relaxed);
+                if let Some(a) = &mut self.routing {
+                    a.attr.on_host_record(rec, Instant::now());
+                }
             }
             Err(e) => {
                 self.stats.parse_errors.fetch_add(1, Ordering::Relaxed);
@@ -121,11 +179,42 @@ impl Sink {
     }
 }
 
-/// Start the ingestion thread for `path`.
+impl Sink {
+    /// Route what the router has decided and deliver it to the namespace rings.
+    fn route(&mut self) {
+        let Some(a) = &mut self.routing else { return };
+        let now = Instant::now();
+        for r in a.attr.poll(now) {
+            a.delivery.deliver(&r);
+        }
+        if now.duration_since(a.published) >= PUBLISH_EVERY {
+            self.stats.publish_attribution(&a.attr);
+            a.published = now;
+        }
+    }
+
+    /// How long the device reader may sleep in poll(2): until the router's next deadline,
+    /// at most [`MAX_SLEEP`]; forever without attribution.
+    fn poll_timeout_ms(&self) -> libc::c_int {
+        let Some(a) = &self.routing else { return -1 };
+        let now = Instant::now();
+        let mut sleep = MAX_SLEEP;
+        if let Some(d) = a.attr.next_deadline(now) {
+            sleep = sleep.min(d.saturating_duration_since(now));
+        }
+        // Round up, so a deadline 0.4 ms away does not become a busy loop.
+        libc::c_int::try_from(sleep.as_micros().div_ceil(1000)).unwrap_or(200)
+    }
+}
+
+/// Start the ingestion thread for `path`. With `routing`, records are also attributed and
+/// delivered to namespace rings; the call returns once attribution has started (BPF loaded
+/// and attached, or degraded with a warning), so records logged after it are attributed.
 pub fn spawn(
     path: PathBuf,
     ring: Arc<Ring>,
     stats: Arc<HostStats>,
+    routing: Option<Routing>,
 ) -> Result<std::thread::JoinHandle<()>, SourceError> {
     let md = std::fs::metadata(&path).map_err(|source| SourceError::Io {
         call: "stat",
@@ -133,24 +222,75 @@ pub fn spawn(
         source,
     })?;
     let ft = md.file_type();
-    let sink = Sink {
+    let device = ft.is_char_device();
+    let mut sink = Sink {
         ring,
         stats,
         expected: None,
+        routing: None,
+    };
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    // The BPF source is not `Send`: it is created on the ingestion thread.
+    let start_routing = move |sink: &mut Sink, path: &Path| {
+        let Some(r) = routing else { return };
+        let attr = if device {
+            Attribution::start(&r.bpf, r.router, Instant::now())
+        } else {
+            let reason = format!(
+                "the host source {} is not a character device, so its records cannot be joined \
+                 with printk events",
+                path.display()
+            );
+            log::info!("kmsgfs attribution: router runs without BPF: {reason}");
+            Attribution::without_bpf(reason, r.router)
+        };
+        sink.stats.publish_attribution(&attr);
+        sink.routing = Some(Attributing {
+            attr,
+            delivery: r.delivery,
+            published: Instant::now(),
+        });
     };
     let thread = std::thread::Builder::new().name("kmsgfs-host".into());
-    let h = if ft.is_char_device() {
+    let h = if device {
         let f = open(&path)?;
-        thread.spawn(move || read_device(&path, f, sink))
+        set_nonblocking(&f, &path)?;
+        thread.spawn(move || {
+            start_routing(&mut sink, &path);
+            let _ = started_tx.send(());
+            read_device(&path, f, sink)
+        })
     } else {
         let fifo = ft.is_fifo();
-        thread.spawn(move || read_lines(&path, fifo, sink))
+        thread.spawn(move || {
+            start_routing(&mut sink, &path);
+            let _ = started_tx.send(());
+            read_lines(&path, fifo, sink)
+        })
     };
-    h.map_err(|source| SourceError::Io {
+    let h = h.map_err(|source| SourceError::Io {
         call: "spawn thread for",
         path: PathBuf::new(),
         source,
-    })
+    })?;
+    // An Err means the thread ended early; it logged why.
+    let _ = started_rx.recv();
+    Ok(h)
+}
+
+fn set_nonblocking(f: &File, path: &Path) -> Result<(), SourceError> {
+    let fd = f.as_raw_fd();
+    // SAFETY: F_GETFL on an open fd has no memory effects.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: F_SETFL with a flag word on an open fd has no memory effects.
+    if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        return Err(SourceError::Io {
+            call: "fcntl(O_NONBLOCK)",
+            path: path.to_path_buf(),
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<File, SourceError> {
@@ -168,31 +308,70 @@ fn read_device(path: &Path, mut f: File, mut sink: Sink) {
     );
     let mut buf = vec![0u8; 8192];
     loop {
-        match f.read(&mut buf) {
-            Ok(0) => {
-                log::warn!(
-                    "host source {}: read returned 0; stopping ingestion",
-                    path.display()
-                );
-                return;
-            }
-            Ok(n) => sink.record(&buf[..n]),
-            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
-                sink.stats.overruns.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "host source {}: EPIPE, the host ring overwrote unread records",
-                    path.display()
-                );
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => {
+        let mut fds = [
+            libc::pollfd {
+                fd: f.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sink
+                    .routing
+                    .as_ref()
+                    .and_then(|a| a.attr.epoll_fd())
+                    .unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = sink.poll_timeout_ms();
+        // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored) and both
+        // fds stay open for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
                 log::error!(
-                    "host source {}: read failed: {e}; stopping ingestion",
+                    "host source {}: poll failed: {e}; stopping ingestion",
                     path.display()
                 );
                 return;
             }
         }
+        let mut n = 0;
+        while n < BATCH {
+            match f.read(&mut buf) {
+                Ok(0) => {
+                    log::warn!(
+                        "host source {}: read returned 0; stopping ingestion",
+                        path.display()
+                    );
+                    sink.route();
+                    return;
+                }
+                Ok(len) => {
+                    sink.record(&buf[..len]);
+                    n += 1;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
+                    sink.stats.overruns.fetch_add(1, Ordering::Relaxed);
+                    log::warn!(
+                        "host source {}: EPIPE, the host ring overwrote unread records",
+                        path.display()
+                    );
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log::error!(
+                        "host source {}: read failed: {e}; stopping ingestion",
+                        path.display()
+                    );
+                    return;
+                }
+            }
+        }
+        sink.route();
     }
 }
 
@@ -273,6 +452,7 @@ fn read_lines(path: &Path, fifo: bool, mut sink: Sink) {
             match f.read(&mut chunk) {
                 Ok(0) => {
                     asm.flush(&mut |r| sink.record(r));
+                    sink.route();
                     break;
                 }
                 Ok(n) => {
@@ -280,6 +460,7 @@ fn read_lines(path: &Path, fifo: bool, mut sink: Sink) {
                     if asm.at_line_boundary() && !readable_now(&f) {
                         asm.flush(&mut |r| sink.record(r));
                     }
+                    sink.route();
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {

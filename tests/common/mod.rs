@@ -139,6 +139,9 @@ pub struct Options {
     pub rust_log: String,
     /// Reuse this mount directory instead of a fresh one (crash-recovery tests).
     pub mount_dir: Option<PathBuf>,
+    /// `--source` instead of the test's FIFO (e.g. the real `/dev/kmsg` for attribution tests;
+    /// [`Daemon::feed`] then has no effect on the daemon).
+    pub source: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -147,6 +150,7 @@ impl Default for Options {
             args: Vec::new(),
             rust_log: "info".into(),
             mount_dir: None,
+            source: None,
         }
     }
 }
@@ -239,7 +243,7 @@ impl Daemon {
             .arg("--mount")
             .arg(&self.mount)
             .arg("--source")
-            .arg(&self.fifo)
+            .arg(opts.source.as_deref().unwrap_or(&self.fifo))
             .args(&opts.args)
             .env("RUST_LOG", &opts.rust_log)
             .env_remove("RUST_LOG_STYLE")

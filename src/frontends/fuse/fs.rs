@@ -366,6 +366,7 @@ struct StatsReport {
     rings: Vec<RingReport>,
     open_files: usize,
     interrupts: InterruptReport,
+    attribution: Option<serde_json::Value>,
 }
 
 /// State shared by the filesystem, the daemon and the append listeners.
@@ -469,6 +470,7 @@ impl Shared {
                 delivered: self.interrupts.delivered.load(Ordering::Relaxed),
                 unmatched: self.interrupts.unmatched.load(Ordering::Relaxed),
             },
+            attribution: self.host_stats.attribution(),
         };
         let mut v = serde_json::to_vec_pretty(&report).unwrap_or_default();
         v.push(b'\n');

@@ -64,6 +64,19 @@ impl Attribution {
         a
     }
 
+    /// The router alone in no-BPF mode, BPF not even tried (for sources that are not the host
+    /// `/dev/kmsg`: their seqs have no relation to printk descriptor ids). `reason` is shown in
+    /// the status.
+    pub fn without_bpf(reason: String, mut router: RouterConfig) -> Self {
+        router.bpf = false;
+        Attribution {
+            source: None,
+            router: Router::new(router),
+            status: AttributionStatus::off(reason),
+            buf: Vec::new(),
+        }
+    }
+
     /// The router, for inspection.
     pub fn router(&self) -> &Router {
         &self.router
