@@ -1,5 +1,5 @@
 //! `dmesg > /dev/null` and a raw read loop over kmsgfs versus the host `/dev/kmsg`, side by side
-//! in one run (docs/benchmarks-fuse.md). Root only.
+//! in one run (docs/benchmarks.md, FUSE section). Root only.
 //!
 //! The host records (from the clear point, as `dmesg` reads them) are copied into a kmsgfs host
 //! ring through the FIFO source, so both sides serve the same N records. The daemon and every

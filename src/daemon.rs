@@ -113,7 +113,7 @@ pub struct ServeArgs {
     /// Who may read a ring, like dmesg_restrict=1 (root) or 0 (none).
     #[arg(long, value_enum, default_value = "root")]
     pub restrict: RestrictArg,
-    /// FUSE event-loop threads. One is the measured fastest (docs/benchmarks-fuse.md);
+    /// FUSE event-loop threads. One is the measured fastest (docs/benchmarks.md, FUSE section);
     /// handlers never block, so one thread never lets a client stall another.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
