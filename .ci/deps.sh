@@ -24,6 +24,10 @@ kmsgfs_install_deps() {
     kmsgfs_need iptables iptables
     kmsgfs_need nft nftables
     kmsgfs_need ping iputils-ping
+    # syslog(2) agent tests: real runc and crun containers.
+    kmsgfs_need runc runc
+    kmsgfs_need crun crun
+    kmsgfs_need nsenter util-linux
     if ((${#KMSGFS_MISSING[@]})); then
         echo "kmsgfs: installing missing packages: ${KMSGFS_MISSING[*]}"
         if [ "$(id -u)" -ne 0 ]; then
