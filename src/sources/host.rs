@@ -207,6 +207,18 @@ impl Sink {
     }
 }
 
+/// Nice value of the thread that reads the host `/dev/kmsg`. The kernel's ring holds only
+/// `log_buf_len` bytes (about 1,500 records by default): in a burst of printk the reader must
+/// keep up or records are overwritten before they are read and cannot be attributed. Running it
+/// ahead of ordinary work (nice 0) costs nothing when the log is quiet, as the thread sleeps.
+const HOST_READER_NICE: i32 = -10;
+
+fn raise_priority() {
+    if let Err(e) = crate::sys::cpu::set_current_thread_nice(HOST_READER_NICE) {
+        log::warn!("host log reader keeps its normal priority: {e}");
+    }
+}
+
 /// Start the ingestion thread for `path`. With `routing`, records are also attributed and
 /// delivered to namespace rings; the call returns once attribution has started (BPF loaded
 /// and attached, or degraded with a warning), so records logged after it are attributed.
@@ -256,6 +268,7 @@ pub fn spawn(
         let f = open(&path)?;
         set_nonblocking(&f, &path)?;
         thread.spawn(move || {
+            raise_priority();
             start_routing(&mut sink, &path);
             let _ = started_tx.send(());
             read_device(&path, f, sink)

@@ -43,3 +43,17 @@ pub fn current_cpu() -> usize {
     let c = unsafe { libc::sched_getcpu() };
     usize::try_from(c).unwrap_or(0)
 }
+
+/// Give the calling thread (not the whole process) the nice value `nice`
+/// (`setpriority(PRIO_PROCESS, gettid(), nice)`); lowering it below 0 needs CAP_SYS_NICE.
+pub fn set_current_thread_nice(nice: i32) -> Result<()> {
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() };
+    let who = libc::id_t::try_from(tid).unwrap_or(0);
+    // SAFETY: plain syscall on our own thread id; no memory is passed.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, who, nice) };
+    if rc != 0 {
+        return Err(SysError::last(format!("setpriority(thread {tid}, {nice})")));
+    }
+    Ok(())
+}
