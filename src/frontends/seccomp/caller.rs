@@ -27,8 +27,6 @@ pub struct Creds {
     pub cap_eff: u64,
     /// Effective uid as the daemon (initial user namespace) sees it.
     pub euid: u32,
-    /// Effective uid inside the task's own user namespace, if mapped.
-    pub euid_in_ns: Option<u32>,
     /// Inode of `/proc/<tid>/ns/user`.
     pub user_ns: u64,
 }
@@ -49,14 +47,12 @@ pub fn read_creds(tid: u32) -> io::Result<Creds> {
             format!("/proc/{tid}/status has no CapEff or Uid line"),
         )
     })?;
+    // The policy needs the capability set and the user namespace only (the kernel checks
+    // CAP_SYSLOG, never the uid, B1); each /proc read costs microseconds per call.
     let user_ns = user_ns_of(tid)?;
-    let euid_in_ns = fs::read_to_string(format!("/proc/{tid}/uid_map"))
-        .ok()
-        .and_then(|m| map_to_inside(&m, euid));
     Ok(Creds {
         cap_eff,
         euid,
-        euid_in_ns,
         user_ns,
     })
 }
@@ -118,7 +114,6 @@ mod tests {
         assert!(Creds {
             cap_eff: cap,
             euid,
-            euid_in_ns: Some(0),
             user_ns: 1
         }
         .has_cap_syslog());
@@ -126,7 +121,6 @@ mod tests {
         assert!(!Creds {
             cap_eff: 0x2000_0420,
             euid: 0,
-            euid_in_ns: Some(0),
             user_ns: 1
         }
         .has_cap_syslog());
