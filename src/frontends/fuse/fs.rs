@@ -149,6 +149,59 @@ enum Answer {
     Err(Errno),
 }
 
+/// Send the answers and poll notifications a front collected under its lock, after the lock
+/// was released (replies must never be sent with it held: fuse-notes §7).
+fn deliver(answers: Vec<(ReplyData, Answer)>, notes: Vec<PollNotifier>) {
+    for (reply, a) in answers {
+        match a {
+            Answer::Data(d) => reply.data(&d),
+            Answer::Err(e) => reply.error(e),
+        }
+    }
+    for n in notes {
+        if let Err(e) = n.notify() {
+            log::debug!("poll notification failed: {e}");
+        }
+    }
+}
+
+/// A parked blocking READ: its FUSE request id and the reply that will answer it.
+trait ParkedRead {
+    fn unique(&self) -> u64;
+    fn into_reply(self) -> ReplyData;
+}
+
+/// Remove the parked READ with request id `unique`, if it is still parked.
+fn take_parked<P: ParkedRead>(parked: &mut Vec<P>, unique: u64) -> Option<P> {
+    let i = parked.iter().position(|p| p.unique() == unique)?;
+    Some(parked.swap_remove(i))
+}
+
+/// Answer every READ in `parked` with EINTR (shutdown) and forget their interrupt ids.
+fn interrupt_all<P: ParkedRead>(parked: &mut Vec<P>, interrupts: &Interrupts) {
+    for p in std::mem::take(parked) {
+        interrupts.unpark(p.unique());
+        p.into_reply().error(Errno::EINTR);
+    }
+}
+
+/// A front (`kmsg` or `proc-kmsg` side of a ring) that answers parked reads after an append.
+trait OnAppend: Send + Sync {
+    fn on_append(&self);
+}
+
+/// The ring listener of a front. It holds the front weakly: the registry owns the ring, the
+/// filesystem owns the front, and a dropped front must not be kept alive by its ring.
+struct FrontListener<F>(Weak<F>);
+
+impl<F: OnAppend> Listener for FrontListener<F> {
+    fn appended(&self, _next_seq: u64) {
+        if let Some(f) = self.0.upgrade() {
+            f.on_append();
+        }
+    }
+}
+
 thread_local! {
     static SCRATCH: RefCell<(RecordBuf, Vec<u8>)> = RefCell::new((RecordBuf::new(), Vec::with_capacity(8192)));
     static PINNED: Cell<bool> = const { Cell::new(false) };
@@ -195,49 +248,27 @@ impl RingFront {
                 st.armed = 0;
             }
         }
-        for (reply, a) in answers {
-            match a {
-                Answer::Data(d) => reply.data(&d),
-                Answer::Err(e) => reply.error(e),
-            }
-        }
-        for n in notes {
-            if let Err(e) = n.notify() {
-                log::debug!("poll notification failed: {e}");
-            }
-        }
+        deliver(answers, notes);
     }
 
     /// Answer every parked READ with EINTR (shutdown).
     fn interrupt_all(&self) {
-        let parked = std::mem::take(&mut self.state.lock().parked);
-        for p in parked {
-            self.interrupts.unpark(p.unique);
-            p.reply.error(Errno::EINTR);
-        }
+        interrupt_all(&mut self.state.lock().parked, &self.interrupts);
     }
 }
 
 impl Cancel for RingFront {
     fn cancel(&self, unique: u64) {
-        let p = {
-            let mut st = self.state.lock();
-            let Some(i) = st.parked.iter().position(|p| p.unique == unique) else {
-                return;
-            };
-            st.parked.swap_remove(i)
-        };
-        p.reply.error(Errno::EINTR);
+        let p = take_parked(&mut self.state.lock().parked, unique);
+        if let Some(p) = p {
+            p.into_reply().error(Errno::EINTR);
+        }
     }
 }
 
-struct FrontListener(Weak<RingFront>);
-
-impl Listener for FrontListener {
-    fn appended(&self, _next_seq: u64) {
-        if let Some(f) = self.0.upgrade() {
-            f.on_append();
-        }
+impl OnAppend for RingFront {
+    fn on_append(&self) {
+        RingFront::on_append(self);
     }
 }
 
@@ -246,6 +277,24 @@ struct ProcParked {
     unique: u64,
     size: usize,
     reply: ReplyData,
+}
+
+impl ParkedRead for Parked {
+    fn unique(&self) -> u64 {
+        self.unique
+    }
+    fn into_reply(self) -> ReplyData {
+        self.reply
+    }
+}
+
+impl ParkedRead for ProcParked {
+    fn unique(&self) -> u64 {
+        self.unique
+    }
+    fn into_reply(self) -> ReplyData {
+        self.reply
+    }
 }
 
 #[derive(Default)]
@@ -296,48 +345,27 @@ impl ProcFront {
             }
             notes = st.notifiers.drain().map(|(_, n)| n).collect();
         }
-        for (reply, a) in answers {
-            match a {
-                Answer::Data(d) => reply.data(&d),
-                Answer::Err(e) => reply.error(e),
-            }
-        }
-        for n in notes {
-            if let Err(e) = n.notify() {
-                log::debug!("poll notification failed: {e}");
-            }
-        }
+        deliver(answers, notes);
     }
 
+    /// Answer every parked READ with EINTR (shutdown).
     fn interrupt_all(&self) {
-        let parked = std::mem::take(&mut self.state.lock().parked);
-        for p in parked {
-            self.interrupts.unpark(p.unique);
-            p.reply.error(Errno::EINTR);
-        }
+        interrupt_all(&mut self.state.lock().parked, &self.interrupts);
     }
 }
 
 impl Cancel for ProcFront {
     fn cancel(&self, unique: u64) {
-        let p = {
-            let mut st = self.state.lock();
-            let Some(i) = st.parked.iter().position(|p| p.unique == unique) else {
-                return;
-            };
-            st.parked.swap_remove(i)
-        };
-        p.reply.error(Errno::EINTR);
+        let p = take_parked(&mut self.state.lock().parked, unique);
+        if let Some(p) = p {
+            p.into_reply().error(Errno::EINTR);
+        }
     }
 }
 
-struct ProcListener(Weak<ProcFront>);
-
-impl Listener for ProcListener {
-    fn appended(&self, _next_seq: u64) {
-        if let Some(f) = self.0.upgrade() {
-            f.on_append();
-        }
+impl OnAppend for ProcFront {
+    fn on_append(&self) {
+        ProcFront::on_append(self);
     }
 }
 
@@ -515,7 +543,7 @@ impl Shared {
             interrupts: Arc::clone(&self.interrupts),
         });
         slot.ring
-            .add_listener(Arc::new(ProcListener(Arc::downgrade(&f))));
+            .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
         fronts.insert(slot.key, Arc::clone(&f));
         f
     }
