@@ -14,42 +14,8 @@ use std::path::Path;
 
 use libc::{c_int, c_ulong, pid_t};
 
-/// A failed system call: which call, with which arguments, and the errno it returned.
-#[derive(Debug, thiserror::Error)]
-#[error("`{call}` failed: {source}")]
-pub struct SysError {
-    /// The call and its arguments, as written in C.
-    pub call: String,
-    /// The error the call returned.
-    #[source]
-    pub source: io::Error,
-}
-
-impl SysError {
-    /// The error of the call that just failed, from `errno`.
-    fn last(call: impl Into<String>) -> Self {
-        SysError {
-            call: call.into(),
-            source: io::Error::last_os_error(),
-        }
-    }
-
-    /// A failure with a known error.
-    pub fn new(call: impl Into<String>, source: io::Error) -> Self {
-        SysError {
-            call: call.into(),
-            source,
-        }
-    }
-
-    /// The errno, if the error came from the OS.
-    pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
-    }
-}
-
-/// Result of the wrappers in this module.
-pub type Result<T> = std::result::Result<T, SysError>;
+// The crate's syscall seam error: the call with its arguments, and the errno.
+pub use crate::sys::{Result, SysError};
 
 fn cstring(path: &OsStr, call: &str) -> Result<CString> {
     CString::new(path.as_bytes()).map_err(|_| {
