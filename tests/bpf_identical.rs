@@ -6,7 +6,6 @@
 mod bpf_common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -37,26 +36,7 @@ fn b_identical_text_from_four_namespaces_is_routed_exactly() {
     let script = format!(
         r#"read x; i=0; while [ $i -lt {PER_WRITER} ]; do echo "<6>{text}" > /dev/kmsg; i=$((i+1)); done"#
     );
-    let mut writers = Vec::new();
-    let mut nets = Vec::new();
-    for _ in 0..WRITERS {
-        let mut cmd = Command::new("nice");
-        cmd.args(["-n", "10", "unshare", "-n", "--", "sh", "-c", &script]);
-        let w = Spawned::new(&mut cmd);
-        nets.push(wait_netns_change(w.pid(), host.net));
-        writers.push(w);
-    }
-    let mut uniq = nets.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(
-        uniq.len(),
-        WRITERS,
-        "writers must be in distinct namespaces"
-    );
-    for w in &mut writers {
-        w.release();
-    }
+    let (mut writers, nets) = start_netns_writers(WRITERS, &script, host.net);
 
     let mut per_ns: HashMap<u32, usize> = nets.iter().map(|n| (*n, 0)).collect();
     let mut host_count = 0usize;

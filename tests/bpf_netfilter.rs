@@ -7,7 +7,6 @@
 
 mod bpf_common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bpf_common::*;
@@ -18,36 +17,6 @@ use kmsgfs::sources::bpf::{host_namespaces, BpfConfig};
 
 const PINGS: usize = 25;
 const MIN_LINES: usize = 20;
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Named network namespaces, deleted on drop.
-struct Netns(Vec<String>);
-
-impl Netns {
-    fn add(&mut self, name: &str) {
-        run(&["ip", "netns", "add", name]);
-        self.0.push(name.to_string());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in self.0.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
 
 #[derive(Default, Debug)]
 struct Tally {
@@ -68,90 +37,10 @@ fn c_netfilter_log_lines_go_to_the_rules_namespace() {
         return;
     }
     let host = host_namespaces().unwrap();
-    // iptables cuts --log-prefix at 29 characters: keep the tag short.
-    let long = run_tag("nf");
-    let tag = format!("kmsgfs{}", &long[long.len() - 8..]);
-    let id = std::process::id() % 200 + 20;
-    let (a, b) = (format!("kmsgfs-nfa-{id}"), format!("kmsgfs-nfb-{id}"));
-    let (ip_a, ip_b) = (format!("10.251.{id}.1"), format!("10.251.{id}.2"));
-    let mut ns = Netns(Vec::new());
-    ns.add(&a);
-    ns.add(&b);
-    run(&[
-        "ip", "-n", &a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &b,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &a,
-        "addr",
-        "add",
-        &format!("{ip_a}/30"),
-        "dev",
-        "vA",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &b,
-        "addr",
-        "add",
-        &format!("{ip_b}/30"),
-        "dev",
-        "vB",
-    ]);
-    for (n, dev) in [(&a, "vA"), (&b, "vB")] {
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", n, "link", "set", dev, "up"]);
-    }
-    let xout = format!("{tag}-XOUT ");
-    let xin = format!("{tag}-XIN ");
-    let nin = format!("{tag}-NIN ");
-    let exec = |args: &[&str]| {
-        let mut v = vec!["ip", "netns", "exec", a.as_str()];
-        v.extend_from_slice(args);
-        run(&v);
-    };
-    exec(&[
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "icmp",
-        "-j",
-        "LOG",
-        "--log-prefix",
-        &xout,
-    ]);
-    exec(&[
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "icmp",
-        "-j",
-        "LOG",
-        "--log-prefix",
-        &xin,
-    ]);
-    exec(&["nft", "add", "table", "inet", "kmsgfs_t"]);
-    exec(&[
-        "nft",
-        "add chain inet kmsgfs_t in { type filter hook input priority 10 ; }",
-    ]);
-    exec(&[
-        "nft",
-        &format!("add rule inet kmsgfs_t in ip protocol icmp log prefix \"{nin}\""),
-    ]);
-
-    let net_a = {
-        let s = std::fs::metadata(format!("/run/netns/{a}")).unwrap();
-        std::os::unix::fs::MetadataExt::ino(&s) as u32
-    };
-    let net_b = {
-        let s = std::fs::metadata(format!("/run/netns/{b}")).unwrap();
-        std::os::unix::fs::MetadataExt::ino(&s) as u32
-    };
+    let pair = NetfilterPair::create("nf", 251);
+    let (a, b, ip_a, ip_b) = (&pair.a, &pair.b, &pair.ip_a, &pair.ip_b);
+    let (xout, xin, nin) = (&pair.xout, &pair.xin, &pair.nin);
+    let (net_a, net_b) = (pair.net_a, pair.net_b);
     assert_ne!(net_a, net_b);
 
     let _nflog = NfLogAllNetnsGuard::enable().expect("set nf_log_all_netns=1");
@@ -162,37 +51,9 @@ fn c_netfilter_log_lines_go_to_the_rules_namespace() {
     eprintln!("{}", attr.status().summary());
 
     // Phase 1: A pings B. OUTPUT in A in process context; replies arrive over the veth.
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &a,
-        "ping",
-        "-q",
-        "-c",
-        &PINGS.to_string(),
-        "-i",
-        "0.02",
-        "-W",
-        "2",
-        &ip_b,
-    ]);
+    NetfilterPair::ping(a, ip_b, PINGS);
     // Phase 2: B pings A. INPUT in A in softirq (current task: B's ping), replies too.
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &b,
-        "ping",
-        "-q",
-        "-c",
-        &PINGS.to_string(),
-        "-i",
-        "0.02",
-        "-W",
-        "2",
-        &ip_a,
-    ]);
+    NetfilterPair::ping(b, ip_a, PINGS);
 
     // Four kinds of line, each expected PINGS times in each direction.
     let kinds = [

@@ -15,153 +15,23 @@
 mod seccomp_support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
 use kmsgfs::frontends::seccomp::profile::LISTENER_METADATA;
-use kmsgfs::frontends::seccomp::{seccomp_profile, KEY_ANNOTATION};
+use kmsgfs::frontends::seccomp::KEY_ANNOTATION;
+use seccomp_support::oci::{Bundle, Runtime};
 use seccomp_support::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Runtime {
-    Runc,
-    Crun,
-}
+/// The busybox applets the tests' containers run.
+const APPLETS: &[&str] = &["sh", "dmesg", "sleep", "cat"];
 
-impl Runtime {
-    fn bin(self) -> &'static str {
-        match self {
-            Runtime::Runc => "runc",
-            Runtime::Crun => "crun",
-        }
-    }
-}
-
-/// A bundle and a runtime state directory; deletes its containers on drop.
-struct Bundle {
-    rt: Runtime,
-    dir: TempDir,
-    ids: Vec<String>,
-}
-
-impl Bundle {
-    fn new(rt: Runtime) -> Bundle {
-        let dir = TempDir::new(rt.bin());
-        let rootfs = dir.path().join("bundle/rootfs");
-        fs::create_dir_all(rootfs.join("bin")).unwrap();
-        let busybox = which("busybox").expect("busybox");
-        fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox into the rootfs");
-        for applet in ["sh", "dmesg", "sleep", "cat"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        fs::create_dir_all(dir.path().join("state")).unwrap();
-        Bundle {
-            rt,
-            dir,
-            ids: Vec::new(),
-        }
-    }
-
-    fn bundle(&self) -> PathBuf {
-        self.dir.path().join("bundle")
-    }
-
-    /// The runtime's own default config (`runc spec` / `crun spec`).
-    fn default_spec(&self) -> Value {
-        let _ = fs::remove_file(self.bundle().join("config.json"));
-        let o = Command::new(self.rt.bin())
-            .arg("spec")
-            .current_dir(self.bundle())
-            .output()
-            .expect("run `spec`");
-        assert!(o.status.success(), "{} spec: {}", self.rt.bin(), stderr(&o));
-        let path = self.bundle().join("config.json");
-        let v = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        fs::remove_file(path).unwrap();
-        v
-    }
-
-    /// Write config.json for `args`, with the kmsgfs profile on `socket` and ring `key`.
-    fn configure(&self, args: &[&str], socket: &Path, key: &str, cap_syslog: bool) {
-        let mut c = self.default_spec();
-        c["process"]["terminal"] = json!(false);
-        c["process"]["args"] = json!(args);
-        if cap_syslog {
-            for set in ["bounding", "effective", "permitted"] {
-                c["process"]["capabilities"][set]
-                    .as_array_mut()
-                    .unwrap()
-                    .push(json!("CAP_SYSLOG"));
-            }
-        }
-        c["linux"]["seccomp"] = seccomp_profile(socket);
-        c["linux"]["maskedPaths"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!("/proc/kmsg"));
-        c["annotations"] = json!({ KEY_ANNOTATION: key, "io.example.owner": "kmsgfs-test" });
-        fs::write(
-            self.bundle().join("config.json"),
-            serde_json::to_vec_pretty(&c).unwrap(),
-        )
-        .unwrap();
-    }
-
-    fn base_cmd(&self) -> Command {
-        let state = self.dir.path().join("state");
-        match self.rt {
-            Runtime::Runc => {
-                let mut c = Command::new("runc");
-                c.arg("--root").arg(state);
-                c
-            }
-            Runtime::Crun => {
-                // Hide the cgroup2 mount from crun in a private mount namespace.
-                let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c"])
-                    .arg(
-                        "mount -t tmpfs -o size=1k none /sys/fs/cgroup/unified && \
-                         exec crun --root \"$0\" \"$@\"",
-                    )
-                    .arg(state);
-                c
-            }
-        }
-    }
-
-    /// Run container `id` in the foreground and collect its output.
-    fn run(&mut self, id: &str) -> Output {
-        self.ids.push(id.to_owned());
-        let mut c = self.base_cmd();
-        c.args(["run", "--bundle"])
-            .arg(self.bundle())
-            .arg(id)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let child = c.spawn().expect("start the runtime");
-        let out = wait_output(child, TIMEOUT);
-        self.delete(id);
-        out
-    }
-
-    fn delete(&self, id: &str) {
-        let mut c = self.base_cmd();
-        let _ = c
-            .args(["delete", "-f", id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Bundle {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            self.delete(id);
-        }
-    }
+/// Write config.json for `args`, with the kmsgfs profile on `socket` and ring `key`.
+fn configure(b: &Bundle, args: &[&str], socket: &Path, key: &str, cap_syslog: bool) {
+    let mut c = b.kmsgfs_spec(args, socket, cap_syslog);
+    c["annotations"] = json!({ KEY_ANNOTATION: key, "io.example.owner": "kmsgfs-test" });
+    b.write_config(&c);
 }
 
 fn ready(rt: Runtime) -> bool {
@@ -182,10 +52,10 @@ fn two_containers_see_only_their_rings(rt: Runtime) {
     h.resolver.add("ring-a", ring_a.clone());
     h.resolver.add("ring-b", ring_b.clone());
 
-    let mut b = Bundle::new(rt);
-    b.configure(&["sh", "-c", SCRIPT], &h.socket(), "ring-a", true);
+    let mut b = Bundle::new(rt, APPLETS);
+    configure(&b, &["sh", "-c", SCRIPT], &h.socket(), "ring-a", true);
     let id_a = format!("kmsgfs-a-{}", std::process::id());
-    let o = b.run(&id_a);
+    let o = b.run(&id_a, TIMEOUT);
     let out = ok(&o, &format!("{} run (container A)", rt.bin()));
     let parts: Vec<&str> = out.split("===\n").collect();
     assert_eq!(parts.len(), 3, "{out:?} / {}", stderr(&o));
@@ -207,9 +77,12 @@ fn two_containers_see_only_their_rings(rt: Runtime) {
     assert_eq!(ring_a.clear_seq(), ring_a.next_seq());
     assert_eq!(ring_b.clear_seq(), 0, "dmesg -c in A cleared ring B");
 
-    b.configure(&["busybox", "dmesg"], &h.socket(), "ring-b", true);
+    configure(&b, &["busybox", "dmesg"], &h.socket(), "ring-b", true);
     let id_b = format!("kmsgfs-b-{}", std::process::id());
-    let out = ok(&b.run(&id_b), &format!("{} run (container B)", rt.bin()));
+    let out = ok(
+        &b.run(&id_b, TIMEOUT),
+        &format!("{} run (container B)", rt.bin()),
+    );
     assert!(out.contains(&format!("{tb} one")), "{out:?}");
     assert!(!out.contains(&ta) && !out.contains(&host.tag), "{out:?}");
 
@@ -228,9 +101,9 @@ fn default_capabilities_get_eperm(rt: Runtime) {
     let tag = unique_tag("ring");
     let h = Harness::new(&[]);
     h.resolver.add("r", ring_with(&[format!("{tag} one")]));
-    let mut b = Bundle::new(rt);
-    b.configure(&["busybox", "dmesg"], &h.socket(), "r", false);
-    let o = b.run(&format!("kmsgfs-nocap-{}", std::process::id()));
+    let mut b = Bundle::new(rt, APPLETS);
+    configure(&b, &["busybox", "dmesg"], &h.socket(), "r", false);
+    let o = b.run(&format!("kmsgfs-nocap-{}", std::process::id()), TIMEOUT);
     assert!(
         !o.status.success(),
         "busybox dmesg without CAP_SYSLOG succeeded"
@@ -282,8 +155,8 @@ fn runc_exec_adds_a_listener_for_the_same_ring() {
     let h = Harness::new(&[]);
     let ring = ring_with(&[format!("{tag} one")]);
     h.resolver.add("r", ring.clone());
-    let mut b = Bundle::new(Runtime::Runc);
-    b.configure(&["busybox", "sleep", "60"], &h.socket(), "r", true);
+    let mut b = Bundle::new(Runtime::Runc, APPLETS);
+    configure(&b, &["busybox", "sleep", "60"], &h.socket(), "r", true);
     let id = format!("kmsgfs-exec-{}", std::process::id());
     b.ids.push(id.clone());
     // The container keeps stdout/stderr open: give it files, not pipes we would wait on.

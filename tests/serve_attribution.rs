@@ -109,26 +109,7 @@ fn serve_identical_text_from_four_namespaces_lands_in_each_owner_ring() {
         // lose records it never had a chance to read (that loss is counted, and asserted 0).
         r#"read x; i=0; while [ $i -lt {PER_WRITER} ]; do echo "<6>{text}" > /dev/kmsg; i=$((i+1)); [ $((i % 100)) -eq 0 ] && sleep 0.01; done; true"#
     );
-    let mut writers = Vec::new();
-    let mut nets = Vec::new();
-    for _ in 0..WRITERS {
-        let mut cmd = Command::new("nice");
-        cmd.args(["-n", "10", "unshare", "-n", "--", "sh", "-c", &script]);
-        let w = Spawned::new(&mut cmd);
-        nets.push(wait_netns_change(w.pid(), host_net));
-        writers.push(w);
-    }
-    let mut uniq = nets.clone();
-    uniq.sort();
-    uniq.dedup();
-    assert_eq!(
-        uniq.len(),
-        WRITERS,
-        "writers must be in distinct namespaces"
-    );
-    for w in &mut writers {
-        w.release();
-    }
+    let (mut writers, nets) = start_netns_writers(WRITERS, &script, host_net);
     for w in &mut writers {
         assert!(w.wait(Duration::from_secs(180)), "a writer failed");
     }
@@ -158,36 +139,6 @@ fn serve_identical_text_from_four_namespaces_lands_in_each_owner_ring() {
     assert_eq!(st["attribution"]["counters"]["verify_mismatch"], 0);
 }
 
-fn run(args: &[&str]) {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Named network namespaces, deleted on drop.
-struct Netns(Vec<String>);
-
-impl Netns {
-    fn add(&mut self, name: &str) {
-        run(&["ip", "netns", "add", name]);
-        self.0.push(name.to_string());
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in self.0.iter().rev() {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
-
 /// Writes the sysctl's original value back on drop (the daemon restores it itself; this is
 /// the safety net if it is killed).
 struct RestoreNfLog(bool);
@@ -214,85 +165,10 @@ fn serve_netfilter_log_lines_land_in_the_rules_namespace() {
     }
     let original = nf_log_all_netns().unwrap().unwrap();
     let _restore = RestoreNfLog(original);
-    let long = run_tag("nf");
-    let tag = format!("kmsgfs{}", &long[long.len() - 8..]);
-    let id = std::process::id() % 200 + 20;
-    let (a, b) = (format!("kmsgfs-sva-{id}"), format!("kmsgfs-svb-{id}"));
-    let (ip_a, ip_b) = (format!("10.252.{id}.1"), format!("10.252.{id}.2"));
-    let mut ns = Netns(Vec::new());
-    ns.add(&a);
-    ns.add(&b);
-    run(&[
-        "ip", "-n", &a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &b,
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &a,
-        "addr",
-        "add",
-        &format!("{ip_a}/30"),
-        "dev",
-        "vA",
-    ]);
-    run(&[
-        "ip",
-        "-n",
-        &b,
-        "addr",
-        "add",
-        &format!("{ip_b}/30"),
-        "dev",
-        "vB",
-    ]);
-    for (n, dev) in [(&a, "vA"), (&b, "vB")] {
-        run(&["ip", "-n", n, "link", "set", "lo", "up"]);
-        run(&["ip", "-n", n, "link", "set", dev, "up"]);
-    }
-    let xout = format!("{tag}-XOUT ");
-    let xin = format!("{tag}-XIN ");
-    let nin = format!("{tag}-NIN ");
-    let exec = |args: &[&str]| {
-        let mut v = vec!["ip", "netns", "exec", a.as_str()];
-        v.extend_from_slice(args);
-        run(&v);
-    };
-    exec(&[
-        "iptables",
-        "-A",
-        "OUTPUT",
-        "-p",
-        "icmp",
-        "-j",
-        "LOG",
-        "--log-prefix",
-        &xout,
-    ]);
-    exec(&[
-        "iptables",
-        "-A",
-        "INPUT",
-        "-p",
-        "icmp",
-        "-j",
-        "LOG",
-        "--log-prefix",
-        &xin,
-    ]);
-    exec(&["nft", "add", "table", "inet", "kmsgfs_t"]);
-    exec(&[
-        "nft",
-        "add chain inet kmsgfs_t in { type filter hook input priority 10 ; }",
-    ]);
-    exec(&[
-        "nft",
-        &format!("add rule inet kmsgfs_t in ip protocol icmp log prefix \"{nin}\""),
-    ]);
-    let ino = |n: &str| {
-        let s = std::fs::metadata(format!("/run/netns/{n}")).unwrap();
-        std::os::unix::fs::MetadataExt::ino(&s) as u32
-    };
-    let (net_a, net_b) = (ino(&a), ino(&b));
+    let pair = NetfilterPair::create("sv", 252);
+    let (a, b, ip_a, ip_b) = (&pair.a, &pair.b, &pair.ip_a, &pair.ip_b);
+    let (xout, xin, nin) = (&pair.xout, &pair.xin, &pair.nin);
+    let (net_a, net_b) = (pair.net_a, pair.net_b);
 
     let mut d = daemon(&["--enable-netns-log", "--ring-size", "4194304"], true);
     assert_eq!(
@@ -300,22 +176,8 @@ fn serve_netfilter_log_lines_land_in_the_rules_namespace() {
         Some(true),
         "--enable-netns-log did not set the sysctl"
     );
-    for (from, to) in [(&a, &ip_b), (&b, &ip_a)] {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            from,
-            "ping",
-            "-q",
-            "-c",
-            &PINGS.to_string(),
-            "-i",
-            "0.02",
-            "-W",
-            "2",
-            to,
-        ]);
+    for (from, to) in [(a, ip_b), (b, ip_a)] {
+        NetfilterPair::ping(from, to, PINGS);
     }
     let kinds = [
         ("OUTPUT process context", xout.clone(), "TYPE=8"),

@@ -3,7 +3,10 @@
 //! * [`need`]: fail (or skip with `KMSGFS_ALLOW_SKIP=1`) naming a missing requirement.
 //! * [`KmsgTail`]: a non-destructive reader of the host `/dev/kmsg` from its end, on its own
 //!   real-time thread so that bursts do not overrun it.
-//! * [`Spawned`]: a child process killed and reaped on drop.
+//! * [`Spawned`]: a child process killed and reaped on drop; [`start_netns_writers`] starts
+//!   released writers, each in its own new network namespace.
+//! * [`NetfilterPair`]: two named network namespaces joined by a veth pair, with iptables and
+//!   nft LOG rules in the first (netfilter attribution tests); [`run`] runs one setup command.
 #![allow(dead_code)]
 
 use std::ffi::CString;
@@ -278,5 +281,184 @@ pub fn first_child(pid: u32) -> u32 {
         }
         assert!(Instant::now() < end, "pid {pid} has no child");
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Start `count` writers `nice -n 10 unshare -n -- sh -c <script>`, each in its own new network
+/// namespace (checked distinct from each other and from `host_net`), then release them (the
+/// script should begin with `read x`). Returns the writers and their network namespaces.
+pub fn start_netns_writers(count: usize, script: &str, host_net: u32) -> (Vec<Spawned>, Vec<u32>) {
+    let mut writers = Vec::new();
+    let mut nets = Vec::new();
+    for _ in 0..count {
+        let mut cmd = Command::new("nice");
+        cmd.args(["-n", "10", "unshare", "-n", "--", "sh", "-c", script]);
+        let w = Spawned::new(&mut cmd);
+        nets.push(wait_netns_change(w.pid(), host_net));
+        writers.push(w);
+    }
+    let mut uniq = nets.clone();
+    uniq.sort();
+    uniq.dedup();
+    assert_eq!(uniq.len(), count, "writers must be in distinct namespaces");
+    for w in &mut writers {
+        w.release();
+    }
+    (writers, nets)
+}
+
+/// Run `args` to completion; panic with its stderr if it fails.
+pub fn run(args: &[&str]) {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Named network namespaces, deleted on drop.
+pub struct Netns(Vec<String>);
+
+impl Netns {
+    pub fn add(&mut self, name: &str) {
+        run(&["ip", "netns", "add", name]);
+        self.0.push(name.to_string());
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for n in self.0.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// Two named network namespaces A and B (`/30` addresses on a veth pair `vA`–`vB`, links up)
+/// with, in A only, iptables `-j LOG` rules on OUTPUT and INPUT (prefixes [`Self::xout`],
+/// [`Self::xin`]) and a native nft `log` rule on input ([`Self::nin`]), all for ICMP. The host's
+/// network and firewall are not touched; the namespaces (and with them the rules) are deleted on
+/// drop.
+pub struct NetfilterPair {
+    /// Namespace names (`ip netns`).
+    pub a: String,
+    pub b: String,
+    pub ip_a: String,
+    pub ip_b: String,
+    /// Log prefixes: iptables OUTPUT, iptables INPUT, nft input.
+    pub xout: String,
+    pub xin: String,
+    pub nin: String,
+    /// Network namespace inodes.
+    pub net_a: u32,
+    pub net_b: u32,
+    _ns: Netns,
+}
+
+impl NetfilterPair {
+    /// Namespaces `kmsgfs-<name>a-<id>` / `kmsgfs-<name>b-<id>` on `10.<octet>.<id>.0/30`, with
+    /// `<id>` derived from this process's pid (so runs of different test binaries do not meet).
+    pub fn create(name: &str, octet: u8) -> Self {
+        // iptables cuts --log-prefix at 29 characters: keep the tag short.
+        let long = run_tag("nf");
+        let tag = format!("kmsgfs{}", &long[long.len() - 8..]);
+        let id = std::process::id() % 200 + 20;
+        let (a, b) = (
+            format!("kmsgfs-{name}a-{id}"),
+            format!("kmsgfs-{name}b-{id}"),
+        );
+        let (ip_a, ip_b) = (format!("10.{octet}.{id}.1"), format!("10.{octet}.{id}.2"));
+        let mut ns = Netns(Vec::new());
+        ns.add(&a);
+        ns.add(&b);
+        run(&[
+            "ip", "-n", &a, "link", "add", "vA", "type", "veth", "peer", "name", "vB", "netns", &b,
+        ]);
+        for (n, ip, dev) in [(&a, &ip_a, "vA"), (&b, &ip_b, "vB")] {
+            run(&[
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{ip}/30"),
+                "dev",
+                dev,
+            ]);
+        }
+        for (n, dev) in [(&a, "vA"), (&b, "vB")] {
+            run(&["ip", "-n", n, "link", "set", "lo", "up"]);
+            run(&["ip", "-n", n, "link", "set", dev, "up"]);
+        }
+        let xout = format!("{tag}-XOUT ");
+        let xin = format!("{tag}-XIN ");
+        let nin = format!("{tag}-NIN ");
+        let exec = |args: &[&str]| {
+            let mut v = vec!["ip", "netns", "exec", a.as_str()];
+            v.extend_from_slice(args);
+            run(&v);
+        };
+        for (chain, prefix) in [("OUTPUT", &xout), ("INPUT", &xin)] {
+            exec(&[
+                "iptables",
+                "-A",
+                chain,
+                "-p",
+                "icmp",
+                "-j",
+                "LOG",
+                "--log-prefix",
+                prefix,
+            ]);
+        }
+        exec(&["nft", "add", "table", "inet", "kmsgfs_t"]);
+        exec(&[
+            "nft",
+            "add chain inet kmsgfs_t in { type filter hook input priority 10 ; }",
+        ]);
+        exec(&[
+            "nft",
+            &format!("add rule inet kmsgfs_t in ip protocol icmp log prefix \"{nin}\""),
+        ]);
+        let ino = |n: &str| {
+            let s = std::fs::metadata(format!("/run/netns/{n}")).unwrap();
+            std::os::unix::fs::MetadataExt::ino(&s) as u32
+        };
+        let (net_a, net_b) = (ino(&a), ino(&b));
+        NetfilterPair {
+            a,
+            b,
+            ip_a,
+            ip_b,
+            xout,
+            xin,
+            nin,
+            net_a,
+            net_b,
+            _ns: ns,
+        }
+    }
+
+    /// `ip netns exec <from> ping -q -c <count> -i 0.02 -W 2 <to>`.
+    pub fn ping(from: &str, to: &str, count: usize) {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            from,
+            "ping",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.02",
+            "-W",
+            "2",
+            to,
+        ]);
     }
 }

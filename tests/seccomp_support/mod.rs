@@ -11,7 +11,11 @@
 //! proves that the host's clear point did not move (a host `/dev/kmsg` reader positioned with
 //! `SEEK_DATA` still finds the tag and starts where it did); [`host_printk`] reads the host console levels. Nothing here
 //! clears or read-clears the host log.
+//!
+//! [`oci`]: busybox bundles run by the real OCI runtimes (runc, crun).
 #![allow(dead_code)]
+
+pub mod oci;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
