@@ -109,6 +109,9 @@ fn serve_identical_text_from_four_namespaces_lands_in_each_owner_ring() {
         // lose records it never had a chance to read (that loss is counted, and asserted 0).
         r#"read x; i=0; while [ $i -lt {PER_WRITER} ]; do echo "<6>{text}" > /dev/kmsg; i=$((i+1)); [ $((i % 100)) -eq 0 ] && sleep 0.01; done; true"#
     );
+    // Only losses while our writers run count: other activity on a busy machine may have
+    // overrun the daemon's first pass over the host backlog before the test began.
+    let lost_before = d.stats()["host"]["records_lost"].clone();
     let (mut writers, nets) = start_netns_writers(WRITERS, &script, host_net);
     for w in &mut writers {
         assert!(w.wait(Duration::from_secs(180)), "a writer failed");
@@ -131,7 +134,10 @@ fn serve_identical_text_from_four_namespaces_lands_in_each_owner_ring() {
         "host {host}, per namespace {per_ns:?}; attribution {}",
         st["attribution"]
     );
-    assert_eq!(st["host"]["records_lost"], 0, "the daemon was overrun");
+    assert_eq!(
+        st["host"]["records_lost"], lost_before,
+        "the daemon was overrun while the writers ran"
+    );
     assert_eq!(host, total, "host ring");
     for (n, c) in nets.iter().zip(&per_ns) {
         assert_eq!(*c, PER_WRITER, "ring of netns {n}");
