@@ -100,14 +100,14 @@ fn serve_identical_text_from_four_namespaces_lands_in_each_owner_ring() {
     }
     let _serial = serial();
     let host_net = ns_of(std::process::id(), "net");
-    let d = daemon(&["--ring-size", "16777216"], true);
+    let d = daemon(&["--ring-size", "4194304"], true);
     let text = format!("{} identical text", run_tag("serve-identical"));
     let script = format!(
-        // Every 100 records a writer pauses 10 ms: the four writers still race each other,
-        // but a burst (at most 400 records) always fits in the kernel's 128 KiB ring, so a
+        // Every 50 records a writer pauses 10 ms: the four writers still race each other,
+        // but a burst (at most 200 records) always fits in the kernel's 128 KiB ring, so a
         // daemon that the scheduler parks for a moment on a loaded 2-CPU machine does not
         // lose records it never had a chance to read (that loss is counted, and asserted 0).
-        r#"read x; i=0; while [ $i -lt {PER_WRITER} ]; do echo "<6>{text}" > /dev/kmsg; i=$((i+1)); [ $((i % 100)) -eq 0 ] && sleep 0.01; done; true"#
+        r#"read x; i=0; while [ $i -lt {PER_WRITER} ]; do echo "<6>{text}" > /dev/kmsg; i=$((i+1)); [ $((i % 50)) -eq 0 ] && sleep 0.01; done; true"#
     );
     // Only losses while our writers run count: other activity on a busy machine may have
     // overrun the daemon's first pass over the host backlog before the test began.

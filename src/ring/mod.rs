@@ -486,8 +486,8 @@ impl Ring {
             config,
             capacity,
             mask: slots as u64 - 1,
-            data: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            descs: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            data: sync::zeroed_atomics(capacity),
+            descs: sync::zeroed_atomics(slots),
             seqs: CachePadded(Seqs {
                 next: AtomicU64::new(0),
                 first: AtomicU64::new(0),

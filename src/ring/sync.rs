@@ -138,3 +138,29 @@ impl<T> std::ops::Deref for CachePadded<T> {
         &self.0
     }
 }
+
+/// `n` atomics, all 0, from zeroed memory: a large ring's words cost nothing until they are
+/// first written (the allocator hands out fresh, lazily zeroed pages), so creating a ring for a
+/// new namespace does not stall the thread that delivers its first record.
+#[cfg(not(all(loom, test)))]
+pub(crate) fn zeroed_atomics(n: usize) -> Box<[AtomicU64]> {
+    if n == 0 {
+        return Box::new([]);
+    }
+    let layout = std::alloc::Layout::array::<AtomicU64>(n).expect("ring size fits in memory");
+    // SAFETY: the layout has a non-zero size (n > 0).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<AtomicU64>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` is a live allocation of exactly `Layout::array::<AtomicU64>(n)`, as a boxed
+    // slice of `n` AtomicU64 expects, and an all-zero AtomicU64 is a valid value (0); the box
+    // takes ownership and frees it with the same layout.
+    unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, n)) }
+}
+
+/// Loom's atomics are not plain memory: build them one by one.
+#[cfg(all(loom, test))]
+pub(crate) fn zeroed_atomics(n: usize) -> Box<[AtomicU64]> {
+    (0..n).map(|_| AtomicU64::new(0)).collect()
+}
