@@ -263,6 +263,14 @@ mod tests {
     }
 
     proptest! {
+        // Saved failures live next to this file (cursor.proptest-regressions).
+        #![proptest_config(ProptestConfig {
+            failure_persistence: Some(Box::new(
+                proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+            )),
+            ..ProptestConfig::default()
+        })]
+
         /// The FUSE cursor behaves like the device for every sequence of appends, reads and
         /// seeks, except for the documented cases: SEEK_SET 0 while f_pos is still 0 is
         /// invisible, and SEEK_SET 0 takes effect at the next READ.
