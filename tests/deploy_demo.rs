@@ -8,17 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIP: kmsgfs demo needs root (FUSE mount, namespaces)");
-        return false;
-    }
-    panic!("kmsgfs demo needs root (FUSE mount, namespaces); set KMSGFS_ALLOW_SKIP=1 to skip");
-}
+mod common;
+use common::require_root;
 
 /// A --mount where no daemon runs, so the demo starts (and stops) its own.
 fn no_daemon_dir() -> String {

@@ -472,24 +472,30 @@ impl BpfSource {
                 source,
             })?;
         links.push(("kmsgfs_console", link));
-        if feats.rx {
-            match skel.progs.kmsgfs_rx.attach() {
-                Ok(l) => links.push(("kmsgfs_rx", l)),
-                Err(e) => {
-                    notes.push(format!("attaching tp_btf/netif_receive_skb failed: {e}"));
-                    feats.rx = false;
+        // Optional programs: a failed attach turns the feature off and says why.
+        let mut optional = |on: &mut bool, name, hook, attach: &dyn Fn() -> Result<Link, _>| {
+            if *on {
+                match attach() {
+                    Ok(l) => links.push((name, l)),
+                    Err(e) => {
+                        notes.push(format!("attaching {hook} failed: {e}"));
+                        *on = false;
+                    }
                 }
             }
-        }
-        if feats.victim {
-            match skel.progs.kmsgfs_victim.attach() {
-                Ok(l) => links.push(("kmsgfs_victim", l)),
-                Err(e) => {
-                    notes.push(format!("attaching tp_btf/mark_victim failed: {e}"));
-                    feats.victim = false;
-                }
-            }
-        }
+        };
+        optional(
+            &mut feats.rx,
+            "kmsgfs_rx",
+            "tp_btf/netif_receive_skb",
+            &|| skel.progs.kmsgfs_rx.attach(),
+        );
+        optional(
+            &mut feats.victim,
+            "kmsgfs_victim",
+            "tp_btf/mark_victim",
+            &|| skel.progs.kmsgfs_victim.attach(),
+        );
         if feats.fentry {
             match attach_fentry(&skel) {
                 Ok(ls) => links.extend(ls),
