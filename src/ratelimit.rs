@@ -151,3 +151,62 @@ mod tests {
         }
     }
 }
+
+/// A budget for log lines that a client can cause (a hostile container must not be able to
+/// flood the daemon's log): at most `burst` lines per `interval`; the lines over budget are
+/// counted and reported once when the next window opens.
+#[derive(Debug)]
+pub struct LogBudget {
+    interval: Duration,
+    burst: u32,
+    state: parking_lot::Mutex<(Option<Instant>, u32, u64)>,
+}
+
+impl LogBudget {
+    /// A budget of `burst` lines per `interval`.
+    pub const fn new(interval: Duration, burst: u32) -> Self {
+        LogBudget {
+            interval,
+            burst,
+            state: parking_lot::Mutex::new((None, 0, 0)),
+        }
+    }
+
+    /// Account one line at `now`. `Some(n)` when it may be logged, `n` being the number of
+    /// lines suppressed since the last line that was let through (to be reported with it);
+    /// `None` when it is over budget and must be dropped.
+    pub fn admit(&self, now: Instant) -> Option<u64> {
+        let mut g = self.state.lock();
+        let (begin, printed, missed) = &mut *g;
+        if begin.is_none_or(|b| now.saturating_duration_since(b) >= self.interval) {
+            *begin = Some(now);
+            *printed = 0;
+        }
+        if *printed < self.burst {
+            *printed += 1;
+            Some(std::mem::take(missed))
+        } else {
+            *missed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+
+    #[test]
+    fn lines_over_budget_are_dropped_and_reported_with_the_next_window() {
+        let b = LogBudget::new(Duration::from_secs(1), 3);
+        let t = Instant::now();
+        assert_eq!(b.admit(t), Some(0));
+        assert_eq!(b.admit(t), Some(0));
+        assert_eq!(b.admit(t), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(b.admit(t + Duration::from_millis(500)), None);
+        }
+        assert_eq!(b.admit(t + Duration::from_secs(1)), Some(1000));
+        assert_eq!(b.admit(t + Duration::from_secs(1)), Some(0));
+    }
+}

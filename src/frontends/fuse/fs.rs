@@ -34,9 +34,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
-    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, PollEvents,
-    PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
+    OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock,
     ReplyLseek, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
@@ -955,6 +956,49 @@ fn is_kmsg_ino(ino: u64) -> bool {
     ino == INO_KMSG || ino & !NS_MASK == NS_FILE
 }
 
+/// A file whose bytes come from a ring: `kmsg`, `ns/<inode>/kmsg`, `proc-kmsg`.
+fn is_ring_ino(ino: u64) -> bool {
+    is_kmsg_ino(ino) || ino == INO_PROC_KMSG
+}
+
+/// The answer to a READ that the page cache sends for a ring file: always EINVAL, at once.
+///
+/// Every ring file of the mount shares one inode per path, and so one page cache, whoever
+/// opened it. FOPEN_DIRECT_IO keeps read(2) off that cache, but the kernel still fills it for
+/// splice and sendfile (`fuse_splice_read` is `filemap_splice_read`), for mmap(MAP_PRIVATE)
+/// faults, and for readahead and fadvise(WILLNEED), up to the inode's cached size, which any
+/// opener can raise (a pwrite at a large offset, SEEK_END). A page filled from one opener's ring
+/// would be served to every other opener without asking the daemon (a cross-ring read), and a
+/// page READ that the daemon parked (nothing new in the ring) would keep its folio locked,
+/// freezing every stat and open of the file in D state (docs/security.md, T1 and T2).
+///
+/// The kernel tells the two kinds of READ apart for us: a read(2) on a direct-I/O file goes
+/// through `fuse_direct_io`, which always sets FUSE_READ_LOCKOWNER (the caller's files
+/// table); page-cache reads (`fuse_do_readfolio`, `fuse_readahead`) never do. So page-cache
+/// READs are refused: no page of a ring file is ever filled, and none is ever left locked.
+/// EINVAL is what sendfile and splice from the real `/dev/kmsg` give (it has no
+/// `splice_read`), so busybox `cat` falls back to read(2) as it does on the device; an mmap
+/// fault gets SIGBUS (the device refuses mmap with ENODEV).
+fn refuse_page_cache_read() -> Errno {
+    Errno::EINVAL
+}
+
+/// The size reported for a file when no lseek(SEEK_END) asks: one page for a ring file.
+///
+/// splice and sendfile stop before asking the filesystem when the file position is at or past
+/// the cached size, and return 0, which busybox `cat` takes for the end of the file. With one
+/// page, a sendfile from a fresh open reaches [`refuse_page_cache_read`] and fails with EINVAL
+/// as on the device, and `cat` falls back to read(2). Any larger size is harmless (page-cache
+/// READs are refused whatever the size), but `stat` users that size a buffer by it (Python's
+/// `read()`) should not be told more.
+fn resting_size(ino: u64) -> u64 {
+    if is_ring_ino(ino) {
+        4096
+    } else {
+        0
+    }
+}
+
 impl Filesystem for KmsgFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         // `echo … > kmsg` opens with O_TRUNC; with atomic O_TRUNC the flag arrives in OPEN
@@ -986,14 +1030,14 @@ impl Filesystem for KmsgFs {
             _ => None,
         };
         match ino {
-            Some(i) => reply.entry(&TTL, &s.attr(i, 0), Generation(0)),
+            Some(i) => reply.entry(&TTL, &s.attr(i, resting_size(i)), Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         let s = &self.0;
-        let mut size = 0;
+        let mut size = resting_size(ino.0);
         if let Some(FileHandle(fh)) = fh {
             match s.opens.read().get(&fh) {
                 // A GETATTR carrying a kmsg handle is lseek(SEEK_END) (fuse-notes §13, §15):
@@ -1031,7 +1075,7 @@ impl Filesystem for KmsgFs {
         reply: ReplyAttr,
     ) {
         // O_TRUNC from `>` without atomic O_TRUNC: a no-op, like truncating the device.
-        reply.attr(&TTL, &self.0.attr(ino.0, 0));
+        reply.attr(&TTL, &self.0.attr(ino.0, resting_size(ino.0)));
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -1074,16 +1118,21 @@ impl Filesystem for KmsgFs {
     fn read(
         &self,
         req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
         flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let s = &self.0;
         s.maybe_pin();
+        if lock_owner.is_none() && is_ring_ino(ino.0) {
+            // Not a read(2): the page cache asks for a page (splice, sendfile, mmap faults,
+            // readahead, fadvise). See `refuse_page_cache_read`.
+            return reply.error(refuse_page_cache_read());
+        }
         let open = match s.opens.read().get(&fh.0) {
             Some(Open::Kmsg(f)) => Ok(Arc::clone(f)),
             Some(Open::Stats(b)) => Err(Some(Arc::clone(b))),
@@ -1342,5 +1391,214 @@ impl Filesystem for KmsgFs {
             }
         };
         reply.offset(i64::try_from(pos).unwrap_or(i64::MAX));
+    }
+
+    // Everything below is reachable by any client and answered without a log line: fuser's
+    // defaults log a warning per request, which a container could turn into a log flood.
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        // `/dev/kmsg` and `/proc/kmsg` have no ioctl: ENOTTY, so isatty() says "no" as there.
+        reply.error(Errno::ENOTTY);
+    }
+
+    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
+        reply.error(Errno::EINVAL);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EACCES);
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // The device has no fsync: EINVAL.
+        reply.error(Errno::EINVAL);
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        // ENOSYS: the kernel then keeps POSIX locks locally (no_lock), as for the device.
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn setlk(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        _start: u64,
+        _end: u64,
+        _typ: i32,
+        _pid: u32,
+        _sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        // ENOSYS: the kernel falls back to splice, which the page-cache rule refuses.
+        reply.error(Errno::ENOSYS);
     }
 }

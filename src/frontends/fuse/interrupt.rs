@@ -187,6 +187,10 @@ pub fn parse_interrupt(line: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
+/// Budget of fuser's own warning and error lines: 20 per 10 s.
+static FUSER_LOG_BUDGET: crate::ratelimit::LogBudget =
+    crate::ratelimit::LogBudget::new(Duration::from_secs(10), 20);
+
 thread_local! {
     static LINE: RefCell<String> = RefCell::new(String::with_capacity(256));
 }
@@ -236,6 +240,21 @@ impl log::Log for HookLogger {
                     .build();
                 self.inner.log(&demoted);
                 return;
+            }
+        }
+        // Warnings and errors of fuser are caused by requests, that is by clients (an ioctl, a
+        // reply to a reader that died): a hostile container could flood the log with them.
+        if record.target().starts_with("fuser") && record.level() <= log::Level::Warn {
+            match FUSER_LOG_BUDGET.admit(Instant::now()) {
+                None => return,
+                Some(0) => {}
+                Some(n) => self.inner.log(
+                    &log::Record::builder()
+                        .args(format_args!("{n} fuser log lines suppressed (log budget)"))
+                        .level(log::Level::Warn)
+                        .target("kmsgfs::fuse")
+                        .build(),
+                ),
             }
         }
         // env_logger applies its own filter.

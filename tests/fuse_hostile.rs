@@ -1,0 +1,316 @@
+//! A hostile container against the kmsg file (docs/security.md §7, threats T1, T2, T8): page
+//! cache reads across rings, D-state wedges through readahead and mmap, and log floods through
+//! requests fuser answers by default. The attacker is a small C program
+//! (`tests/hostile/pagecache.c`) run as root of its own network namespace (`unshare -n`),
+//! which is a container under the default `--key net`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn tools() -> bool {
+    require_root() && require_tool("unshare") && require_tool("cc") && require_tool("busybox")
+}
+
+/// Build the attacker into the daemon's scratch directory.
+fn attacker(d: &Daemon) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile/pagecache.c");
+    let bin = d.scratch().join("pagecache");
+    let o = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .output()
+        .expect("run cc");
+    assert!(
+        o.status.success(),
+        "cc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    bin
+}
+
+/// Run `argv` in a new network namespace (a container's ring) and wait for it.
+fn in_netns(argv: &[&str]) -> std::process::Output {
+    let child = Command::new("unshare")
+        .arg("-n")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn unshare -n");
+    wait_bounded(child, Duration::from_secs(30))
+}
+
+/// Wait for `child`, failing (and killing it) if it takes longer than `limit`.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::process::Output {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let state = proc_stat_field(child.id(), 3).unwrap_or_default();
+            let _ = child.kill();
+            panic!(
+                "pid {} still running after {limit:?} (state {state})",
+                child.id()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output().expect("wait_with_output")
+}
+
+/// `stat` and `open` of `path` by a fresh process, which must finish within 1 s and never sit
+/// in D state for longer. Returns how long it took.
+fn stat_and_open_promptly(path: &Path, who: &str) -> Duration {
+    let script = format!(
+        "stat -c %s {p} >/dev/null && exec 3<{p} && echo opened",
+        p = path.display()
+    );
+    let start = Instant::now();
+    let mut child = Command::new("sh")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sh");
+    let deadline = start + Duration::from_secs(1);
+    loop {
+        if let Some(st) = child.try_wait().expect("try_wait") {
+            let o = child.wait_with_output().expect("output");
+            assert!(
+                st.success() && String::from_utf8_lossy(&o.stdout).contains("opened"),
+                "{who}: stat/open of {} failed: {}",
+                path.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return start.elapsed();
+        }
+        if Instant::now() > deadline {
+            let state = proc_stat_field(child.id(), 3).unwrap_or_default();
+            let wchan =
+                std::fs::read_to_string(format!("/proc/{}/wchan", child.id())).unwrap_or_default();
+            // A process in D state cannot be killed; the daemon's Drop aborts the connection,
+            // which releases it.
+            let _ = child.kill();
+            panic!(
+                "{who}: stat/open of {} blocked for more than 1 s (state {state}, wchan {wchan})",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn t1_page_cache_never_carries_another_rings_records() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    let bin = attacker(&d);
+    let host_secret = format!("HOSTSECRET-{}", std::process::id());
+    let victim_secret = format!("VICTIMSECRET-{}", std::process::id());
+    for i in 0..20 {
+        d.feed(6, &format!("{host_secret} {i}"));
+    }
+    d.wait_host_records(20);
+    let kmsg = d.kmsg();
+    let k = kmsg.display().to_string();
+    // The victim container writes its secret and pulls its ring through every page-cache path
+    // (sendfile as busybox cat does, splice, mmap) in a loop, while host root does the same.
+    let victim = Command::new("unshare")
+        .args(["-n", "sh", "-c"])
+        .arg(format!(
+            "echo '<6>{victim_secret}' > {k}; i=0; while [ $i -lt 150 ]; do \
+             {b} steal {k} 1 >/dev/null 2>&1; {b} sendfile {k} >/dev/null 2>&1; i=$((i+1)); done",
+            b = bin.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn victim");
+    let host = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt 150 ]; do {b} sendfile {k} >/dev/null 2>&1; \
+             {b} steal {k} 1 >/dev/null 2>&1; i=$((i+1)); done",
+            b = bin.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn host reader");
+    let attack = in_netns(&[bin.to_str().unwrap(), "steal", &k, "400"]);
+    let victim = wait_bounded(victim, Duration::from_secs(60));
+    let host = wait_bounded(host, Duration::from_secs(60));
+    assert!(victim.status.success() && host.status.success());
+    let got = String::from_utf8_lossy(&attack.stdout);
+    let status = String::from_utf8_lossy(&attack.stderr);
+    eprintln!("attacker: {status}");
+    assert!(attack.status.success(), "attacker failed: {status}");
+    assert!(
+        !got.contains(&victim_secret),
+        "the attacker read another container's record through the page cache"
+    );
+    assert!(
+        !got.contains(&host_secret),
+        "the attacker read the host's record through the page cache"
+    );
+    // Every page-cache path is refused, as sendfile and splice are on the device; the mmap
+    // fault gets SIGBUS instead of data.
+    for round in status.lines().filter(|l| l.starts_with("round")) {
+        assert!(
+            round.contains("sendfile=-1(Invalid argument)")
+                && round.contains("splice=-1(Invalid argument)")
+                && round.contains("mmap=SIGBUS"),
+            "a page-cache path was not refused: {round}"
+        );
+    }
+    assert!(status.lines().filter(|l| l.starts_with("round")).count() == 2);
+}
+
+#[test]
+fn t1_busybox_cat_prints_the_ring_and_follows_like_the_device() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    d.feed(6, "cat-first");
+    d.feed(6, "cat-second");
+    d.wait_host_records(2);
+    let out = d.scratch().join("cat.out");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec busybox cat {} > {}",
+            d.kmsg().display(),
+            out.display()
+        ))
+        .spawn()
+        .expect("spawn busybox cat");
+    let deadline = Instant::now() + TIMEOUT;
+    let seen = |needle: &str| {
+        std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains(needle)
+    };
+    while !seen("cat-second") {
+        assert!(
+            Instant::now() < deadline,
+            "busybox cat printed {:?}",
+            std::fs::read_to_string(&out).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Still running: it follows, and prints a record appended now.
+    d.feed(6, "cat-third");
+    while !seen("cat-third") {
+        assert!(Instant::now() < deadline, "busybox cat did not follow");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(
+        texts(&text),
+        vec!["cat-first", "cat-second", "cat-third"],
+        "whole records, in order, once each"
+    );
+}
+
+#[test]
+fn t2_readahead_and_fadvise_leave_nobody_waiting() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    let bin = attacker(&d);
+    let k = d.kmsg().display().to_string();
+    for mode in ["wedge", "wedge-far"] {
+        // The attacker raises the cached size, asks for readahead of page 0 and exits.
+        let o = in_netns(&[bin.to_str().unwrap(), mode, &k]);
+        assert!(
+            o.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // Host root, another container and the attacker's successor all stat and open at once.
+        stat_and_open_promptly(&d.kmsg(), &format!("host root after {mode}"));
+        let other = Command::new("unshare")
+            .args(["-n", "sh", "-c"])
+            .arg(format!(
+                "stat -c %s {k} >/dev/null && exec 3<{k} && echo opened"
+            ))
+            .output()
+            .expect("unshare");
+        assert!(
+            String::from_utf8_lossy(&other.stdout).contains("opened"),
+            "another container after {mode}: {}",
+            String::from_utf8_lossy(&other.stderr)
+        );
+    }
+    // The daemon is still serving reads.
+    d.feed(6, "still-serving");
+    d.wait_host_records(1);
+    let fd = open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    let recs = drain(fd);
+    close_raw(fd);
+    assert!(recs.iter().any(|r| text_of(r) == "still-serving"));
+}
+
+#[test]
+fn t2_a_mapped_page_fault_is_answered_at_once() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    let bin = attacker(&d);
+    let k = d.kmsg().display().to_string();
+    // An empty ring: before, the fault's READ was parked and held the page lock until a record
+    // arrived. Now it fails at once with SIGBUS.
+    let start = Instant::now();
+    let o = in_netns(&[bin.to_str().unwrap(), "steal", &k, "5"]);
+    let status = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{status}");
+    assert!(status.contains("mmap=SIGBUS"), "{status}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "five rounds took {:?}",
+        start.elapsed()
+    );
+    stat_and_open_promptly(&d.kmsg(), "host root after mmap faults");
+}
+
+#[test]
+fn t8_requests_a_client_sends_do_not_flood_the_log() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    let bin = attacker(&d);
+    let k = d.kmsg().display().to_string();
+    let before = d.log_text().len();
+    // 3 000 rounds of 13 requests each, from a container.
+    let o = in_netns(&[bin.to_str().unwrap(), "noise", &k, "3000"]);
+    let status = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{status}");
+    // isatty() says no, as on the device (ENOTTY).
+    assert!(status.contains("isatty=0 after 3000 rounds"), "{status}");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = d.log_text();
+    let added = &log[before..];
+    assert!(
+        added.len() < 8 * 1024,
+        "39 000 client requests added {} bytes of log:\n{}",
+        added.len(),
+        &added[..added.len().min(2000)]
+    );
+    assert!(!added.contains("Not Implemented"), "{added}");
+}
