@@ -22,7 +22,7 @@ use crate::frontends::fuse::interrupt::{self, Interrupts};
 use crate::frontends::fuse::policy::{HostIdentity, Restrict};
 use crate::frontends::fuse::{self as fusefe, FsConfig, Shared};
 use crate::ratelimit::DevkmsgMode;
-use crate::registry::Registry;
+use crate::registry::{Registry, RingLimits};
 use crate::ring::RingConfig;
 use crate::router::{KeyKind, OomPolicy, RouterConfig, Unattributed};
 use crate::sources::bpf::netns_log::{NetnsLogError, NfLogAllNetnsGuard};
@@ -123,6 +123,18 @@ pub struct ServeArgs {
     /// Seconds between scans for rings whose namespace is gone.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     pub reclaim_interval: u64,
+    /// Most rings the daemon holds, the host ring and rings still held by open files of a
+    /// dead namespace included. An opener that would need one more gets ENOSPC.
+    #[arg(long, value_name = "N", default_value_t = crate::registry::RingLimits::default().max_rings)]
+    pub max_rings: usize,
+    /// Most rings that openers of one host uid other than 0 can have created (an unprivileged
+    /// user making throwaway user namespaces). The next opener of that uid gets ENOSPC.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = crate::registry::RingLimits::default().max_rings_per_uid
+    )]
+    pub max_rings_per_uid: usize,
     /// Unix socket of the syslog(2) seccomp agent (OCI `listenerPath`, root only). Default:
     /// the mount point with `.seccomp.sock` appended (`/run/kmsgfs.seccomp.sock`).
     #[arg(long, value_name = "PATH")]
@@ -209,6 +221,9 @@ fn routing(
 /// Run `kmsgfs serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     sys::signal::block_termination()?;
+    if !sys::memory::map_large_allocations_separately() {
+        log::warn!("cannot fix the allocator's mmap threshold: memory of reclaimed rings may stay");
+    }
     let ring_config = RingConfig::with_bytes(args.ring_size);
     ring_config
         .validate()
@@ -224,11 +239,12 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
 
     let key: NsKind = args.key.into();
     let host = HostIdentity::current(key)?;
-    let registry = Arc::new(Registry::new(
-        ring_config,
-        host.host_key(),
-        host.host_ns_id(),
-    ));
+    let registry = Arc::new(
+        Registry::new(ring_config, host.host_key(), host.host_ns_id()).with_limits(RingLimits {
+            max_rings: args.max_rings,
+            max_rings_per_uid: args.max_rings_per_uid,
+        }),
+    );
     // Held for the daemon's lifetime: dropping it (return from here, also after SIGINT or
     // SIGTERM) restores the previous value. Without it, attribution start-up warns when the
     // sysctl is 0.
@@ -301,6 +317,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
                 let gone = registry.reclaim(&live, every);
                 if !gone.is_empty() {
                     shared.forget_rings(&gone);
+                    sys::memory::return_free_memory();
                 }
             })
             .map_err(|e| SysError::new("spawn(kmsgfs-reclaim)", e))?

@@ -26,6 +26,25 @@ use serde::Serialize;
 use crate::ring::{Ring, RingConfig};
 use crate::sys::proc::NsKind;
 
+/// Budget of ring creation and reclaim lines: namespaces are made by clients (an unprivileged
+/// user can make thousands a second), so these lines are limited to 30 per 10 s.
+static RING_LOG_BUDGET: crate::ratelimit::LogBudget =
+    crate::ratelimit::LogBudget::new(Duration::from_secs(10), 30);
+
+/// `log::info!` within [`RING_LOG_BUDGET`], saying how many lines were left out before.
+macro_rules! ring_log {
+    ($($arg:tt)*) => {
+        match RING_LOG_BUDGET.admit(Instant::now()) {
+            Some(0) => log::info!($($arg)*),
+            Some(n) => {
+                log::info!("({n} ring lines left out by the log budget)");
+                log::info!($($arg)*);
+            }
+            None => {}
+        }
+    };
+}
+
 /// A namespace: its kind and nsfs inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NsKey {
@@ -140,6 +159,7 @@ impl RingSlot {
             holders: self.holders() as u64,
             writes: self.writes.load(Ordering::Relaxed),
             writes_dropped_ratelimit: self.writes_dropped.load(Ordering::Relaxed),
+            retired: false,
         }
     }
 }
@@ -177,6 +197,43 @@ pub struct RingReport {
     pub writes: u64,
     /// Writes dropped by the ratelimit.
     pub writes_dropped_ratelimit: u64,
+    /// Replaced in the map by a newer namespace with the same inode, kept alive by open files
+    /// of the old namespace (it still holds memory, so it is listed).
+    pub retired: bool,
+}
+
+/// Bounds on the rings openers may create (docs/security.md T7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingLimits {
+    /// Rings in total, the host ring and retired rings included (`--max-rings`).
+    pub max_rings: usize,
+    /// Rings created by the openers of one host uid other than 0 (`--max-rings-per-uid`).
+    pub max_rings_per_uid: usize,
+}
+
+impl Default for RingLimits {
+    fn default() -> Self {
+        RingLimits {
+            max_rings: 4096,
+            max_rings_per_uid: 128,
+        }
+    }
+}
+
+/// Why a new ring was not created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RingRefused {
+    /// `--max-rings` reached.
+    #[error("the daemon holds {0} rings, its limit (--max-rings)")]
+    Total(usize),
+    /// `--max-rings-per-uid` reached for this uid.
+    #[error("uid {uid} created {count} rings, its limit (--max-rings-per-uid)")]
+    PerUid {
+        /// The host uid of the openers.
+        uid: u32,
+        /// Rings it created that still exist.
+        count: usize,
+    },
 }
 
 /// All rings of the daemon.
@@ -184,6 +241,12 @@ pub struct Registry {
     config: RingConfig,
     host: Arc<RingSlot>,
     rings: Mutex<HashMap<NsKey, Arc<RingSlot>>>,
+    limits: RingLimits,
+    /// The host uid whose opener created each ring (not for rings created by delivery or by
+    /// uid 0), for [`RingLimits::max_rings_per_uid`].
+    charged: Mutex<HashMap<NsKey, u32>>,
+    /// Rings replaced in `rings` by a namespace reusing their inode; listed while alive.
+    retired: Mutex<Vec<std::sync::Weak<RingSlot>>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -205,7 +268,62 @@ impl Registry {
             config,
             host,
             rings: Mutex::new(rings),
+            limits: RingLimits::default(),
+            charged: Mutex::new(HashMap::new()),
+            retired: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The same registry with `limits` on ring creation by openers.
+    pub fn with_limits(mut self, limits: RingLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Like [`Registry::acquire`], for an opener of host uid `uid`: a ring that does not exist
+    /// yet is created only within [`RingLimits`]. uid 0 is bounded by the total only.
+    pub fn acquire_for_uid(
+        &self,
+        key: NsKey,
+        owner_userns: Option<u64>,
+        ns_id: Option<u64>,
+        uid: u32,
+    ) -> Result<Arc<RingSlot>, RingRefused> {
+        let exists = self
+            .rings
+            .lock()
+            .get(&key)
+            .is_some_and(|s| s.host || s.same_namespace(ns_id));
+        if !exists {
+            let total = self.rings.lock().len() + self.retired_alive();
+            if total >= self.limits.max_rings {
+                return Err(RingRefused::Total(total));
+            }
+            if uid != 0 {
+                let count = self.charged.lock().values().filter(|&&u| u == uid).count();
+                if count >= self.limits.max_rings_per_uid {
+                    return Err(RingRefused::PerUid { uid, count });
+                }
+            }
+        }
+        let slot = self.acquire(key, owner_userns, ns_id);
+        if !exists && uid != 0 {
+            self.charged.lock().insert(key, uid);
+        }
+        Ok(slot)
+    }
+
+    fn retired_alive(&self) -> usize {
+        let mut r = self.retired.lock();
+        r.retain(|w| w.strong_count() > 0);
+        r.len()
+    }
+
+    /// Rings replaced by a newer namespace with the same inode that open files still hold.
+    pub fn retired(&self) -> Vec<Arc<RingSlot>> {
+        let mut r = self.retired.lock();
+        r.retain(|w| w.strong_count() > 0);
+        r.iter().filter_map(std::sync::Weak::upgrade).collect()
     }
 
     /// The ring size of new rings.
@@ -233,12 +351,15 @@ impl Registry {
         let mut rings = self.rings.lock();
         if let Some(old) = rings.get(&key) {
             if !old.host && !old.same_namespace(ns_id) {
-                log::info!(
+                ring_log!(
                     "namespace inode {key} reused by a new namespace (id {:?} -> {:?}); new ring",
                     old.ns_id,
                     ns_id
                 );
-                rings.remove(&key);
+                if let Some(old) = rings.remove(&key) {
+                    self.charged.lock().remove(&key);
+                    self.retired.lock().push(Arc::downgrade(&old));
+                }
             } else if !old.host && old.owner_userns.is_none() && owner_userns.is_some() {
                 // Created by record delivery before any opener, when no process of the
                 // namespace could be inspected: learn the owner now, keep the records.
@@ -252,7 +373,7 @@ impl Registry {
             }
         }
         let slot = rings.entry(key).or_insert_with(|| {
-            log::info!("new ring for namespace {key}");
+            ring_log!("new ring for namespace {key}");
             Arc::new(RingSlot::new(key, false, owner_userns, ns_id, self.config))
         });
         slot.holders.fetch_add(1, Ordering::SeqCst);
@@ -274,7 +395,7 @@ impl Registry {
         let (owner, ns_id) = resolve();
         let mut rings = self.rings.lock();
         let slot = rings.entry(key).or_insert_with(|| {
-            log::info!("new ring for namespace {key} (first attributed record)");
+            ring_log!("new ring for namespace {key} (first attributed record)");
             Arc::new(RingSlot::new(key, false, owner, ns_id, self.config))
         });
         Arc::clone(slot)
@@ -337,9 +458,11 @@ impl Registry {
             })
             .map(|s| s.key)
             .collect();
+        let mut charged = self.charged.lock();
         for k in &dead {
             rings.remove(k);
-            log::info!("reclaimed ring of namespace {k}: namespace gone and no open files");
+            charged.remove(k);
+            ring_log!("reclaimed ring of namespace {k}: namespace gone and no open files");
         }
         dead
     }
@@ -403,6 +526,58 @@ mod tests {
             "records delivered so far are kept"
         );
         assert_eq!(r.namespace_rings().len(), 1);
+    }
+
+    #[test]
+    fn openers_of_one_uid_create_at_most_their_share_of_rings() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None).with_limits(RingLimits {
+            max_rings: 5,
+            max_rings_per_uid: 2,
+        });
+        let a = r.acquire_for_uid(key(2), None, Some(2), 65534).unwrap();
+        r.acquire_for_uid(key(3), None, Some(3), 65534).unwrap();
+        assert_eq!(
+            r.acquire_for_uid(key(4), None, Some(4), 65534).unwrap_err(),
+            RingRefused::PerUid {
+                uid: 65534,
+                count: 2
+            }
+        );
+        // An existing ring is always handed out; another uid has its own share.
+        assert!(Arc::ptr_eq(
+            &r.acquire_for_uid(key(2), None, Some(2), 65534).unwrap(),
+            &a
+        ));
+        r.acquire_for_uid(key(4), None, Some(4), 1000).unwrap();
+        // The total (host ring included) binds uid 0 too.
+        r.acquire_for_uid(key(5), None, Some(5), 0).unwrap();
+        assert_eq!(
+            r.acquire_for_uid(key(6), None, Some(6), 0).unwrap_err(),
+            RingRefused::Total(5)
+        );
+        // Reclaiming gives the share back.
+        r.release(&a);
+        r.release(&a);
+        let live: HashSet<u64> = [3, 4, 5].into_iter().collect();
+        assert_eq!(r.reclaim(&live, Duration::ZERO), vec![key(2)]);
+        r.acquire_for_uid(key(7), None, Some(7), 65534).unwrap();
+    }
+
+    #[test]
+    fn a_retired_ring_is_listed_and_counted_while_held() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None).with_limits(RingLimits {
+            max_rings: 3,
+            max_rings_per_uid: 10,
+        });
+        let old = r.acquire_for_uid(key(2), None, Some(100), 7).unwrap();
+        let _new = r.acquire_for_uid(key(2), None, Some(200), 7).unwrap();
+        assert_eq!(r.retired().len(), 1);
+        assert!(Arc::ptr_eq(&r.retired()[0], &old));
+        // host + new + retired old = 3: the limit counts memory that is still held.
+        assert!(r.acquire_for_uid(key(3), None, Some(3), 7).is_err());
+        drop(old);
+        assert!(r.retired().is_empty());
+        r.acquire_for_uid(key(3), None, Some(3), 7).unwrap();
     }
 
     #[test]

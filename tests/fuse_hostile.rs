@@ -314,3 +314,113 @@ fn t8_requests_a_client_sends_do_not_flood_the_log() {
     );
     assert!(!added.contains("Not Implemented"), "{added}");
 }
+
+/// Resident set size of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn ring_count(d: &Daemon) -> usize {
+    d.stats()["rings"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn t7_one_unprivileged_uid_cannot_make_the_daemon_hold_unbounded_rings() {
+    if !(tools() && require_tool("setpriv")) {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf", "--max-rings-per-uid", "20"]);
+    let k = d.kmsg().display().to_string();
+    // uid 65534 makes 40 throwaway user+network namespaces and holds its ring open in each.
+    let mut holders = Vec::new();
+    for _ in 0..40 {
+        let c = Command::new("setpriv")
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args(["unshare", "-U", "-r", "-n", "sh", "-c"])
+            .arg(format!(
+                "if msg=$( {{ true 3<{k}; }} 2>&1 ); then echo opened; exec sleep 600 3<{k}; \
+                 else echo \"refused $msg\"; fi"
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn setpriv unshare");
+        holders.push(c);
+    }
+    let mut opened = 0;
+    let mut refused = 0;
+    let mut errors = String::new();
+    for c in &mut holders {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(c.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        match line.trim() {
+            "opened" => opened += 1,
+            l if l.starts_with("refused") => {
+                refused += 1;
+                errors.push_str(l);
+            }
+            other => panic!("holder said {other:?}"),
+        }
+    }
+    for c in &mut holders {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    assert_eq!(opened, 20, "the uid's share of rings");
+    assert_eq!(refused, 20, "the rest are refused");
+    assert!(
+        errors.contains("No space left on device"),
+        "a refused opener sees ENOSPC: {errors}"
+    );
+    // Host root is not bound by the per-uid limit and still gets its ring.
+    stat_and_open_promptly(&d.kmsg(), "host root");
+    assert!(ring_count(&d) <= 21, "{} rings", ring_count(&d));
+    assert!(
+        d.log_text().matches("no new ring").count() <= 10,
+        "refusals are logged within a budget"
+    );
+}
+
+#[test]
+fn t7_memory_returns_after_2000_namespaces_come_and_go() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf", "--reclaim-interval", "1"]);
+    let pid = d.pid().unwrap();
+    let start = rss_kib(pid);
+    let k = d.kmsg().display().to_string();
+    let churn = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt 2000 ]; do unshare -n sh -c \
+             'echo \"<6>churn $i\" > {k} && dd if={k} iflag=nonblock bs=8192 count=1 \
+             status=none >/dev/null' || exit 1; i=$((i+1)); done"
+        ))
+        .status()
+        .expect("churn");
+    assert!(churn.success());
+    let peak = rss_kib(pid);
+    // Every ring is reclaimed once its namespace is gone, and its memory goes back.
+    let deadline = Instant::now() + TIMEOUT;
+    while ring_count(&d) > 1 || rss_kib(pid) * 10 > start * 12 {
+        assert!(
+            Instant::now() < deadline,
+            "after 2000 namespaces: {} rings, RSS {} KiB (start {start} KiB, peak {peak} KiB)",
+            ring_count(&d),
+            rss_kib(pid)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!(
+        "RSS start {start} KiB, peak {peak} KiB, end {} KiB",
+        rss_kib(pid)
+    );
+}

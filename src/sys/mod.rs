@@ -10,9 +10,11 @@
 //! * [`signal`]: blocking SIGINT/SIGTERM in every thread and waiting for them synchronously.
 //! * [`cpu`]: CPU count and thread affinity (event-loop placement, fuse-notes §19).
 //! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
+//! * [`memory`]: the allocator settings that return a reclaimed ring's memory to the kernel.
 
 pub mod clock;
 pub mod cpu;
+pub mod memory;
 pub mod mount;
 pub mod proc;
 pub mod signal;

@@ -80,6 +80,10 @@ pub const SUPPRESSED_PRIO: u16 = 4;
 
 const TTL: Duration = Duration::ZERO;
 
+/// Budget of the warning for openers refused a new ring: 10 per minute.
+static REFUSED_LOG_BUDGET: ratelimit::LogBudget =
+    ratelimit::LogBudget::new(Duration::from_secs(60), 10);
+
 /// Daemon-wide settings of the filesystem.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -493,7 +497,16 @@ impl Shared {
             },
             threads: self.cfg.threads,
             host: self.host_stats.report(&self.cfg.source),
-            rings: self.registry.list().iter().map(|s| s.stats()).collect(),
+            rings: self
+                .registry
+                .list()
+                .iter()
+                .map(|s| s.stats())
+                .chain(self.registry.retired().iter().map(|s| RingReport {
+                    retired: true,
+                    ..s.stats()
+                }))
+                .collect(),
             open_files: self.opens.read().len(),
             interrupts: InterruptReport {
                 delivered: self.interrupts.delivered.load(Ordering::Relaxed),
@@ -550,16 +563,25 @@ impl Shared {
     }
 
     /// The ring the opener's `kmsg` (and `proc-kmsg`) leads to, with one more holder.
-    fn resolve_slot(&self, op: &Opener, proc_: &sys::proc::Proc) -> Arc<RingSlot> {
+    /// The opener's ring, with one more holder. ENOSPC when it does not exist and may not be
+    /// created ([`crate::registry::RingLimits`]).
+    fn resolve_slot(&self, op: &Opener, proc_: &sys::proc::Proc) -> Result<Arc<RingSlot>, Errno> {
         match policy::resolve(&self.host, op) {
             Target::Host => {
                 let s = Arc::clone(self.registry.host());
                 self.registry.hold(&s);
-                s
+                Ok(s)
             }
             Target::Ns(key) => {
                 let owner = proc_.ns_owner_userns(key.kind).ok();
-                self.registry.acquire(key, owner, op.ns_id(key.kind))
+                self.registry
+                    .acquire_for_uid(key, owner, op.ns_id(key.kind), op.uid)
+                    .map_err(|e| {
+                        if REFUSED_LOG_BUDGET.admit(Instant::now()).is_some() {
+                            log::warn!("no new ring for pid {} ({key}): {e}", op.pid);
+                        }
+                        Errno::ENOSPC
+                    })
             }
         }
     }
@@ -576,7 +598,7 @@ impl Shared {
         if op.uid_in_ns != Some(0) {
             return Err(Errno::EACCES);
         }
-        let slot = self.resolve_slot(&op, &proc_);
+        let slot = self.resolve_slot(&op, &proc_)?;
         let privileged =
             policy::is_host_root(&self.host, &op) || policy::is_ns_root(&self.host, &op, &slot);
         let policy = crate::syslog::Policy {
@@ -727,7 +749,7 @@ impl Shared {
         let want_write = acc != OpenAccMode::O_RDONLY;
         let (op, proc_) = self.opener(req).ok_or(Errno::EACCES)?;
         let slot = if ino == INO_KMSG {
-            self.resolve_slot(&op, &proc_)
+            self.resolve_slot(&op, &proc_)?
         } else {
             let s = self.registry.by_inode(ino & NS_MASK).ok_or(Errno::ENOENT)?;
             self.registry.hold(&s);
