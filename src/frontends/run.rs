@@ -16,10 +16,9 @@
 //!
 //! 1. Checks that `DIR/kmsg` exists. A missing file or `ENOTCONN` (a dead daemon, fuse-notes §5)
 //!    fails with "is kmsgfs serve running on DIR?".
-//! 2. `unshare(2)` with `CLONE_NEWNS` plus the chosen namespaces (default net, uts, ipc, pid).
-//!    With `user`, container root is mapped to the caller's uid and gid (`0 <euid> 1`), and
-//!    `setgroups` is set to `deny`, as an unprivileged `unshare -Ur` would do; this is the only
-//!    mapping a process may write for itself without privilege in the parent namespace.
+//! 2. `unshare(2)` with `CLONE_NEWNS` plus the chosen namespaces (default net, uts, ipc, pid);
+//!    with `user`, only `CLONE_NEWNS` and `CLONE_NEWPID` here ([`Namespaces::outer`]): the
+//!    binds must exist before the user namespace does, so that the kernel locks them.
 //! 3. Makes `/` recursively private, so nothing below leaks back to the host.
 //! 4. Binds `DIR/kmsg` over `/dev/kmsg` (read-write: writes become records of the container's
 //!    ring, kmsg-semantics A6).
@@ -28,6 +27,13 @@
 //!    processes see, then binds `DIR/proc-kmsg` over `/proc/kmsg`: the kernel's file is the
 //!    syslog(2) cursor of the **host** (kmsg-semantics C8), the kmsgfs file is the cursor of
 //!    the container's ring (C).
+//!
+//!    With `user`, init then unshares the user namespace together with a further mount
+//!    namespace and net/uts/ipc ([`Namespaces::inner`]), maps container root to the caller's
+//!    uid and gid (`0 <euid> 1`, after `setgroups` `deny`, as `unshare -Ur` does: the only
+//!    mapping a process may write for itself), and thereby gets every mount locked
+//!    (`MNT_LOCKED`): container root cannot unmount or move the binds to reach the host's
+//!    files. Without `user`, init drops [`DROPPED_WITHOUT_USERNS`] before starting CMD.
 //!
 //!    Unless `--no-seccomp`, init then installs the seccomp filter that turns `syslog(2)` into a
 //!    user notification ([`crate::frontends::seccomp::install_filter`]; CMD inherits it),
@@ -225,6 +231,29 @@ impl Namespaces {
             .fold(libc::CLONE_NEWNS, |flags, ns| flags | ns.clone_flag())
     }
 
+    /// The namespaces `kmsgfs run` itself creates, in the host user namespace, before it binds
+    /// `/dev/kmsg` (a mount namespace always comes with them). Without `user` that is the whole
+    /// set. With `user` it is only `pid` (init must be pid 1 of it to mount `proc`, and must still
+    /// be host root to bind `/proc/kmsg` before the user namespace exists); init creates the rest
+    /// ([`Self::inner`]).
+    pub fn outer(self) -> Namespaces {
+        if self.contains(Namespace::User) {
+            Namespaces(self.0 & Namespace::Pid.bit())
+        } else {
+            self
+        }
+    }
+
+    /// With `user`, the namespaces init creates in one `unshare(2)` once every kmsgfs mount is in
+    /// place: the user namespace, a further mount namespace (a copy owned by the new user
+    /// namespace, in which the kernel locks every inherited mount, the kmsgfs binds included), and
+    /// net, uts and ipc (owned by the new user namespace, so container root may configure them).
+    /// `None` without `user`.
+    pub fn inner(self) -> Option<Namespaces> {
+        self.contains(Namespace::User)
+            .then(|| Namespaces(self.0 & !Namespace::Pid.bit()))
+    }
+
     /// [`Self::clone_flags`] spelled out, for error messages.
     pub fn clone_flags_text(self) -> String {
         let mut text = String::from("CLONE_NEWNS");
@@ -419,7 +448,8 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     sys::default_action(libc::SIGCHLD)?;
     let original = waited.block()?;
 
-    enter_namespaces(args.unshare)?;
+    let outer = args.unshare.outer();
+    sys::unshare(outer.clone_flags(), &outer.clone_flags_text())?;
     sys::mount(
         None,
         Path::new("/"),
@@ -546,19 +576,38 @@ fn check_kmsg_file(dir: &Path, name: &str) -> Result<PathBuf, RunError> {
     }
 }
 
-/// `unshare(2)` into the new namespaces; with a user namespace, maps root to the caller.
-fn enter_namespaces(namespaces: Namespaces) -> Result<(), SysError> {
+/// Init, with every kmsgfs mount in place: `unshare(2)` into the user namespace and the
+/// namespaces owned by it (`inner`, see [`Namespaces::inner`]), and map root to the caller.
+///
+/// The mount namespace created here is a copy, owned by a less privileged user namespace, of
+/// the one in which `run` and init made the binds as host root, so the kernel marks every mount
+/// in it `MNT_LOCKED`: container root cannot unmount or move `/dev/kmsg` or `/proc/kmsg` to
+/// reach the host's files underneath, nor bind `/dev` without its kmsgfs child
+/// (mount_namespaces(7), "restrictions on mount namespaces").
+fn enter_user_namespace(inner: Namespaces) -> Result<(), SysError> {
     let (uid, gid) = sys::effective_ids();
-    sys::unshare(namespaces.clone_flags(), &namespaces.clone_flags_text())?;
-    if namespaces.contains(Namespace::User) {
-        // Without privilege in the parent namespace a process may map exactly its own ids, and
-        // only after giving up setgroups(2) (user_namespaces(7)).
-        sys::write_proc_file("/proc/self/setgroups", "deny\n")?;
-        sys::write_proc_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
-        sys::write_proc_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
-    }
+    sys::unshare(inner.clone_flags(), &inner.clone_flags_text())?;
+    // Without privilege in the parent namespace a process may map exactly its own ids, and
+    // only after giving up setgroups(2) (user_namespaces(7)).
+    sys::write_proc_file("/proc/self/setgroups", "deny\n")?;
+    sys::write_proc_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
+    sys::write_proc_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
     Ok(())
 }
+
+/// Capabilities CMD never gets without a user namespace. There CMD is root of the initial user
+/// namespace, and no mount can be locked against it: with CAP_SYS_ADMIN it could unmount
+/// `/dev/kmsg` (or mount a fresh devtmpfs), with CAP_MKNOD create a 1:11 node, with
+/// CAP_SYS_PTRACE reach `/proc/<host pid>/root/dev/kmsg` (without a pid namespace), with
+/// CAP_SYS_MODULE or CAP_SYS_RAWIO write into the kernel directly. Dropping them closes those
+/// doors; it does not make a container of host root (docs/run.md).
+pub const DROPPED_WITHOUT_USERNS: [(u32, &str); 5] = [
+    (21, "CAP_SYS_ADMIN"),
+    (27, "CAP_MKNOD"),
+    (19, "CAP_SYS_PTRACE"),
+    (16, "CAP_SYS_MODULE"),
+    (17, "CAP_SYS_RAWIO"),
+];
 
 /// Why init could not start CMD, as sent to the outer process over the report pipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -644,10 +693,12 @@ fn init(
 ) -> i32 {
     // Die with the outer process, which takes the whole pid namespace along. If it already
     // died between fork and here, the signal was never armed: `alive` has hung up then.
-    match sys::set_parent_death_signal(libc::SIGKILL)
-        .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
-    {
-        Ok(false) => drop(alive_rx),
+    let arm = |alive_rx: &OwnedFd| {
+        sys::set_parent_death_signal(libc::SIGKILL)
+            .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
+    };
+    match arm(&alive_rx) {
+        Ok(false) => {}
         Ok(true) => return EXIT_SETUP_FAILED,
         Err(err) => {
             eprintln!("kmsgfs run (init): {err}");
@@ -663,9 +714,33 @@ fn init(
         send(Report::Setup(err.to_string()));
         return EXIT_SETUP_FAILED;
     }
+    if let Some(inner) = args.unshare.inner() {
+        if let Err(err) = enter_user_namespace(inner) {
+            send(Report::Setup(err.to_string()));
+            return EXIT_SETUP_FAILED;
+        }
+        // New credentials may have reset the parent-death signal: arm it again, and check
+        // that the outer process did not die in between.
+        match arm(&alive_rx) {
+            Ok(false) => {}
+            Ok(true) => return EXIT_SETUP_FAILED,
+            Err(err) => {
+                send(Report::Setup(err.to_string()));
+                return EXIT_SETUP_FAILED;
+            }
+        }
+    }
+    drop(alive_rx);
     if let Some(tx) = setup.listener_tx {
         if let Err(message) = install_and_send_listener(tx) {
             send(Report::Setup(message));
+            return EXIT_SETUP_FAILED;
+        }
+    }
+    if !args.unshare.contains(Namespace::User) {
+        // After the filter (whose installation needs CAP_SYS_ADMIN without no_new_privs).
+        if let Err(err) = sys::drop_capabilities(&DROPPED_WITHOUT_USERNS) {
+            send(Report::Setup(err.to_string()));
             return EXIT_SETUP_FAILED;
         }
     }
@@ -838,6 +913,52 @@ mod tests {
     fn user_adds_clone_newuser() {
         let ns: Namespaces = "user".parse().unwrap();
         assert_eq!(ns.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUSER);
+    }
+
+    #[test]
+    fn with_user_run_creates_only_mnt_and_pid_and_init_the_rest_after_the_binds() {
+        let ns: Namespaces = "user,net,uts,ipc,pid".parse().unwrap();
+        assert_eq!(ns.outer().to_string(), "pid");
+        assert_eq!(
+            ns.outer().clone_flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWPID
+        );
+        let inner = ns.inner().unwrap();
+        assert_eq!(inner.to_string(), "net,uts,ipc,user");
+        // The user namespace and a further mount namespace in the same unshare(2): the kernel
+        // creates the user namespace first, then copies (and locks) the mounts into it.
+        assert_eq!(
+            inner.clone_flags() & (libc::CLONE_NEWUSER | libc::CLONE_NEWNS),
+            libc::CLONE_NEWUSER | libc::CLONE_NEWNS
+        );
+        assert_eq!(inner.clone_flags() & libc::CLONE_NEWPID, 0);
+        let user_only: Namespaces = "user".parse().unwrap();
+        assert_eq!(user_only.outer(), Namespaces::empty());
+        assert_eq!(user_only.inner(), Some(user_only));
+    }
+
+    #[test]
+    fn without_user_run_creates_everything_and_init_nothing() {
+        for s in [DEFAULT_UNSHARE, "net", "none"] {
+            let ns: Namespaces = s.parse().unwrap();
+            assert_eq!(ns.outer(), ns, "{s}");
+            assert_eq!(ns.inner(), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn dropped_capabilities_are_the_kernel_numbers() {
+        // linux/capability.h
+        let names: Vec<(u32, &str)> = DROPPED_WITHOUT_USERNS.to_vec();
+        assert!(names.contains(&(21, "CAP_SYS_ADMIN")));
+        assert!(names.contains(&(27, "CAP_MKNOD")));
+        assert!(names.contains(&(19, "CAP_SYS_PTRACE")));
+        assert!(names.contains(&(16, "CAP_SYS_MODULE")));
+        assert!(names.contains(&(17, "CAP_SYS_RAWIO")));
+        assert!(
+            !names.iter().any(|&(n, _)| n == 34),
+            "CAP_SYSLOG is the agent's to judge"
+        );
     }
 
     #[test]
