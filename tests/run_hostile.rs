@@ -57,7 +57,9 @@ fn unique_tag(what: &str) -> String {
 /// `attack NAME: failed|succeeded`, writes a final record, prints `written` and waits for
 /// stdin to close (so that the test can read its ring while the namespace lives).
 fn script() -> String {
-    let mut s = String::from("echo ns=$(readlink /proc/self/ns/net)\n");
+    let mut s = String::from(
+        "echo net=$(readlink /proc/self/ns/net)\necho pid=$(readlink /proc/self/ns/pid)\n",
+    );
     for (name, cmd) in ATTACKS {
         s.push_str(&format!(
             "if ( {cmd} ) 2>/dev/null; then echo 'attack {name}: succeeded'; \
@@ -65,7 +67,11 @@ fn script() -> String {
              echo \"<6>$T after-{name}\" > /dev/kmsg 2>/dev/null\n"
         ));
     }
-    s.push_str("echo \"<6>$T final\" > /dev/kmsg\necho written\nread x\n");
+    s.push_str(
+        "echo \"<6>$T final\" > /dev/kmsg\n\
+         echo own-read=$(dd if=/dev/kmsg iflag=nonblock bs=8192 status=none | grep -c \"$T final\")\n\
+         echo written\nread x\n",
+    );
     s
 }
 
@@ -186,12 +192,24 @@ fn attack_container(unshare: Option<&str>) {
     );
 
     // The container's ring, through the daemon's file, while the namespace is alive.
-    let ns = lines
-        .iter()
-        .find_map(|l| l.strip_prefix("ns=net:["))
-        .and_then(|l| l.strip_suffix(']'))
-        .unwrap_or_else(|| panic!("no ns= line\n{ctx}"));
-    let ring_path = d.ns_dir().join(ns).join("kmsg");
+    // The daemon keys rings on the network namespace, or on the pid namespace for a container
+    // that shares the host's (docs/security.md §3).
+    let inode = |kind: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{kind}={kind}:[")))
+            .and_then(|l| l.strip_suffix(']'))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {kind}= line\n{ctx}"))
+    };
+    let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let net = inode("net");
+    let ns = if own_net.to_string_lossy() == format!("net:[{net}]") {
+        inode("pid")
+    } else {
+        net
+    };
+    let ring_path = d.ns_dir().join(&ns).join("kmsg");
     let fd = open_raw(&ring_path, libc::O_RDONLY | libc::O_NONBLOCK)
         .unwrap_or_else(|e| panic!("open {}: errno {e}\n{ctx}", ring_path.display()));
     let ring = drain(fd);
@@ -221,6 +239,10 @@ fn attack_container(unshare: Option<&str>) {
             "attack {name} was not refused\n{ctx}"
         );
     }
+    assert!(
+        lines.contains(&"own-read=1".to_string()),
+        "container root could not read its own record from its /dev/kmsg\n{ctx}"
+    );
     let final_line = format!("{tag} final");
     assert!(
         ring.iter().any(|r| common::text_of(r) == final_line),
@@ -242,6 +264,16 @@ fn user_namespace_without_pid_namespace_is_locked_too() {
         return;
     }
     attack_container(Some("user,net"));
+}
+
+#[test]
+fn user_namespace_with_a_pid_ring_is_locked_and_keeps_its_own_ring() {
+    if !(require_root() && require_tool("umount") && require_tool("mknod")) {
+        return;
+    }
+    // Shares the host's network namespace: the ring is the pid namespace's, which must be
+    // owned by the container's user namespace for container root to read it.
+    attack_container(Some("user,pid"));
 }
 
 #[test]

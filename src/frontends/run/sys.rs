@@ -389,3 +389,31 @@ pub fn drop_capabilities(caps: &[(u32, &str)]) -> Result<()> {
     }
     Ok(())
 }
+
+/// `setns(fd, nstype)` (setns(2)): join the namespace `fd` refers to; `what` names it for the
+/// error message.
+pub fn setns(fd: BorrowedFd<'_>, nstype: c_int, what: &str) -> Result<()> {
+    // SAFETY: setns takes a descriptor and a flag and no pointers; `fd` is open for the call.
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), nstype) };
+    if rc == -1 {
+        return Err(SysError::last(format!("setns({what})")));
+    }
+    Ok(())
+}
+
+/// `waitpid(pid, &status, 0)`, retried on EINTR: the raw status.
+pub fn waitpid_blocking(pid: pid_t) -> Result<c_int> {
+    let mut status: c_int = 0;
+    loop {
+        // SAFETY: `status` is valid for writes of one int.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SysError::new(format!("waitpid({pid}, 0)"), err));
+        }
+        return Ok(status);
+    }
+}
