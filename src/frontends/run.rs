@@ -46,9 +46,9 @@
 //!    `-S`, `-n`, `-D`/`-E`, busybox `dmesg` and `klogd` then act on the container's ring. If
 //!    the daemon dies later, `syslog(2)` fails with ENOSYS inside; the host log is never
 //!    reached.
-//! 6. Init starts CMD as its child (pid 2; 3 with `user` and `pid`), reaps every orphan, forwards signals to CMD, and
-//!    exits with CMD's status when CMD ends, which makes the kernel kill whatever is left in the
-//!    pid namespace.
+//! 6. Init starts CMD as its child (pid 2; 3 with `user` and `pid`), reaps every orphan,
+//!    forwards signals to CMD, and exits with CMD's status when CMD ends, which makes the
+//!    kernel kill whatever is left in the pid namespace.
 //!
 //! # Why an init process and not CMD as pid 1
 //!
