@@ -26,7 +26,7 @@ impl Bundle {
         fs::create_dir_all(&bin).unwrap();
         let busybox = which("busybox").expect("busybox on PATH");
         fs::copy(busybox, bin.join("busybox")).expect("copy busybox into the rootfs");
-        for applet in ["sh", "dd", "timeout", "echo"] {
+        for applet in ["sh", "dd", "timeout", "echo", "dmesg"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
         }
         fs::create_dir_all(dir.join("state")).unwrap();
@@ -41,6 +41,17 @@ impl Bundle {
     }
 
     fn configure(&self, script: &str, mount: &Path) {
+        self.configure_with(script, mount, &[], |_| {});
+    }
+
+    /// [`Bundle::configure`] with extra hook arguments and a last edit of config.json.
+    fn configure_with(
+        &self,
+        script: &str,
+        mount: &Path,
+        hook_args: &[&str],
+        edit: impl FnOnce(&mut Value),
+    ) {
         let cfg = self.bundle().join("config.json");
         let _ = fs::remove_file(&cfg);
         let o = Command::new("runc")
@@ -52,13 +63,21 @@ impl Bundle {
         let mut c: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
         c["process"]["terminal"] = json!(false);
         c["process"]["args"] = json!(["sh", "-c", script]);
+        let mut args = vec![
+            json!("kmsgfs"),
+            json!("oci-hook"),
+            json!("--mount"),
+            json!(mount),
+        ];
+        args.extend(hook_args.iter().map(|a| json!(a)));
         c["hooks"] = json!({
             "createContainer": [{
                 "path": env!("CARGO_BIN_EXE_kmsgfs"),
-                "args": ["kmsgfs", "oci-hook", "--mount", mount],
+                "args": args,
                 "env": ["RUST_LOG=debug"]
             }]
         });
+        edit(&mut c);
         fs::write(&cfg, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
     }
 
@@ -173,4 +192,107 @@ fn oci_hook_fails_loudly_without_a_daemon() {
         "stderr names the cause: {}",
         text(&o.stderr)
     );
+}
+
+/// Adds CAP_SYSLOG to every capability set of the config.
+fn grant_cap_syslog(c: &mut Value) {
+    for set in [
+        "bounding",
+        "effective",
+        "permitted",
+        "inheritable",
+        "ambient",
+    ] {
+        let caps = &mut c["process"]["capabilities"][set];
+        let mut list = caps.as_array().cloned().unwrap_or_default();
+        list.push(json!("CAP_SYSLOG"));
+        *caps = Value::Array(list);
+    }
+}
+
+/// A container holding CAP_SYSLOG whose syslog(2) does not go to the agent would read the
+/// HOST log through util-linux dmesg's syslog(2) fallback: the hook refuses it, so runc does
+/// not start it, and the reason reaches the runtime's stderr.
+#[test]
+fn oci_hook_refuses_a_cap_syslog_container_whose_syslog_is_not_routed() {
+    if !(require_root() && require_tool("runc") && require_tool("busybox")) {
+        return;
+    }
+    let d = Daemon::start();
+    let tag = format!("kmsgfs-hook-unrouted-{}", std::process::id());
+    let mut b = Bundle::new("unrouted");
+    b.configure_with("echo started", d.dir(), &[], grant_cap_syslog);
+    let o = b.run(&tag);
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
+    assert!(!o.status.success(), "runc started the container\n{ctx}");
+    assert!(!text(&o.stdout).contains("started"), "{ctx}");
+    for needle in [
+        "refusing to bind kmsg",
+        "CAP_SYSLOG",
+        "no linux.seccomp",
+        "--allow-unrouted-syslog",
+    ] {
+        assert!(
+            text(&o.stderr).contains(needle),
+            "{needle:?} missing\n{ctx}"
+        );
+    }
+}
+
+/// The same container, with the operator's explicit opt-out, starts (with kmsg bound).
+#[test]
+fn oci_hook_allow_unrouted_syslog_lets_the_operator_opt_out() {
+    if !(require_root() && require_tool("runc") && require_tool("busybox")) {
+        return;
+    }
+    let d = Daemon::start();
+    let tag = format!("kmsgfs-hook-optout-{}", std::process::id());
+    let mut b = Bundle::new("optout");
+    b.configure_with(
+        &script(&format!("{tag}: opted out")),
+        d.dir(),
+        &["--allow-unrouted-syslog"],
+        grant_cap_syslog,
+    );
+    let o = b.run(&tag);
+    let ctx = format!("stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
+    assert!(o.status.success(), "the container did not run\n{ctx}");
+    assert!(
+        text(&o.stdout).contains(&format!("{tag}: opted out")),
+        "kmsg was not bound\n{ctx}"
+    );
+}
+
+/// CAP_SYSLOG with syslog(2) routed to the agent (the `kmsgfs seccomp-profile` rule and
+/// `listenerPath`): the hook binds kmsg, and busybox `dmesg` (syslog(2) READ_ALL) prints the
+/// container's ring, not the host's.
+#[test]
+fn oci_hook_binds_into_a_cap_syslog_container_whose_syslog_is_routed() {
+    if !(require_root() && require_tool("runc") && require_tool("busybox")) {
+        return;
+    }
+    let d = Daemon::start();
+    let tag = format!("kmsgfs-hook-routed-{}", std::process::id());
+    d.feed(6, &format!("{tag}: host record"));
+    d.wait_host_records(1);
+    let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
+    let mut b = Bundle::new("routed");
+    b.configure_with(
+        &format!("echo '<6>{tag}: routed' > /dev/kmsg && dmesg; echo status=$?"),
+        d.dir(),
+        &[],
+        |c| {
+            grant_cap_syslog(c);
+            c["linux"]["seccomp"] = kmsgfs::frontends::seccomp::seccomp_profile(&socket);
+        },
+    );
+    let o = b.run(&tag);
+    let out = text(&o.stdout);
+    let ctx = format!("stdout:\n{out}\nstderr:\n{}", text(&o.stderr));
+    assert!(out.contains("status=0"), "the container did not run\n{ctx}");
+    assert!(
+        out.contains(&format!("{tag}: routed")),
+        "own record missing\n{ctx}"
+    );
+    assert!(!out.contains("host record"), "host record leaked\n{ctx}");
 }

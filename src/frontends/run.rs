@@ -16,10 +16,10 @@
 //!
 //! 1. Checks that `DIR/kmsg` exists. A missing file or `ENOTCONN` (a dead daemon, fuse-notes §5)
 //!    fails with "is kmsgfs serve running on DIR?".
-//! 2. `unshare(2)` with `CLONE_NEWNS` plus the chosen namespaces (default net, uts, ipc, pid).
-//!    With `user`, container root is mapped to the caller's uid and gid (`0 <euid> 1`), and
-//!    `setgroups` is set to `deny`, as an unprivileged `unshare -Ur` would do; this is the only
-//!    mapping a process may write for itself without privilege in the parent namespace.
+//! 2. `unshare(2)` with `CLONE_NEWNS` plus the chosen namespaces (default net, uts, ipc, pid);
+//!    with `user`, only `CLONE_NEWNS` here ([`Namespaces::outer`]): the binds must be made by
+//!    host root in a mount namespace of the host user namespace, so that the kernel locks them
+//!    when init copies it into the container's user namespace.
 //! 3. Makes `/` recursively private, so nothing below leaks back to the host.
 //! 4. Binds `DIR/kmsg` over `/dev/kmsg` (read-write: writes become records of the container's
 //!    ring, kmsg-semantics A6).
@@ -29,6 +29,15 @@
 //!    syslog(2) cursor of the **host** (kmsg-semantics C8), the kmsgfs file is the cursor of
 //!    the container's ring (C).
 //!
+//!    With `user` the forked child is a helper that unshares the user namespace (and the pid
+//!    namespace, [`Namespaces::holder`]) and forks init into them; `run`, still host root,
+//!    maps container root to the caller's uid and gid (`0 <euid> 1`, after `setgroups`
+//!    `deny`, as `unshare -Ur` does), mounts `proc` and binds `/proc/kmsg` from a process it
+//!    forks into init's pid namespace, and lets init go on. Init then unshares a further mount
+//!    namespace and net/uts/ipc ([`Namespaces::inner`]), which locks every mount
+//!    (`MNT_LOCKED`): container root cannot unmount or move the binds to reach the host's
+//!    files. Without `user`, init drops [`DROPPED_WITHOUT_USERNS`] before starting CMD.
+//!
 //!    Unless `--no-seccomp`, init then installs the seccomp filter that turns `syslog(2)` into a
 //!    user notification ([`crate::frontends::seccomp::install_filter`]; CMD inherits it),
 //!    passes the listener to the outer process over a socketpair, and waits. The outer
@@ -37,9 +46,9 @@
 //!    `-S`, `-n`, `-D`/`-E`, busybox `dmesg` and `klogd` then act on the container's ring. If
 //!    the daemon dies later, `syslog(2)` fails with ENOSYS inside; the host log is never
 //!    reached.
-//! 6. Init starts CMD as its child (pid 2), reaps every orphan, forwards signals to CMD, and
-//!    exits with CMD's status when CMD ends, which makes the kernel kill whatever is left in the
-//!    pid namespace.
+//! 6. Init starts CMD as its child (pid 2; 3 with `user` and `pid`), reaps every orphan,
+//!    forwards signals to CMD, and exits with CMD's status when CMD ends, which makes the
+//!    kernel kill whatever is left in the pid namespace.
 //!
 //! # Why an init process and not CMD as pid 1
 //!
@@ -223,6 +232,52 @@ impl Namespaces {
     pub fn clone_flags(self) -> c_int {
         self.iter()
             .fold(libc::CLONE_NEWNS, |flags, ns| flags | ns.clone_flag())
+    }
+
+    /// The namespaces `kmsgfs run` itself creates with `unshare(2)` before it binds
+    /// `/dev/kmsg` (a mount namespace always comes with them). Without `user` that is the whole
+    /// set. With `user` it is none: the mount namespace holding the binds must belong to the
+    /// host user namespace, so that the kernel locks the binds when init copies it into the
+    /// container's ([`Self::holder`], [`Self::inner`]).
+    pub fn outer(self) -> Namespaces {
+        if self.contains(Namespace::User) {
+            Namespaces::empty()
+        } else {
+            self
+        }
+    }
+
+    /// With `user`, the namespaces a short-lived helper process creates in one `unshare(2)`
+    /// (see [`Self::member_flags`]; no mount namespace): the user namespace and, with `pid`, a pid
+    /// namespace owned by it, which `run` then joins for its children (`setns(CLONE_NEWPID)`), so
+    /// that init is its pid 1 while still host root. `None` without `user`.
+    pub fn holder(self) -> Option<Namespaces> {
+        self.contains(Namespace::User)
+            .then(|| Namespaces(self.0 & (Namespace::User.bit() | Namespace::Pid.bit())))
+    }
+
+    /// With `user`, what init creates once it has mounted `/proc`, made every bind and joined
+    /// the user namespace (`setns(CLONE_NEWUSER)`): a further mount namespace, which is a copy,
+    /// owned by the less privileged user namespace, of the one holding the binds, so the kernel
+    /// marks every mount in it `MNT_LOCKED`; and net, uts and ipc, owned by the new user namespace
+    /// so that container root may configure them. `None` without `user`.
+    pub fn inner(self) -> Option<Namespaces> {
+        self.contains(Namespace::User)
+            .then(|| Namespaces(self.0 & !(Namespace::User.bit() | Namespace::Pid.bit())))
+    }
+
+    /// The `CLONE_NEW*` flags of exactly the members (without `CLONE_NEWNS`).
+    pub fn member_flags(self) -> c_int {
+        self.iter().fold(0, |flags, ns| flags | ns.clone_flag())
+    }
+
+    /// [`Self::member_flags`] spelled out, for error messages.
+    pub fn member_flags_text(self) -> String {
+        let names: Vec<String> = self
+            .iter()
+            .map(|ns| format!("CLONE_NEW{}", ns.name().to_ascii_uppercase()))
+            .collect();
+        names.join("|")
     }
 
     /// [`Self::clone_flags`] spelled out, for error messages.
@@ -419,7 +474,8 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     sys::default_action(libc::SIGCHLD)?;
     let original = waited.block()?;
 
-    enter_namespaces(args.unshare)?;
+    let outer = args.unshare.outer();
+    sys::unshare(outer.clone_flags(), &outer.clone_flags_text())?;
     sys::mount(
         None,
         Path::new("/"),
@@ -450,24 +506,54 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         ),
         None => None,
     };
+    // With `user`, the forked child is a helper that creates the user (and pid) namespace and
+    // forks init into them; it sends init's pid over `init_pid`. Init then waits on `mounted`
+    // until this process, still host root, has mapped the ids and made the /proc mounts.
+    let holder = args.unshare.holder();
+    let (init_pid_rx, init_pid_tx, mounted_rx, mounted_tx) = match holder {
+        Some(_) => {
+            let (a, b) = sys::pipe_cloexec()?;
+            let (c, d) = sys::pipe_cloexec()?;
+            (Some(a), Some(b), Some(c), Some(d))
+        }
+        None => (None, None, None, None),
+    };
     // SAFETY: checked above that this process has a single thread.
     match unsafe { sys::fork() }? {
         Fork::Child => {
             drop(report_rx);
             drop(alive_tx);
+            drop(init_pid_rx);
+            drop(mounted_tx);
             let listener_tx = pair.map(|(_, child)| child);
             let setup = InitSetup {
                 proc_kmsg: &proc_kmsg,
                 listener_tx,
+                mounted_rx,
             };
-            let code = init(args, setup, report_tx, alive_rx, &waited, original);
+            let start_init = || init(args, setup, report_tx, alive_rx, &waited, original);
+            let code = match (holder, init_pid_tx) {
+                (Some(holder), Some(tx)) => helper(holder, tx, start_init),
+                _ => start_init(),
+            };
             sys::exit_now(code)
         }
-        Fork::Parent(init_pid) => {
+        Fork::Parent(child) => {
             drop(report_tx);
             drop(alive_rx);
+            drop(init_pid_tx);
+            drop(mounted_rx);
             // Held until this function returns, that is for as long as this process lives.
             let _alive_tx = alive_tx;
+            let mut guard = ChildGuard(Some(child));
+            let init_pid = match (init_pid_rx, mounted_tx) {
+                (Some(rx), Some(mounted)) => {
+                    let init_pid = read_init_pid(rx)?;
+                    prepare_user_container(args.unshare, &proc_kmsg, init_pid, mounted)?;
+                    init_pid
+                }
+                _ => child,
+            };
             let handed = match (pair, &seccomp_socket) {
                 (Some((parent, _child)), Some(path)) => {
                     drop(_child);
@@ -476,7 +562,8 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
                 _ => None,
             };
             let report = read_report(report_rx)?;
-            let code = supervise(init_pid, &waited)?;
+            let code = supervise(child, init_pid, &waited)?;
+            guard.0 = None;
             match (report, handed) {
                 (Some(report), _) => Err(report.into_error(&args.command)),
                 (None, Some(Err(e))) => Err(e),
@@ -484,6 +571,137 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
             }
         }
     }
+}
+
+/// Kills and reaps the child of `run` (init, or the helper holding it) when `run` returns
+/// early with an error, so no half set up container outlives it.
+struct ChildGuard(Option<pid_t>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            let _ = sys::kill(pid, libc::SIGKILL);
+            if let Err(err) = sys::waitpid_blocking(pid) {
+                log::warn!("reaping {pid}: {err}");
+            }
+        }
+    }
+}
+
+/// The helper of `--unshare user` (in the forked child of `run`): creates the user namespace
+/// and, with `pid`, a pid namespace owned by it ([`Namespaces::holder`]), forks init into them,
+/// sends init's (host) pid to `run` over `init_pid_tx`, and exits with init's status. It stays
+/// in the mount namespace of `run`, owned by the host user namespace, which init shares until
+/// the mounts are made.
+fn helper(holder: Namespaces, init_pid_tx: OwnedFd, start_init: impl FnOnce() -> i32) -> i32 {
+    let mut tx = std::fs::File::from(init_pid_tx);
+    let started = sys::set_parent_death_signal(libc::SIGKILL)
+        .and_then(|()| sys::unshare(holder.member_flags(), &holder.member_flags_text()))
+        // SAFETY: this process was forked from the single-threaded `run` and starts no thread.
+        .and_then(|()| unsafe { sys::fork() });
+    match started {
+        Ok(Fork::Child) => {
+            // Only the helper reports init's pid; `run` reads until every writer is gone.
+            drop(tx);
+            sys::exit_now(start_init())
+        }
+        Ok(Fork::Parent(init_pid)) => {
+            let _ = tx.write_all(format!("P{init_pid}").as_bytes());
+            drop(tx);
+            match sys::waitpid_blocking(init_pid) {
+                Ok(status) => exit_code(status).unwrap_or(EXIT_SETUP_FAILED),
+                Err(_) => EXIT_SETUP_FAILED,
+            }
+        }
+        Err(err) => {
+            let _ = tx.write_all(format!("E{err}").as_bytes());
+            EXIT_SETUP_FAILED
+        }
+    }
+}
+
+/// Reads init's pid, or the helper's failure, from the helper's pipe.
+fn read_init_pid(rx: OwnedFd) -> Result<pid_t, RunError> {
+    let mut text = String::new();
+    std::fs::File::from(rx)
+        .read_to_string(&mut text)
+        .map_err(|err| SysError::new("read(user namespace helper pipe)", err))?;
+    match text.split_at_checked(1) {
+        Some(("P", pid)) => pid
+            .parse()
+            .map_err(|_| RunError::Setup(format!("garbled pid {pid:?} from the helper"))),
+        Some(("E", message)) => Err(RunError::Setup(message.to_string())),
+        _ => Err(RunError::Setup(
+            "the user namespace helper exited without starting init".into(),
+        )),
+    }
+}
+
+/// With `user`, as host root, while init waits in the new user namespace but still in the
+/// mount namespace of `run`: maps container root to the caller's uid and gid (`0 <euid> 1`,
+/// after `setgroups` `deny`, as `unshare -Ur` does), mounts a fresh `proc` for init's pid
+/// namespace and binds `DIR/proc-kmsg` over `/proc/kmsg` (from a process forked into init's pid
+/// namespace, since `proc` shows the mounter's), then tells init to go on. These mounts, like
+/// the `/dev/kmsg` bind, are made by host root, so they are locked in the copy init makes.
+fn prepare_user_container(
+    namespaces: Namespaces,
+    proc_kmsg: &Path,
+    init_pid: pid_t,
+    mounted_tx: OwnedFd,
+) -> Result<(), RunError> {
+    let (uid, gid) = sys::effective_ids();
+    sys::write_proc_file(&format!("/proc/{init_pid}/setgroups"), "deny\n")?;
+    sys::write_proc_file(
+        &format!("/proc/{init_pid}/uid_map"),
+        &format!("0 {uid} 1\n"),
+    )?;
+    sys::write_proc_file(
+        &format!("/proc/{init_pid}/gid_map"),
+        &format!("0 {gid} 1\n"),
+    )?;
+    if namespaces.contains(Namespace::Pid) {
+        let path = format!("/proc/{init_pid}/ns/pid");
+        let ns = std::fs::File::open(&path)
+            .map_err(|err| SysError::new(format!("open({path})"), err))?;
+        sys::setns(
+            ns.as_fd(),
+            libc::CLONE_NEWPID,
+            &format!("{path}, CLONE_NEWPID"),
+        )?;
+        let (err_rx, err_tx) = sys::pipe_cloexec()?;
+        // SAFETY: `run` is single-threaded.
+        match unsafe { sys::fork() }? {
+            Fork::Child => {
+                drop(err_rx);
+                let code = match mount_proc(proc_kmsg) {
+                    Ok(()) => 0,
+                    Err(err) => {
+                        let _ = std::fs::File::from(err_tx).write_all(err.to_string().as_bytes());
+                        1
+                    }
+                };
+                sys::exit_now(code)
+            }
+            Fork::Parent(pid) => {
+                drop(err_tx);
+                let mut message = String::new();
+                let _ = std::fs::File::from(err_rx).read_to_string(&mut message);
+                let status = sys::waitpid_blocking(pid)?;
+                if !message.is_empty() || exit_code(status) != Some(0) {
+                    return Err(RunError::Setup(format!(
+                        "mounting /proc for the container: {message}"
+                    )));
+                }
+            }
+        }
+    } else {
+        // No pid namespace: the host's /proc stays, with the container's /proc/kmsg over it.
+        bind_read_only(proc_kmsg, Path::new("/proc/kmsg"))?;
+    }
+    std::fs::File::from(mounted_tx)
+        .write_all(b"1")
+        .map_err(|err| SysError::new("write(mounted pipe)", err))?;
+    Ok(())
 }
 
 /// Receives init's seccomp listener on `pair` and hands it to the agent on `socket` with
@@ -546,19 +764,31 @@ fn check_kmsg_file(dir: &Path, name: &str) -> Result<PathBuf, RunError> {
     }
 }
 
-/// `unshare(2)` into the new namespaces; with a user namespace, maps root to the caller.
-fn enter_namespaces(namespaces: Namespaces) -> Result<(), SysError> {
-    let (uid, gid) = sys::effective_ids();
-    sys::unshare(namespaces.clone_flags(), &namespaces.clone_flags_text())?;
-    if namespaces.contains(Namespace::User) {
-        // Without privilege in the parent namespace a process may map exactly its own ids, and
-        // only after giving up setgroups(2) (user_namespaces(7)).
-        sys::write_proc_file("/proc/self/setgroups", "deny\n")?;
-        sys::write_proc_file("/proc/self/uid_map", &format!("0 {uid} 1\n"))?;
-        sys::write_proc_file("/proc/self/gid_map", &format!("0 {gid} 1\n"))?;
-    }
-    Ok(())
+/// Init under `--unshare user`, once `run` made the mounts: `unshare(2)`s a further mount
+/// namespace and net, uts and ipc ([`Namespaces::inner`]).
+///
+/// The mount namespace created here is a copy, owned by a less privileged user namespace, of
+/// the one in which host root made the binds, so the kernel marks every mount in it
+/// `MNT_LOCKED`: container root cannot unmount or move `/dev/kmsg` or `/proc/kmsg` to reach
+/// the host's files underneath, nor bind `/dev` without its kmsgfs child (mount_namespaces(7),
+/// "restrictions on mount namespaces").
+fn enter_inner_namespaces(inner: Namespaces) -> Result<(), SysError> {
+    sys::unshare(inner.clone_flags(), &inner.clone_flags_text())
 }
+
+/// Capabilities CMD never gets without a user namespace. There CMD is root of the initial user
+/// namespace, and no mount can be locked against it: with CAP_SYS_ADMIN it could unmount
+/// `/dev/kmsg` (or mount a fresh devtmpfs), with CAP_MKNOD create a 1:11 node, with
+/// CAP_SYS_PTRACE reach `/proc/<host pid>/root/dev/kmsg` (without a pid namespace), with
+/// CAP_SYS_MODULE or CAP_SYS_RAWIO write into the kernel directly. Dropping them closes those
+/// doors; it does not make a container of host root (docs/run.md).
+pub const DROPPED_WITHOUT_USERNS: [(u32, &str); 5] = [
+    (21, "CAP_SYS_ADMIN"),
+    (27, "CAP_MKNOD"),
+    (19, "CAP_SYS_PTRACE"),
+    (16, "CAP_SYS_MODULE"),
+    (17, "CAP_SYS_RAWIO"),
+];
 
 /// Why init could not start CMD, as sent to the outer process over the report pipe.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -632,6 +862,8 @@ struct InitSetup<'a> {
     proc_kmsg: &'a Path,
     /// Where to send the seccomp listener (None: `--no-seccomp`).
     listener_tx: Option<std::os::unix::net::UnixStream>,
+    /// With `user`: `run` writes `1` here once it has made the /proc mounts.
+    mounted_rx: Option<OwnedFd>,
 }
 
 fn init(
@@ -644,10 +876,12 @@ fn init(
 ) -> i32 {
     // Die with the outer process, which takes the whole pid namespace along. If it already
     // died between fork and here, the signal was never armed: `alive` has hung up then.
-    match sys::set_parent_death_signal(libc::SIGKILL)
-        .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
-    {
-        Ok(false) => drop(alive_rx),
+    let arm = |alive_rx: &OwnedFd| {
+        sys::set_parent_death_signal(libc::SIGKILL)
+            .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
+    };
+    match arm(&alive_rx) {
+        Ok(false) => {}
         Ok(true) => return EXIT_SETUP_FAILED,
         Err(err) => {
             eprintln!("kmsgfs run (init): {err}");
@@ -659,13 +893,33 @@ fn init(
         // Nothing more can be done if the outer process is gone.
         let _ = report_tx.write_all(&report.encode());
     };
-    if let Err(err) = init_setup(args.unshare, setup.proc_kmsg) {
-        send(Report::Setup(err.to_string()));
+    let prepared = match (args.unshare.inner(), setup.mounted_rx) {
+        (Some(inner), Some(mounted_rx)) => wait_mounted(mounted_rx)
+            .and_then(|()| {
+                if args.unshare.contains(Namespace::Pid) {
+                    Ok(())
+                } else {
+                    sys::set_child_subreaper().map_err(|e| e.to_string())
+                }
+            })
+            .and_then(|()| enter_inner_namespaces(inner).map_err(|e| e.to_string())),
+        _ => init_setup(args.unshare, setup.proc_kmsg).map_err(|e| e.to_string()),
+    };
+    if let Err(message) = prepared {
+        send(Report::Setup(message));
         return EXIT_SETUP_FAILED;
     }
+    drop(alive_rx);
     if let Some(tx) = setup.listener_tx {
         if let Err(message) = install_and_send_listener(tx) {
             send(Report::Setup(message));
+            return EXIT_SETUP_FAILED;
+        }
+    }
+    if !args.unshare.contains(Namespace::User) {
+        // After the filter (whose installation needs CAP_SYS_ADMIN without no_new_privs).
+        if let Err(err) = sys::drop_capabilities(&DROPPED_WITHOUT_USERNS) {
+            send(Report::Setup(err.to_string()));
             return EXIT_SETUP_FAILED;
         }
     }
@@ -690,7 +944,7 @@ fn init(
     drop(report_tx);
     // `child.id()` is a pid of this (new) pid namespace; it fits pid_t by construction.
     let pid = child.id() as pid_t;
-    match supervise(pid, waited) {
+    match supervise(pid, pid, waited) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("kmsgfs run (init): {err}");
@@ -717,20 +971,36 @@ fn install_and_send_listener(mut tx: std::os::unix::net::UnixStream) -> Result<(
     }
 }
 
-/// The mounts and process attributes init sets up before starting CMD.
+/// Init under `--unshare user`: waits until `run` wrote `1` (the /proc mounts are made).
+fn wait_mounted(mounted_rx: OwnedFd) -> Result<(), String> {
+    let mut byte = [0u8; 1];
+    match std::fs::File::from(mounted_rx).read(&mut byte) {
+        Ok(1) if byte[0] == b'1' => Ok(()),
+        _ => Err("kmsgfs run did not finish the container's /proc mounts".into()),
+    }
+}
+
+/// The mounts and process attributes init sets up before starting CMD (without `user`).
 fn init_setup(namespaces: Namespaces, proc_kmsg: &Path) -> Result<(), SysError> {
     if namespaces.contains(Namespace::Pid) {
-        sys::mount(
-            Some(Path::new("proc")),
-            Path::new("/proc"),
-            Some("proc"),
-            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-            "MS_NOSUID|MS_NODEV|MS_NOEXEC",
-        )?;
+        mount_proc(proc_kmsg)
     } else {
         // Without a pid namespace orphans would go to the host's init; keep them here.
         sys::set_child_subreaper()?;
+        bind_read_only(proc_kmsg, Path::new("/proc/kmsg"))
     }
+}
+
+/// Mounts a fresh `proc` (of the caller's pid namespace) on `/proc` and binds `proc_kmsg` over
+/// its `kmsg`.
+fn mount_proc(proc_kmsg: &Path) -> Result<(), SysError> {
+    sys::mount(
+        Some(Path::new("proc")),
+        Path::new("/proc"),
+        Some("proc"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        "MS_NOSUID|MS_NODEV|MS_NOEXEC",
+    )?;
     // The kernel's /proc/kmsg is the host's syslog cursor (C8); the kmsgfs file is the
     // container's. Read-only like the original (mode 0400).
     bind_read_only(proc_kmsg, Path::new("/proc/kmsg"))
@@ -768,9 +1038,10 @@ pub fn locked_mount_flags(st_flags: c_ulong) -> c_ulong {
         .fold(0, |acc, (_, ms)| acc | ms)
 }
 
-/// Waits for `child` to end while reaping any other child and forwarding signals to `child`.
-/// Returns the child's exit status (see [`exit_code`]).
-fn supervise(child: pid_t, waited: &SigSet) -> Result<i32, SysError> {
+/// Waits for `child` to end while reaping any other child and forwarding signals to `target`
+/// (`child` itself, or init when `child` is the `--unshare user` helper holding it). Returns
+/// the child's exit status (see [`exit_code`]).
+fn supervise(child: pid_t, target: pid_t, waited: &SigSet) -> Result<i32, SysError> {
     loop {
         let (sig, code) = waited.wait()?;
         if sig == libc::SIGCHLD {
@@ -782,8 +1053,8 @@ fn supervise(child: pid_t, waited: &SigSet) -> Result<i32, SysError> {
                 }
             }
         } else if should_forward(code) {
-            log::debug!("forwarding {} to {child}", sys::signal_name(sig));
-            if let Err(err) = sys::kill(child, sig) {
+            log::debug!("forwarding {} to {target}", sys::signal_name(sig));
+            if let Err(err) = sys::kill(target, sig) {
                 // ESRCH: the child is already gone; its SIGCHLD is on the way.
                 if err.errno() != Some(libc::ESRCH) {
                     return Err(err);
@@ -838,6 +1109,60 @@ mod tests {
     fn user_adds_clone_newuser() {
         let ns: Namespaces = "user".parse().unwrap();
         assert_eq!(ns.clone_flags(), libc::CLONE_NEWNS | libc::CLONE_NEWUSER);
+    }
+
+    #[test]
+    fn with_user_the_binds_come_before_the_user_namespace() {
+        let ns: Namespaces = "user,net,uts,ipc,pid".parse().unwrap();
+        // `run` itself: only the mount namespace for the binds, in the host user namespace.
+        assert_eq!(ns.outer(), Namespaces::empty());
+        assert_eq!(ns.outer().clone_flags(), libc::CLONE_NEWNS);
+        // The helper: the user namespace and the pid namespace owned by it, no mount namespace.
+        let holder = ns.holder().unwrap();
+        assert_eq!(
+            holder.member_flags(),
+            libc::CLONE_NEWUSER | libc::CLONE_NEWPID
+        );
+        assert_eq!(holder.member_flags_text(), "CLONE_NEWPID|CLONE_NEWUSER");
+        // Init, after the binds and setns(user): a further mount namespace (the locked copy)
+        // and the rest.
+        let inner = ns.inner().unwrap();
+        assert_eq!(inner.to_string(), "net,uts,ipc");
+        assert_eq!(
+            inner.clone_flags(),
+            libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC
+        );
+        let user_only: Namespaces = "user".parse().unwrap();
+        assert_eq!(
+            user_only.holder().unwrap().member_flags(),
+            libc::CLONE_NEWUSER
+        );
+        assert_eq!(user_only.inner().unwrap().clone_flags(), libc::CLONE_NEWNS);
+    }
+
+    #[test]
+    fn without_user_run_creates_everything_and_init_nothing() {
+        for s in [DEFAULT_UNSHARE, "net", "none"] {
+            let ns: Namespaces = s.parse().unwrap();
+            assert_eq!(ns.outer(), ns, "{s}");
+            assert_eq!(ns.holder(), None, "{s}");
+            assert_eq!(ns.inner(), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn dropped_capabilities_are_the_kernel_numbers() {
+        // linux/capability.h
+        let names: Vec<(u32, &str)> = DROPPED_WITHOUT_USERNS.to_vec();
+        assert!(names.contains(&(21, "CAP_SYS_ADMIN")));
+        assert!(names.contains(&(27, "CAP_MKNOD")));
+        assert!(names.contains(&(19, "CAP_SYS_PTRACE")));
+        assert!(names.contains(&(16, "CAP_SYS_MODULE")));
+        assert!(names.contains(&(17, "CAP_SYS_RAWIO")));
+        assert!(
+            !names.iter().any(|&(n, _)| n == 34),
+            "CAP_SYSLOG is the agent's to judge"
+        );
     }
 
     #[test]

@@ -315,3 +315,105 @@ pub fn signal_name(sig: c_int) -> String {
     };
     name.to_string()
 }
+
+/// `struct __user_cap_header_struct` (capget(2)).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: c_int,
+}
+
+/// `struct __user_cap_data_struct` (capget(2)); version 3 uses two of them (caps 0-31, 32-63).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`.
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// Removes the capabilities `caps` (numbers, with names for messages) from the calling
+/// process for good: `prctl(PR_CAPBSET_DROP)` for each, so no later execve(2) can gain them,
+/// then `capset(2)` without them in the effective, permitted and inheritable sets (which also
+/// clears them from the ambient set).
+pub fn drop_capabilities(caps: &[(u32, &str)]) -> Result<()> {
+    for &(cap, name) in caps {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and no pointers.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as c_ulong, 0, 0, 0) };
+        if rc == -1 {
+            return Err(SysError::last(format!("prctl(PR_CAPBSET_DROP, {name})")));
+        }
+    }
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: `header` and `data` are valid for the kernel's reads and writes of one v3 header
+    // and two data structures, which is what version 3 transfers.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc == -1 {
+        return Err(SysError::last("capget(0)"));
+    }
+    for &(cap, _) in caps {
+        let (word, bit) = ((cap / 32) as usize, 1u32 << (cap % 32));
+        if let Some(d) = data.get_mut(word) {
+            d.effective &= !bit;
+            d.permitted &= !bit;
+            d.inheritable &= !bit;
+        }
+    }
+    let names: Vec<&str> = caps.iter().map(|&(_, name)| name).collect();
+    // SAFETY: as for capget; capset only reads the two structures.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    if rc == -1 {
+        return Err(SysError::last(format!(
+            "capset(0, without {})",
+            names.join("|")
+        )));
+    }
+    Ok(())
+}
+
+/// `setns(fd, nstype)` (setns(2)): join the namespace `fd` refers to; `what` names it for the
+/// error message.
+pub fn setns(fd: BorrowedFd<'_>, nstype: c_int, what: &str) -> Result<()> {
+    // SAFETY: setns takes a descriptor and a flag and no pointers; `fd` is open for the call.
+    let rc = unsafe { libc::setns(fd.as_raw_fd(), nstype) };
+    if rc == -1 {
+        return Err(SysError::last(format!("setns({what})")));
+    }
+    Ok(())
+}
+
+/// `waitpid(pid, &status, 0)`, retried on EINTR: the raw status.
+pub fn waitpid_blocking(pid: pid_t) -> Result<c_int> {
+    let mut status: c_int = 0;
+    loop {
+        // SAFETY: `status` is valid for writes of one int.
+        let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if rc == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(SysError::new(format!("waitpid({pid}, 0)"), err));
+        }
+        return Ok(status);
+    }
+}
