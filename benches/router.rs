@@ -91,8 +91,8 @@ impl Rings {
         match &r.targets {
             Targets::Host => 0,
             Targets::Owners(v) => {
-                for &ino in v {
-                    self.ns[(ino - 5000) as usize].append(&rec);
+                for o in v {
+                    self.ns[(o.inode - 5000) as usize].append(&rec);
                 }
                 v.len()
             }
@@ -163,7 +163,7 @@ fn check() {
     );
     for x in &out {
         assert_eq!(x.how, How::Exact, "record {}", x.record.seq);
-        assert_eq!(x.targets, Targets::Owners(vec![ns_inode(x.record.seq)]));
+        assert_eq!(x.targets.owner_inodes(), Some(vec![ns_inode(x.record.seq)]));
     }
     let rings = Rings::new();
     let n: usize = out.iter().map(|x| rings.deliver(x)).sum();

@@ -148,6 +148,7 @@ impl RingSlot {
             kind: self.key.kind.name(),
             inode: self.key.inode,
             host: self.host,
+            ns_id: self.ns_id,
             records: s.records,
             bytes: s.bytes,
             appended: s.appended,
@@ -175,6 +176,8 @@ pub struct RingReport {
     pub inode: u64,
     /// Whether this is the host ring.
     pub host: bool,
+    /// The namespace id the ring is bound to (`NS_GET_ID`), when known.
+    pub ns_id: Option<u64>,
     /// Records stored.
     pub records: u64,
     /// Bytes stored.
@@ -247,7 +250,17 @@ pub struct Registry {
     charged: Mutex<HashMap<NsKey, u32>>,
     /// Rings replaced in `rings` by a namespace reusing their inode; listed while alive.
     retired: Mutex<Vec<std::sync::Weak<RingSlot>>>,
+    /// See [`Registry::stale_delivered`].
+    stale_delivered: AtomicU64,
+    /// See [`Registry::delivery_refused`].
+    delivery_refused: AtomicU64,
+    /// Namespace instances found dead on delivery (another namespace has their inode), so that
+    /// their further records skip the `/proc` scan; at most [`DEAD_IDS_KEPT`].
+    dead_ids: Mutex<HashSet<(NsKey, u64)>>,
 }
+
+/// Bound of [`Registry`]'s dead-namespace memo (cleared when full).
+const DEAD_IDS_KEPT: usize = 1024;
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -271,6 +284,9 @@ impl Registry {
             limits: RingLimits::default(),
             charged: Mutex::new(HashMap::new()),
             retired: Mutex::new(Vec::new()),
+            stale_delivered: AtomicU64::new(0),
+            delivery_refused: AtomicU64::new(0),
+            dead_ids: Mutex::new(HashSet::new()),
         }
     }
 
@@ -356,10 +372,7 @@ impl Registry {
                     old.ns_id,
                     ns_id
                 );
-                if let Some(old) = rings.remove(&key) {
-                    self.charged.lock().remove(&key);
-                    self.retired.lock().push(Arc::downgrade(&old));
-                }
+                self.retire_locked(&mut rings, key);
             } else if !old.host && old.owner_userns.is_none() && owner_userns.is_some() {
                 // Created by record delivery before any opener, when no process of the
                 // namespace could be inspected: learn the owner now, keep the records.
@@ -380,25 +393,138 @@ impl Registry {
         Arc::clone(slot)
     }
 
-    /// The ring that receives records attributed to namespace `key`, created without a holder
-    /// if needed (a container's boot messages are kept until it first opens its log).
-    /// `resolve` gives the owner user namespace and namespace id of a new ring.
+    /// The ring that receives records attributed to namespace instance `key` + `ns_id` (the
+    /// id the BPF side read with the record), created without a holder if needed (a
+    /// container's boot messages are kept until it first opens its log). `resolve` gives the
+    /// owner user namespace and the id of the live namespace that now has inode `key.inode`,
+    /// read from a member process (or `None`s when no process is a member).
+    ///
+    /// Namespace ids are unique but not ordered in time (the kernel hands them out from
+    /// per-CPU batches), so a record whose id differs from its inode's ring is placed by
+    /// asking which namespace is alive ([`Delivery`](crate::sources::deliver)):
+    /// * a retired ring bound to the record's id (its namespace is dead, an open file still
+    ///   holds the ring) receives it;
+    /// * the live namespace with that inode is the record's: the ring's namespace is dead and
+    ///   its inode reused; the ring is retired (its holders keep it) and a fresh one is bound
+    ///   to the record's namespace, which gets none of the dead namespace's records;
+    /// * another namespace is alive with that inode: the record's namespace is dead and has no
+    ///   ring; the record stays in the host ring only (counted in
+    ///   [`Registry::stale_delivered`]), never in the live namespace's ring;
+    /// * no member is alive: records reach the daemon in printk order, so the record's
+    ///   namespace came after the ring's (which is dead too): as in the second case.
+    ///
+    /// `None` when no ring receives the record: stale, or a new ring would exceed
+    /// [`RingLimits::max_rings`] (counted in [`Registry::delivery_refused`]).
     pub fn ring_for_delivery(
         &self,
         key: NsKey,
+        ns_id: Option<u64>,
         resolve: impl FnOnce() -> (Option<u64>, Option<u64>),
-    ) -> Arc<RingSlot> {
-        if let Some(s) = self.rings.lock().get(&key) {
-            return Arc::clone(s);
+    ) -> Option<Arc<RingSlot>> {
+        let mismatch = {
+            let rings = self.rings.lock();
+            match rings.get(&key) {
+                Some(s) if s.host || s.same_namespace(ns_id) => return Some(Arc::clone(s)),
+                Some(s) => s.ns_id,
+                None => None,
+            }
+        };
+        if let (Some(have), Some(got)) = (mismatch, ns_id) {
+            if let Some(r) = self
+                .retired()
+                .into_iter()
+                .find(|r| r.key == key && r.ns_id == Some(got))
+            {
+                return Some(r);
+            }
+            if self.dead_ids.lock().contains(&(key, got)) {
+                self.stale_delivered.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            // Resolve outside the lock: it scans /proc.
+            let (owner, live) = resolve();
+            if live.is_some_and(|l| l != got) {
+                let mut dead = self.dead_ids.lock();
+                if dead.len() >= DEAD_IDS_KEPT {
+                    dead.clear();
+                }
+                dead.insert((key, got));
+                self.stale_delivered.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            ring_log!(
+                "namespace inode {key} reused (id {have} -> {got}); new ring for the records of the new namespace"
+            );
+            let owner = if live == Some(got) {
+                owner
+            } else {
+                (key.kind == NsKind::User).then_some(key.inode)
+            };
+            let mut rings = self.rings.lock();
+            if rings.get(&key).is_some_and(|s| s.ns_id == Some(have)) {
+                self.retire_locked(&mut rings, key);
+            }
+            return self.create_for_delivery(rings, key, owner, ns_id);
         }
-        // Resolve outside the lock: it may scan /proc.
-        let (owner, ns_id) = resolve();
-        let mut rings = self.rings.lock();
-        let slot = rings.entry(key).or_insert_with(|| {
-            ring_log!("new ring for namespace {key} (first attributed record)");
-            Arc::new(RingSlot::new(key, false, owner, ns_id, self.config))
-        });
-        Arc::clone(slot)
+        let (owner, resolved_id) = resolve();
+        // A live member of a different namespace that reuses the inode says nothing about the
+        // record's namespace.
+        let (owner, ns_id) = match (ns_id, resolved_id) {
+            (Some(a), Some(b)) if a != b => {
+                ((key.kind == NsKind::User).then_some(key.inode), Some(a))
+            }
+            (a, b) => (owner, a.or(b)),
+        };
+        let rings = self.rings.lock();
+        self.create_for_delivery(rings, key, owner, ns_id)
+    }
+
+    /// Second half of [`Registry::ring_for_delivery`]: a new ring for `key`, within the limit.
+    fn create_for_delivery(
+        &self,
+        mut rings: parking_lot::MutexGuard<'_, HashMap<NsKey, Arc<RingSlot>>>,
+        key: NsKey,
+        owner: Option<u64>,
+        ns_id: Option<u64>,
+    ) -> Option<Arc<RingSlot>> {
+        if let Some(s) = rings.get(&key) {
+            // Created meanwhile by an opener or another delivery.
+            return s.same_namespace(ns_id).then(|| Arc::clone(s));
+        }
+        let total = rings.len() + self.retired_alive();
+        if total >= self.limits.max_rings {
+            drop(rings);
+            self.delivery_refused.fetch_add(1, Ordering::Relaxed);
+            if RING_LOG_BUDGET.admit(Instant::now()).is_some() {
+                log::warn!(
+                    "no ring for namespace {key}: the daemon holds {total} rings, its limit (--max-rings); its records stay in the host ring only"
+                );
+            }
+            return None;
+        }
+        ring_log!("new ring for namespace {key} (first attributed record)");
+        let slot = Arc::new(RingSlot::new(key, false, owner, ns_id, self.config));
+        rings.insert(key, Arc::clone(&slot));
+        Some(slot)
+    }
+
+    /// Move the ring of `key` out of the map into the retired list (its holders keep it).
+    fn retire_locked(&self, rings: &mut HashMap<NsKey, Arc<RingSlot>>, key: NsKey) {
+        if let Some(old) = rings.remove(&key) {
+            self.charged.lock().remove(&key);
+            self.retired.lock().push(Arc::downgrade(&old));
+        }
+    }
+
+    /// Records of a dead namespace that arrived after its inode's ring was bound to a newer
+    /// namespace (kept out of it).
+    pub fn stale_delivered(&self) -> u64 {
+        self.stale_delivered.load(Ordering::Relaxed)
+    }
+
+    /// Attributed records that got no ring of their own because of [`RingLimits::max_rings`].
+    pub fn delivery_refused(&self) -> u64 {
+        self.delivery_refused.load(Ordering::Relaxed)
     }
 
     /// Every namespace ring (not the host's).
@@ -515,9 +641,11 @@ mod tests {
     #[test]
     fn delivery_ring_is_created_once_and_learns_its_owner() {
         let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
-        let d = r.ring_for_delivery(key(3), || (None, None));
+        let d = r.ring_for_delivery(key(3), None, || (None, None)).unwrap();
         assert_eq!(d.holders(), 0);
-        let again = r.ring_for_delivery(key(3), || unreachable!("exists"));
+        let again = r
+            .ring_for_delivery(key(3), None, || unreachable!("exists"))
+            .unwrap();
         assert!(Arc::ptr_eq(&d, &again));
         let a = r.acquire(key(3), Some(77), Some(5));
         assert_eq!(a.owner_userns, Some(77));
@@ -593,5 +721,69 @@ mod tests {
             new.same_namespace(None),
             "unknown ids fall back to the inode"
         );
+    }
+
+    #[test]
+    fn delivery_binds_a_ring_to_the_namespace_id_of_its_first_record() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
+        let none = || (None, None);
+        let live = |id: u64| move || (None, Some(id));
+        // A dead namespace (id 20) left records in a ring nobody holds.
+        let dead = r.ring_for_delivery(key(3), Some(20), none).unwrap();
+        assert_eq!(dead.ns_id, Some(20));
+        // The inode's next namespace has a smaller id (ids come from per-CPU batches): it is
+        // the live one, so it gets a fresh ring; the dead one is gone with its records.
+        let new = r.ring_for_delivery(key(3), Some(11), live(11)).unwrap();
+        assert!(!Arc::ptr_eq(&dead.ring, &new.ring));
+        assert!(Arc::ptr_eq(&r.get(key(3)).unwrap(), &new));
+        assert_eq!(new.ns_id, Some(11));
+        drop(dead);
+        assert!(r.retired().is_empty(), "an unheld dead ring is freed");
+        // A late record of the dead namespace (another one is alive with the inode) goes
+        // nowhere, never into the new ring; the next one is known dead without a scan.
+        assert!(r.ring_for_delivery(key(3), Some(20), live(11)).is_none());
+        assert!(r
+            .ring_for_delivery(key(3), Some(20), || panic!("scanned again"))
+            .is_none());
+        assert_eq!(r.stale_delivered(), 2);
+        assert!(Arc::ptr_eq(&r.get(key(3)).unwrap(), &new));
+        // An opener of the new namespace gets the new ring with its records.
+        let a = r.acquire(key(3), None, Some(11));
+        assert!(Arc::ptr_eq(&a.ring, &new.ring));
+        // A next namespace while that one is held, with no member alive at delivery: records
+        // arrive in printk order, so it is the newer one and gets its own ring; a late record
+        // of the held one still reaches it through the retired list.
+        let newer = r.ring_for_delivery(key(3), Some(5), none).unwrap();
+        assert!(!Arc::ptr_eq(&newer.ring, &a.ring));
+        let late = r
+            .ring_for_delivery(key(3), Some(11), || {
+                panic!("the retired ring is found first")
+            })
+            .unwrap();
+        assert!(Arc::ptr_eq(&late.ring, &a.ring));
+        // A live member of another namespace with the inode does not lend its id or owner.
+        let other = r
+            .ring_for_delivery(key(4), Some(20), || (Some(99), Some(21)))
+            .unwrap();
+        assert_eq!((other.ns_id, other.owner_userns), (Some(20), None));
+    }
+
+    #[test]
+    fn delivery_creates_no_ring_beyond_the_total_limit() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None).with_limits(RingLimits {
+            max_rings: 2,
+            max_rings_per_uid: 10,
+        });
+        assert!(r
+            .ring_for_delivery(key(2), Some(2), || (None, None))
+            .is_some());
+        assert!(r
+            .ring_for_delivery(key(3), Some(3), || (None, None))
+            .is_none());
+        assert_eq!(r.delivery_refused(), 1);
+        // Existing rings still receive.
+        assert!(r
+            .ring_for_delivery(key(2), Some(2), || (None, None))
+            .is_some());
     }
 }

@@ -10,7 +10,7 @@ mod bpf_common;
 use std::time::{Duration, Instant};
 
 use bpf_common::*;
-use kmsgfs::router::{How, RouterConfig, Targets};
+use kmsgfs::router::{How, RouterConfig};
 use kmsgfs::sources::bpf::netns_log::NfLogAllNetnsGuard;
 use kmsgfs::sources::bpf::pipeline::Attribution;
 use kmsgfs::sources::bpf::{host_namespaces, BpfConfig};
@@ -105,7 +105,7 @@ fn c_netfilter_log_lines_go_to_the_rules_namespace() {
             if r.targets.includes(net_b) {
                 t.to_b += 1;
             }
-            if r.targets == Targets::Owners(vec![net_a]) {
+            if r.targets.owner_inodes() == Some(vec![net_a]) {
                 t.to_a += 1;
             } else {
                 t.other += 1;

@@ -362,3 +362,107 @@ fn serve_pid_key_delivers_to_nested_pid_namespaces() {
     );
     assert_eq!(count(&d.kmsg(), |t| t.starts_with(&tag)), 2, "host ring");
 }
+
+/// Hostile item 10: nsfs inode numbers are reused as soon as a namespace is freed. Network
+/// namespaces started one after another (half a second apart, so each is freed before the
+/// next) get the same inode; each writes one record and exits. A later namespace with that
+/// inode opens its kmsg: it reads its own record only, none of the dead namespaces', and its
+/// ring is bound to its own namespace id as the BPF side read it (`NS_GET_ID`).
+#[test]
+fn serve_a_reused_namespace_inode_gets_none_of_the_dead_namespaces_records() {
+    if !need_basics(&["unshare", "nsenter", "sh", "sleep", "python3"]) {
+        return;
+    }
+    let _serial = serial();
+    let d = daemon(&[], true);
+    let tag = run_tag("serve-nsreuse");
+    let mut dead: Vec<u32> = Vec::new();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(500));
+        let o = Command::new("unshare")
+            .args(["-n", "--", "sh", "-c"])
+            .arg(format!(
+                "stat -L -c %i /proc/self/ns/net && echo '<6>{tag} dead {i}' > /dev/kmsg"
+            ))
+            .output()
+            .expect("unshare -n sh");
+        assert!(o.status.success(), "writer {i}: {o:?}");
+        dead.push(String::from_utf8_lossy(&o.stdout).trim().parse().unwrap());
+    }
+    settle(Duration::from_secs(20), || {
+        count(&d.kmsg(), |t| t.starts_with(&format!("{tag} dead"))) >= 5
+    });
+    // A sixth namespace with one of those inodes (the kernel hands the freed one out again).
+    let mut holder = None;
+    for _ in 0..40 {
+        std::thread::sleep(Duration::from_millis(500));
+        let mut cmd = Command::new("unshare");
+        cmd.args(["-n", "--", "sleep", "600"]);
+        let h = Spawned::new(&mut cmd);
+        let net = wait_netns_change(h.pid(), ns_of(std::process::id(), "net"));
+        if dead.contains(&net) {
+            holder = Some((h, net));
+            break;
+        }
+    }
+    let Some((h, net)) = holder else {
+        panic!("no new network namespace reused an inode of {dead:?}: the test needs reuse");
+    };
+    let in_ns = |script: &str| {
+        let o = Command::new("nsenter")
+            .arg(format!("--net=/proc/{}/ns/net", h.pid()))
+            .args(["--", "sh", "-c", script])
+            .output()
+            .expect("nsenter");
+        assert!(o.status.success(), "{script}: {o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    in_ns(&format!("echo '<6>{tag} newcomer' > /dev/kmsg"));
+    settle(Duration::from_secs(20), || {
+        count(&d.kmsg(), |t| t == format!("{tag} newcomer")) >= 1
+    });
+    let read: &str =
+        "import os, sys\n\
+         fd = os.open(sys.argv[1], os.O_RDONLY | os.O_NONBLOCK)\n\
+         while True:\n    try:\n        r = os.read(fd, 8192)\n    except BlockingIOError:\n        break\n    \
+         sys.stdout.write(r.decode(errors='replace').split(';', 1)[1].split('\\n')[0] + '\\n')\n";
+    let o = Command::new("nsenter")
+        .arg(format!("--net=/proc/{}/ns/net", h.pid()))
+        .args(["--", "python3", "-c", read])
+        .arg(d.kmsg())
+        .output()
+        .expect("nsenter python3");
+    assert!(o.status.success(), "the newcomer's read: {o:?}");
+    let seen: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|t| t.starts_with(&tag))
+        .map(str::to_owned)
+        .collect();
+    eprintln!("dead inodes {dead:?}, newcomer {net}: {seen:?}");
+    assert_eq!(
+        seen,
+        vec![format!("{tag} newcomer")],
+        "the newcomer in reused netns inode {net} sees exactly its own record"
+    );
+    let want_id = kmsgfs::sys::proc::Proc::open(h.pid())
+        .and_then(|p| p.ns_id(kmsgfs::sys::proc::NsKind::Net))
+        .expect("NS_GET_ID of the newcomer");
+    let st = d.stats();
+    let ring = st["rings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["inode"] == u64::from(net) && r["retired"] == false)
+        .unwrap_or_else(|| panic!("no ring for {net}: {st}"))
+        .clone();
+    assert_eq!(
+        ring["ns_id"].as_u64(),
+        want_id,
+        "the ring is bound to the newcomer's namespace id: {ring}"
+    );
+    // All five dead records are in the host ring, as on the device.
+    assert_eq!(
+        count(&d.kmsg(), |t| t.starts_with(&format!("{tag} dead"))),
+        5
+    );
+}

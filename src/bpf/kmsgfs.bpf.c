@@ -66,6 +66,8 @@ struct {
 /* The network namespace of the packet last received on this CPU. */
 struct rx_stash {
 	u64 ts_ns;
+	u64 net_ns_id;
+	u64 user_ns_ids[KMSGFS_CHAIN];
 	u32 net;
 	u32 ifindex;
 	u32 user_chain[KMSGFS_CHAIN];
@@ -89,6 +91,8 @@ struct nf_entry {
 	u8 trunc;
 	u8 pad[2];
 	u32 user_chain[KMSGFS_CHAIN];
+	u64 net_ns_id;
+	u64 user_ns_ids[KMSGFS_CHAIN];
 };
 
 struct nf_stack {
@@ -110,14 +114,15 @@ static __always_inline struct kmsgfs_stats *get_stats(void)
 	return bpf_map_lookup_elem(&stats, &zero);
 }
 
-/* Walk a user namespace and its ancestors. Returns true if the chain was cut. */
-static __always_inline bool user_chain(struct user_namespace *u, u32 *chain, u8 *depth)
+/* Walk a user namespace and its ancestors (inodes and ids). Returns true if the chain was cut. */
+static __always_inline bool user_chain(struct user_namespace *u, u32 *chain, u64 *ids, u8 *depth)
 {
 	u8 n = 0;
 	for (int i = 0; i < KMSGFS_CHAIN; i++) {
 		if (!u)
 			break;
 		chain[i] = BPF_CORE_READ(u, ns.inum);
+		ids[i] = NS_ID(u);
 		n++;
 		u = BPF_CORE_READ(u, parent);
 	}
@@ -145,7 +150,7 @@ static __always_inline void fill_task(struct kmsgfs_event *e, struct task_struct
 		e->ns[KMSGFS_NS_CGROUP] = BPF_CORE_READ(nsp, cgroup_ns, ns.inum);
 	}
 	e->ns[KMSGFS_NS_USER] = BPF_CORE_READ(uns, ns.inum);
-	if (user_chain(uns, e->user_chain, &e->user_depth))
+	if (user_chain(uns, e->user_chain, e->user_ns_ids, &e->user_depth))
 		e->flags |= KMSGFS_F_USER_TRUNC;
 
 	/* Active pid namespace: thread_pid->numbers[level].ns (variable index: probe read). */
@@ -160,6 +165,7 @@ static __always_inline void fill_task(struct kmsgfs_event *e, struct task_struct
 			if (!pns)
 				break;
 			e->pid_chain[i] = BPF_CORE_READ(pns, ns.inum);
+			e->pid_ns_ids[i] = NS_ID(pns);
 			n++;
 			pns = BPF_CORE_READ(pns, parent);
 		}
@@ -186,7 +192,10 @@ static __always_inline void net_from_task(struct kmsgfs_event *e, struct task_st
 	struct net *net = BPF_CORE_READ(task, nsproxy, net_ns);
 	e->net_src = KMSGFS_NET_TASK;
 	e->net = e->ns[KMSGFS_NS_NET];
-	if (net && user_chain(BPF_CORE_READ(net, user_ns), e->net_user_chain, &e->net_user_depth))
+	if (net)
+		e->net_ns_id = NS_ID(net);
+	if (net && user_chain(BPF_CORE_READ(net, user_ns), e->net_user_chain, e->net_user_ns_ids,
+			      &e->net_user_depth))
 		e->flags |= KMSGFS_F_NETUSER_TRUNC;
 }
 
@@ -285,6 +294,8 @@ int kmsgfs_console(u64 *ctx)
 			if (top->trunc)
 				e->flags |= KMSGFS_F_NETUSER_TRUNC;
 			__builtin_memcpy(e->net_user_chain, top->user_chain, sizeof(e->net_user_chain));
+			e->net_ns_id = top->net_ns_id;
+			__builtin_memcpy(e->net_user_ns_ids, top->user_ns_ids, sizeof(e->net_user_ns_ids));
 			st->fentry_used++;
 			submit(e, st);
 			return 0;
@@ -303,6 +314,8 @@ int kmsgfs_console(u64 *ctx)
 			if (r->trunc)
 				e->flags |= KMSGFS_F_NETUSER_TRUNC;
 			__builtin_memcpy(e->net_user_chain, r->user_chain, sizeof(e->net_user_chain));
+			e->net_ns_id = r->net_ns_id;
+			__builtin_memcpy(e->net_user_ns_ids, r->user_ns_ids, sizeof(e->net_user_ns_ids));
 			__builtin_memcpy(e->ifname, r->ifname, sizeof(e->ifname));
 			st->rx_used++;
 			submit(e, st);
@@ -332,9 +345,11 @@ int kmsgfs_rx(u64 *ctx)
 	net = BPF_CORE_READ(dev, nd_net.net);
 	r->ts_ns = bpf_ktime_get_ns();
 	r->net = BPF_CORE_READ(net, ns.inum);
+	r->net_ns_id = NS_ID(net);
 	r->ifindex = BPF_CORE_READ(dev, ifindex);
 	bpf_probe_read_kernel(r->ifname, sizeof(r->ifname), &dev->name);
-	r->trunc = user_chain(BPF_CORE_READ(net, user_ns), r->user_chain, &r->user_depth);
+	r->trunc = user_chain(BPF_CORE_READ(net, user_ns), r->user_chain, r->user_ns_ids,
+			      &r->user_depth);
 	return 0;
 }
 
@@ -387,7 +402,9 @@ static __always_inline int nf_push(struct net *net)
 	}
 	en = &s->entries[s->depth & (NF_STACK_DEPTH - 1)];
 	en->net = BPF_CORE_READ(net, ns.inum);
-	en->trunc = user_chain(BPF_CORE_READ(net, user_ns), en->user_chain, &en->user_depth);
+	en->net_ns_id = NS_ID(net);
+	en->trunc = user_chain(BPF_CORE_READ(net, user_ns), en->user_chain, en->user_ns_ids,
+			       &en->user_depth);
 	s->depth++;
 	return 0;
 }

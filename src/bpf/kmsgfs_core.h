@@ -37,6 +37,10 @@ typedef _Bool bool;
 
 struct ns_common {
 	unsigned int inum;
+	/* Linux 6.18+: the namespace's 64-bit id, what ioctl(NS_GET_ID) returns. It sits in an
+	 * anonymous struct inside an anonymous union; CO-RE matches it through both. Read it only
+	 * through NS_ID() below, which gives 0 on kernels without it. */
+	u64 ns_id;
 };
 
 struct user_namespace {
@@ -137,6 +141,14 @@ struct sk_buff {
 };
 
 #pragma clang attribute pop
+
+/*
+ * The id of namespace `p` (any struct with a `struct ns_common ns`), 0 when the kernel has no
+ * ns_common.ns_id. nsfs inode numbers are reused as soon as a namespace is freed; the id is
+ * never reused, so userspace binds a ring to it (docs/security.md T10).
+ */
+#define NS_ID(p) \
+	(bpf_core_field_exists(struct ns_common, ns_id) ? BPF_CORE_READ(p, ns.ns_id) : 0)
 
 /* Only the name matters: the value is relocated with bpf_core_enum_value(). */
 enum cgroup_subsys_id {

@@ -70,9 +70,15 @@ struct kmsgfs_event {
 	char comm[16];
 	char ifname[16];
 	char prefix[KMSGFS_PREFIX];
+	/* Namespace ids (ns_common.ns_id, NS_GET_ID; 0 on kernels without them) of `net` and of
+	 * each chain entry, same index: the instance each inode named when the record was made. */
+	__u64 net_ns_id;
+	__u64 user_ns_ids[KMSGFS_CHAIN];
+	__u64 net_user_ns_ids[KMSGFS_CHAIN];
+	__u64 pid_ns_ids[KMSGFS_CHAIN];
 };
 
-#define KMSGFS_EVENT_SIZE 280
+#define KMSGFS_EVENT_SIZE 480
 
 /* Per-CPU counters, summed by userspace. */
 struct kmsgfs_stats {

@@ -52,10 +52,13 @@ pub struct NsSet {
     pub cgroup: u32,
 }
 
-/// A namespace and its ancestors, innermost first, as far as the BPF side walked.
+/// A namespace and its ancestors, innermost first, as far as the BPF side walked: nsfs inodes,
+/// and the namespace ids (`NS_GET_ID`) the BPF side read with them where the kernel has them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Chain {
-    ids: [u32; CHAIN],
+    inodes: [u32; CHAIN],
+    /// 0: unknown.
+    ns_ids: [u64; CHAIN],
     len: u8,
     /// The walk stopped at [`CHAIN`] entries before reaching the initial namespace.
     pub truncated: bool,
@@ -63,21 +66,37 @@ pub struct Chain {
 
 impl Chain {
     /// A chain from innermost to outermost; at most [`CHAIN`] entries are kept.
-    pub fn new(ids: &[u32], truncated: bool) -> Self {
+    pub fn new(inodes: &[u32], truncated: bool) -> Self {
         let mut c = Chain {
-            truncated: truncated || ids.len() > CHAIN,
+            truncated: truncated || inodes.len() > CHAIN,
             ..Chain::default()
         };
-        for (slot, id) in c.ids.iter_mut().zip(ids) {
-            *slot = *id;
+        for (slot, ino) in c.inodes.iter_mut().zip(inodes) {
+            *slot = *ino;
         }
-        c.len = ids.len().min(CHAIN) as u8;
+        c.len = inodes.len().min(CHAIN) as u8;
         c
     }
 
-    /// The namespaces, innermost first.
+    /// The same chain with the namespace ids of its entries, same order (0: unknown).
+    pub fn with_ns_ids(mut self, ns_ids: &[u64]) -> Self {
+        for (slot, id) in self.ns_ids.iter_mut().zip(ns_ids) {
+            *slot = *id;
+        }
+        self
+    }
+
+    /// The namespace inodes, innermost first.
     pub fn as_slice(&self) -> &[u32] {
-        &self.ids[..usize::from(self.len)]
+        &self.inodes[..usize::from(self.len)]
+    }
+
+    /// The namespace id of entry `i`, if the kernel reported one.
+    pub fn ns_id(&self, i: usize) -> Option<u64> {
+        self.ns_ids[..usize::from(self.len)]
+            .get(i)
+            .copied()
+            .filter(|&id| id != 0)
     }
 
     /// The innermost namespace, if any.
@@ -121,6 +140,8 @@ pub struct Event {
     pub kthread: bool,
     /// The network namespace the record is attributed to, see `net_source`.
     pub net: u32,
+    /// Its namespace id (`NS_GET_ID`), 0 when the kernel has none.
+    pub net_ns_id: u64,
     /// Where `net` comes from.
     pub net_source: NetSource,
     /// The user namespace owning `net`, then its ancestors.
@@ -163,6 +184,7 @@ impl Event {
             irq_stack: false,
             kthread: false,
             net: 0,
+            net_ns_id: 0,
             net_source: NetSource::Task,
             net_user_chain: Chain::default(),
             ifname: [0; 16],

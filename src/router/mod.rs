@@ -173,11 +173,27 @@ impl RouterConfig {
 pub enum Targets {
     /// The host ring only.
     Host,
-    /// The host ring and these namespaces' rings (inode numbers of the key's namespace type),
-    /// the owner first, then its ancestors for hierarchical keys. Never empty.
-    Owners(Vec<u32>),
+    /// The host ring and these namespaces' rings (of the key's namespace type), the owner
+    /// first, then its ancestors for hierarchical keys. Never empty.
+    Owners(Vec<NsRef>),
     /// The host ring and every namespace ring.
     All,
+}
+
+/// One namespace instance, as the BPF side saw it when the record was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct NsRef {
+    /// Its nsfs inode number (reused by a new namespace as soon as this one is freed).
+    pub inode: u32,
+    /// Its namespace id (`NS_GET_ID`, never reused), when the kernel has one.
+    pub ns_id: Option<u64>,
+}
+
+impl NsRef {
+    /// A namespace known by its inode only.
+    pub fn inode(inode: u32) -> Self {
+        NsRef { inode, ns_id: None }
+    }
 }
 
 impl Targets {
@@ -185,12 +201,20 @@ impl Targets {
     pub fn includes(&self, inum: u32) -> bool {
         match self {
             Targets::Host => false,
-            Targets::Owners(v) => v.contains(&inum),
+            Targets::Owners(v) => v.iter().any(|o| o.inode == inum),
             Targets::All => true,
         }
     }
 
-    fn from_owners(owners: Vec<u32>) -> Self {
+    /// The owners' inodes, for [`Targets::Owners`].
+    pub fn owner_inodes(&self) -> Option<Vec<u32>> {
+        match self {
+            Targets::Owners(v) => Some(v.iter().map(|o| o.inode).collect()),
+            _ => None,
+        }
+    }
+
+    fn from_owners(owners: Vec<NsRef>) -> Self {
         if owners.is_empty() {
             Targets::Host
         } else {
@@ -750,7 +774,7 @@ impl Router {
         });
     }
 
-    fn owners(&self, ev: &Event, text: &[u8]) -> Result<Vec<u32>, Reason> {
+    fn owners(&self, ev: &Event, text: &[u8]) -> Result<Vec<NsRef>, Reason> {
         let nf = text::netfilter_devices(text);
         let packet = match ev.net_source {
             NetSource::Fentry => true,
@@ -779,11 +803,13 @@ impl Router {
         let host = self.cfg.host;
         match self.cfg.key {
             KeyKind::Net => {
+                // Not a packet: the source is the task, whose namespace `net` is.
                 let net = if packet { ev.net } else { ev.ns.net };
+                let ns_id = (net == ev.net && ev.net_ns_id != 0).then_some(ev.net_ns_id);
                 match net {
                     0 => Err(Reason::NoNamespace),
                     n if n == host.net => Ok(Vec::new()),
-                    n => Ok(vec![n]),
+                    inode => Ok(vec![NsRef { inode, ns_id }]),
                 }
             }
             KeyKind::User => {
@@ -996,12 +1022,21 @@ impl Router {
 }
 
 /// The namespaces of `chain` below the host's: the owner first, then its ancestors.
-fn below_host(chain: &Chain, host: u32) -> Result<Vec<u32>, Reason> {
-    let ids = chain.as_slice();
-    if ids.is_empty() {
+fn below_host(chain: &Chain, host: u32) -> Result<Vec<NsRef>, Reason> {
+    let inodes = chain.as_slice();
+    if inodes.is_empty() {
         return Err(Reason::NoNamespace);
     }
-    Ok(ids.iter().copied().take_while(|&x| x != host).collect())
+    Ok(inodes
+        .iter()
+        .copied()
+        .take_while(|&x| x != host)
+        .enumerate()
+        .map(|(i, inode)| NsRef {
+            inode,
+            ns_id: chain.ns_id(i),
+        })
+        .collect())
 }
 
 #[cfg(test)]

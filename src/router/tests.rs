@@ -43,10 +43,7 @@ fn ev(seq: u64, text: &str, net: u32) -> Event {
 }
 
 fn owners(r: &Routed) -> Vec<u32> {
-    match &r.targets {
-        Targets::Owners(v) => v.clone(),
-        _ => Vec::new(),
-    }
+    r.targets.owner_inodes().unwrap_or_default()
 }
 
 fn ms(n: u64) -> Duration {
@@ -71,8 +68,8 @@ fn exact_join_routes_by_network_namespace() {
     }
     let out = r.poll(t0);
     assert_eq!(out.len(), 3);
-    assert_eq!(out[0].targets, Targets::Owners(vec![11]));
-    assert_eq!(out[1].targets, Targets::Owners(vec![12]));
+    assert_eq!(out[0].targets.owner_inodes(), Some(vec![11]));
+    assert_eq!(out[1].targets.owner_inodes(), Some(vec![12]));
     assert_eq!(out[2].targets, Targets::Host);
     assert!(out.iter().all(|o| o.how == How::Exact));
     assert_eq!(r.counters().exact, 3);
@@ -115,7 +112,7 @@ fn late_event_within_hold_joins_exactly() {
     assert!(r.poll(t0 + ms(1)).is_empty());
     r.on_event(ev(1, "x", 11));
     let out = r.poll(t0 + ms(2));
-    assert_eq!(out[0].targets, Targets::Owners(vec![11]));
+    assert_eq!(out[0].targets.owner_inodes(), Some(vec![11]));
 }
 
 #[test]
@@ -132,7 +129,7 @@ fn order_is_preserved_behind_a_held_record() {
     let out = r.poll(t0 + ms(5));
     let seqs: Vec<u64> = out.iter().map(|o| o.record.seq).collect();
     assert_eq!(seqs, vec![1, 2]);
-    assert_eq!(out[1].targets, Targets::Owners(vec![12]));
+    assert_eq!(out[1].targets.owner_inodes(), Some(vec![12]));
 }
 
 #[test]
@@ -164,7 +161,7 @@ fn calibration_sets_k_and_marks_earlier_records_pre_attach() {
     for o in &out[..3] {
         assert_eq!(o.how, How::Unattributed(Reason::PreAttach));
     }
-    assert_eq!(out[3].targets, Targets::Owners(vec![11]));
+    assert_eq!(out[3].targets.owner_inodes(), Some(vec![11]));
     assert_eq!(out[4].targets, Targets::Host);
     assert_eq!(r.counters().calibrations, 1);
     assert_eq!(r.counters().pre_attach, 3);
@@ -312,10 +309,10 @@ fn interrupt_context_uses_the_rx_stash() {
         r.on_record(rec(s, t), t0);
     }
     let out = r.poll(t0);
-    assert_eq!(out[0].targets, Targets::Owners(vec![11]));
+    assert_eq!(out[0].targets.owner_inodes(), Some(vec![11]));
     assert_eq!(out[1].how, How::Unattributed(Reason::InterruptNoNet));
     assert_eq!(out[2].how, How::Unattributed(Reason::KernelThread));
-    assert_eq!(out[3].targets, Targets::Owners(vec![11]));
+    assert_eq!(out[3].targets.owner_inodes(), Some(vec![11]));
     assert_eq!(out[4].how, How::Unattributed(Reason::RxMismatch));
     assert_eq!(r.counters().interrupt, 1);
     assert_eq!(r.counters().kernel_thread, 1);
@@ -332,7 +329,7 @@ fn fentry_net_wins_over_everything() {
     e.net = 11;
     r.on_event(e);
     r.on_record(rec(1, "LOG IN= OUT=x"), t0);
-    assert_eq!(r.poll(t0)[0].targets, Targets::Owners(vec![11]));
+    assert_eq!(r.poll(t0)[0].targets.owner_inodes(), Some(vec![11]));
 }
 
 #[test]
@@ -374,10 +371,10 @@ fn user_key_delivers_to_nested_user_namespaces() {
         r.on_record(rec(s, t), t0);
     }
     let out = r.poll(t0);
-    assert_eq!(out[0].targets, Targets::Owners(vec![22, 21]));
-    assert_eq!(out[1].targets, Targets::Owners(vec![21]));
-    assert_eq!(out[2].targets, Targets::Owners(vec![31]));
-    assert_eq!(out[3].targets, Targets::Owners(vec![32, 21]));
+    assert_eq!(out[0].targets.owner_inodes(), Some(vec![22, 21]));
+    assert_eq!(out[1].targets.owner_inodes(), Some(vec![21]));
+    assert_eq!(out[2].targets.owner_inodes(), Some(vec![31]));
+    assert_eq!(out[3].targets.owner_inodes(), Some(vec![32, 21]));
     assert_eq!(out[4].targets, Targets::Host);
     // The parent's ring (21) sees its own record and its child's; the child's (22) only its own.
     assert_eq!(out.iter().filter(|o| o.targets.includes(21)).count(), 3);
@@ -415,10 +412,10 @@ fn pid_key_delivers_to_ancestor_pid_namespaces() {
         r.on_record(rec(s, t), t0);
     }
     let out = r.poll(t0);
-    assert_eq!(out[0].targets, Targets::Owners(vec![42, 41]));
-    assert_eq!(out[1].targets, Targets::Owners(vec![41]));
+    assert_eq!(out[0].targets.owner_inodes(), Some(vec![42, 41]));
+    assert_eq!(out[1].targets.owner_inodes(), Some(vec![41]));
     assert_eq!(out[2].how, How::Unattributed(Reason::NoPidForPacket));
-    assert_eq!(out[3].targets, Targets::Owners(deep[..CHAIN].to_vec()));
+    assert_eq!(out[3].targets.owner_inodes(), Some(deep[..CHAIN].to_vec()));
 }
 
 fn oom_scenario(policy: OomPolicy, with_victim: bool) -> (Vec<Routed>, Router) {
@@ -486,11 +483,15 @@ fn oom_block_goes_to_victim_and_trigger() {
     let seqs: Vec<u64> = out.iter().map(|o| o.record.seq).collect();
     assert_eq!(seqs, vec![1, 2, 3, 4, 5, 6], "host order is kept");
     for i in [0, 1, 3, 4] {
-        assert_eq!(out[i].targets, Targets::Owners(vec![11, 12]), "record {i}");
+        assert_eq!(
+            out[i].targets.owner_inodes(),
+            Some(vec![11, 12]),
+            "record {i}"
+        );
         assert_eq!(out[i].how, How::Oom { victim_pid: 55 });
     }
-    assert_eq!(out[2].targets, Targets::Owners(vec![13]));
-    assert_eq!(out[5].targets, Targets::Owners(vec![11]));
+    assert_eq!(out[2].targets.owner_inodes(), Some(vec![13]));
+    assert_eq!(out[5].targets.owner_inodes(), Some(vec![11]));
     assert_eq!(out[5].how, How::OomReaper);
     assert_eq!(r.counters().oom_blocks, 1);
 }
@@ -499,7 +500,7 @@ fn oom_block_goes_to_victim_and_trigger() {
 fn oom_block_victim_only_policy() {
     let (out, _) = oom_scenario(OomPolicy::Victim, true);
     for i in [0, 1, 3, 4] {
-        assert_eq!(out[i].targets, Targets::Owners(vec![11]));
+        assert_eq!(out[i].targets.owner_inodes(), Some(vec![11]));
     }
 }
 
@@ -508,7 +509,7 @@ fn oom_block_without_victim_event_goes_to_trigger_after_timeout() {
     let (out, r) = oom_scenario(OomPolicy::VictimAndTrigger, false);
     assert_eq!(out.len(), 6);
     for i in [0, 1, 3, 4] {
-        assert_eq!(out[i].targets, Targets::Owners(vec![12]));
+        assert_eq!(out[i].targets.owner_inodes(), Some(vec![12]));
         assert_eq!(out[i].how, How::Oom { victim_pid: 0 });
     }
     assert_eq!(out[5].how, How::Unattributed(Reason::KernelThread));
@@ -557,7 +558,7 @@ fn continuation_event_stands_in_for_a_lost_first_fragment() {
     r.on_record(rec(1, "segfault at 0 in libc.so"), t0);
     let out = r.poll(t0);
     assert_eq!(out[0].how, How::Continuation);
-    assert_eq!(out[0].targets, Targets::Owners(vec![11]));
+    assert_eq!(out[0].targets.owner_inodes(), Some(vec![11]));
 }
 
 #[test]
@@ -635,7 +636,7 @@ proptest! {
                 if owners[i] == 0 {
                     prop_assert_eq!(&o.targets, &Targets::Host);
                 } else {
-                    prop_assert_eq!(&o.targets, &Targets::Owners(vec![ns(owners[i])]));
+                    prop_assert_eq!(o.targets.owner_inodes(), Some(vec![ns(owners[i])]));
                 }
             } else if o.how != How::Exact {
                 prop_assert_eq!(&o.targets, &Targets::Host);

@@ -7,9 +7,14 @@
 //! that does not exist yet is created without a holder, so a container's records are kept
 //! until it first opens its log (and reclaimed like any ring once its namespace is gone).
 //!
+//! Each owner also carries the namespace id the BPF side read with the record (Linux 6.18+):
+//! a ring is bound to one namespace instance from its first record on, so records of a dead
+//! namespace never reach a newcomer that reuses its inode, nor the reverse
+//! ([`Registry::ring_for_delivery`], docs/security.md T10).
+//!
 //! A new ring needs its owning user namespace (the access policy's "root of the namespace")
-//! and its namespace id (inode reuse detection). Both are read from some process that is a
-//! member of the namespace (one `/proc` scan per new ring); if none is found, they stay
+//! and, on kernels without ids in the event, its namespace id. Both are read from some process
+//! that is a member of the namespace (one `/proc` scan per new ring); if none is found, they stay
 //! unknown until the first opener supplies them ([`Registry::acquire`]).
 
 use std::sync::Arc;
@@ -37,17 +42,17 @@ impl Delivery {
         let rec = r.record.as_ref();
         match &r.targets {
             Targets::Host => 0,
-            Targets::Owners(inodes) => {
+            Targets::Owners(owners) => {
                 let mut n = 0;
-                for &ino in inodes {
+                for o in owners {
                     let key = NsKey {
                         kind: self.kind,
-                        inode: u64::from(ino),
+                        inode: u64::from(o.inode),
                     };
                     let slot = self
                         .registry
-                        .ring_for_delivery(key, || resolve(self.kind, u64::from(ino)));
-                    if !slot.host {
+                        .ring_for_delivery(key, o.ns_id, || resolve(self.kind, u64::from(o.inode)));
+                    if let Some(slot) = slot.filter(|s| !s.host) {
                         slot.ring.append(&rec);
                         n += 1;
                     }
@@ -105,7 +110,7 @@ mod tests {
     use super::*;
     use crate::record::Record;
     use crate::ring::RingConfig;
-    use crate::router::How;
+    use crate::router::{How, NsRef};
 
     fn routed(targets: Targets) -> Routed {
         Routed {
@@ -140,10 +145,16 @@ mod tests {
         // Inner namespace first, then its ancestor (hierarchical key). No process has these
         // inodes, so the owners stay unknown.
         assert_eq!(
-            d.deliver(&routed(Targets::Owners(vec![0xffff_fff1, 0xffff_fff0]))),
+            d.deliver(&routed(Targets::Owners(vec![
+                NsRef::inode(0xffff_fff1),
+                NsRef::inode(0xffff_fff0)
+            ]))),
             2
         );
-        assert_eq!(d.deliver(&routed(Targets::Owners(vec![0xffff_fff0]))), 1);
+        assert_eq!(
+            d.deliver(&routed(Targets::Owners(vec![NsRef::inode(0xffff_fff0)]))),
+            1
+        );
         let inner = reg.get(key(0xffff_fff1)).unwrap();
         let outer = reg.get(key(0xffff_fff0)).unwrap();
         assert_eq!(inner.ring.stats().appended, 1);

@@ -399,7 +399,17 @@ struct StatsReport {
     rings: Vec<RingReport>,
     open_files: usize,
     interrupts: InterruptReport,
+    delivery: DeliveryReport,
     attribution: Option<serde_json::Value>,
+}
+
+/// Attributed records that reached no namespace ring of their own (docs/security.md T7, T10).
+#[derive(Debug, Serialize)]
+struct DeliveryReport {
+    /// From a dead namespace whose inode's ring is bound to a newer namespace.
+    stale: u64,
+    /// A new ring would have exceeded `--max-rings`.
+    refused_max_rings: u64,
 }
 
 /// State shared by the filesystem, the daemon and the append listeners.
@@ -511,6 +521,10 @@ impl Shared {
             interrupts: InterruptReport {
                 delivered: self.interrupts.delivered.load(Ordering::Relaxed),
                 unmatched: self.interrupts.unmatched.load(Ordering::Relaxed),
+            },
+            delivery: DeliveryReport {
+                stale: self.registry.stale_delivered(),
+                refused_max_rings: self.registry.delivery_refused(),
             },
             attribution: self.host_stats.attribution(),
         };

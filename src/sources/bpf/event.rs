@@ -67,16 +67,26 @@ pub struct RawEvent {
     pub ifname: [u8; 16],
     /// Text prefix.
     pub prefix: [u8; PREFIX],
+    /// Namespace id of `net` (0: the kernel has none).
+    pub net_ns_id: u64,
+    /// Namespace ids of `user_chain`.
+    pub user_ns_ids: [u64; CHAIN],
+    /// Namespace ids of `net_user_chain`.
+    pub net_user_ns_ids: [u64; CHAIN],
+    /// Namespace ids of `pid_chain`.
+    pub pid_ns_ids: [u64; CHAIN],
 }
 
 /// `KMSGFS_EVENT_SIZE`.
-pub const EVENT_SIZE: usize = 280;
+pub const EVENT_SIZE: usize = 480;
 const _: () = assert!(size_of::<RawEvent>() == EVENT_SIZE);
 const _: () = assert!(offset_of!(RawEvent, ns) == 72);
 const _: () = assert!(offset_of!(RawEvent, user_chain) == 112);
 const _: () = assert!(offset_of!(RawEvent, user_depth) == 208);
 const _: () = assert!(offset_of!(RawEvent, comm) == 216);
 const _: () = assert!(offset_of!(RawEvent, prefix) == 248);
+const _: () = assert!(offset_of!(RawEvent, net_ns_id) == 280);
+const _: () = assert!(offset_of!(RawEvent, pid_ns_ids) == 416);
 
 const EV_PRINTK: u32 = 1;
 const EV_CONT: u32 = 2;
@@ -119,6 +129,10 @@ fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes(a)
 }
 
+fn u64s<const N: usize>(b: &[u8], off: usize) -> [u64; N] {
+    std::array::from_fn(|i| u64_at(b, off + 8 * i))
+}
+
 fn u32s<const N: usize>(b: &[u8], off: usize) -> [u32; N] {
     std::array::from_fn(|i| u32_at(b, off + 4 * i))
 }
@@ -129,8 +143,9 @@ fn bytes<const N: usize>(b: &[u8], off: usize) -> [u8; N] {
     a
 }
 
-fn chain(ids: &[u32; CHAIN], depth: u8, truncated: bool) -> Chain {
-    Chain::new(&ids[..usize::from(depth).min(CHAIN)], truncated)
+fn chain(inodes: &[u32; CHAIN], ns_ids: &[u64; CHAIN], depth: u8, truncated: bool) -> Chain {
+    let n = usize::from(depth).min(CHAIN);
+    Chain::new(&inodes[..n], truncated).with_ns_ids(&ns_ids[..n])
 }
 
 /// Decode one ring-buffer sample.
@@ -185,8 +200,10 @@ pub fn decode(b: &[u8]) -> Result<Event, DecodeError> {
         kthread: flags & F_KTHREAD != 0,
         net: u32_at(b, off!(net)),
         net_source,
+        net_ns_id: u64_at(b, off!(net_ns_id)),
         net_user_chain: chain(
             &u32s(b, off!(net_user_chain)),
+            &u64s(b, off!(net_user_ns_ids)),
             b[off!(net_user_depth)],
             flags & F_NETUSER_TRUNC != 0,
         ),
@@ -195,11 +212,13 @@ pub fn decode(b: &[u8]) -> Result<Event, DecodeError> {
         rx_age_ns: u64_at(b, off!(rx_age_ns)),
         user_chain: chain(
             &u32s(b, off!(user_chain)),
+            &u64s(b, off!(user_ns_ids)),
             b[off!(user_depth)],
             flags & F_USER_TRUNC != 0,
         ),
         pid_chain: chain(
             &u32s(b, off!(pid_chain)),
+            &u64s(b, off!(pid_ns_ids)),
             b[off!(pid_depth)],
             flags & F_PID_TRUNC != 0,
         ),
@@ -231,6 +250,11 @@ mod tests {
         put32(&mut b, offset_of!(RawEvent, pid_chain), 7);
         put32(&mut b, offset_of!(RawEvent, pid_chain) + 4, 8);
         b[offset_of!(RawEvent, pid_depth)] = 2;
+        let ids = offset_of!(RawEvent, pid_ns_ids);
+        b[ids..ids + 8].copy_from_slice(&70u64.to_ne_bytes());
+        b[ids + 8..ids + 16].copy_from_slice(&80u64.to_ne_bytes());
+        let net_id = offset_of!(RawEvent, net_ns_id);
+        b[net_id..net_id + 8].copy_from_slice(&90u64.to_ne_bytes());
         b[offset_of!(RawEvent, net_src)] = NET_RX;
         b[offset_of!(RawEvent, comm)..][..2].copy_from_slice(b"sh");
         b[offset_of!(RawEvent, prefix)..][..5].copy_from_slice(b"hello");
@@ -242,6 +266,10 @@ mod tests {
         assert_eq!(e.ns.cgroup, 4026531835);
         assert_eq!(e.pid_chain.as_slice(), &[7, 8]);
         assert!(e.pid_chain.truncated);
+        assert_eq!(e.pid_chain.ns_id(0), Some(70));
+        assert_eq!(e.pid_chain.ns_id(1), Some(80));
+        assert_eq!(e.user_chain.ns_id(0), None);
+        assert_eq!(e.net_ns_id, 90);
         assert_eq!(e.net_source, NetSource::RxStash);
         assert_eq!(e.comm_str(), b"sh");
         assert_eq!(e.text_prefix(), b"hello");
