@@ -13,7 +13,9 @@
 
 pub mod clock;
 pub mod cpu;
+pub mod maps;
 pub mod mount;
+pub mod peer;
 pub mod proc;
 pub mod signal;
 
