@@ -82,8 +82,8 @@ const READ_ATTEMPTS: u32 = 3;
 const TOKEN_WAKE: u64 = 0;
 const TOKEN_SOCKET: u64 = 1;
 
-/// Instrumentation points, for tests and tracing. Every method runs on the agent thread;
-/// blocking in one blocks the agent.
+/// Instrumentation points, for tests and tracing. Every method but [`AgentHooks::writing`] runs
+/// on the agent thread; blocking in one blocks the agent.
 pub trait AgentHooks: Send + Sync {
     /// A `syslog` notification of task `tid` for `action` was received, before anything else
     /// is done for it.
@@ -94,6 +94,13 @@ pub trait AgentHooks: Send + Sync {
     /// The reply to task `tid`'s `action` has been computed and its bytes are about to be
     /// written into the caller (before `/proc/<tid>/mem` is opened).
     fn before_write(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+
+    /// Runs on a **writer thread**, not the agent thread: the destination of task `tid`'s
+    /// reply to `action` passed its checks (anonymous private memory) and the bytes are about to
+    /// be written. Blocking here blocks only that writer.
+    fn writing(&self, tid: u32, action: i32) {
         let _ = (tid, action);
     }
 
@@ -1116,12 +1123,17 @@ impl Worker {
                 if let Some(h) = &self.hooks {
                     h.before_write(p.tid, p.call.action);
                 }
+                let checked = self.hooks.clone().map(|h| {
+                    let (tid, action) = (p.tid, p.call.action);
+                    Box::new(move || h.writing(tid, action)) as Box<dyn FnOnce() + Send>
+                });
                 let job = Job {
                     listener: fd,
                     id: p.id,
                     tid: p.tid,
                     addr: p.buf,
                     data,
+                    checked,
                     ctx: WriteCtx {
                         p: p.clone(),
                         ret,

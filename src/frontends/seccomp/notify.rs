@@ -184,6 +184,19 @@ pub fn write_to_caller(
     addr: u64,
     data: &[u8],
 ) -> Result<(), WriteError> {
+    write_to_caller_then(listener, id, tid, addr, data, None)
+}
+
+/// [`write_to_caller`], running `checked` after the destination passed its checks and just
+/// before the write (instrumentation: [`super::AgentHooks::writing`]).
+pub fn write_to_caller_then(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    tid: u32,
+    addr: u64,
+    data: &[u8],
+    checked: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<(), WriteError> {
     if tid == 0 {
         // The agent's PID namespace cannot see the caller (seccomp-agent.md §11).
         return Err(WriteError::Access(io::ErrorKind::NotFound));
@@ -200,6 +213,9 @@ pub fn write_to_caller(
     };
     if !maps::range_anon_private(task.maps(), addr, data.len() as u64) {
         return Err(WriteError::Fault);
+    }
+    if let Some(f) = checked {
+        f();
     }
     match task.write_at(data, addr) {
         Ok(n) if n == data.len() => Ok(()),

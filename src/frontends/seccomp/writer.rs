@@ -42,6 +42,8 @@ pub struct Job<T> {
     pub addr: u64,
     /// The bytes.
     pub data: Vec<u8>,
+    /// Run on the writer thread after the destination was checked, just before the write.
+    pub checked: Option<Box<dyn FnOnce() + Send>>,
     /// Whatever the agent needs to finish the call.
     pub ctx: T,
 }
@@ -148,11 +150,17 @@ impl<T: Send + 'static> Drop for Writers<T> {
 fn writer_loop<T>(inner: Arc<Inner<T>>) {
     let mut st = inner.state.lock();
     loop {
-        if let Some(job) = st.queue.pop_front() {
+        if let Some(mut job) = st.queue.pop_front() {
             st.busy += 1;
             drop(st);
-            let r =
-                notify::write_to_caller(job.listener.as_fd(), job.id, job.tid, job.addr, &job.data);
+            let r = notify::write_to_caller_then(
+                job.listener.as_fd(),
+                job.id,
+                job.tid,
+                job.addr,
+                &job.data,
+                job.checked.take(),
+            );
             st = inner.state.lock();
             st.busy -= 1;
             drop(st);
