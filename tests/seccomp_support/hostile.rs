@@ -95,7 +95,11 @@ impl StallFuse {
             _dir: dir,
         };
         let first = s.next_line(TIMEOUT);
-        assert_eq!(first.as_deref(), Some("MOUNTED"), "the stalling FUSE daemon");
+        assert_eq!(
+            first.as_deref(),
+            Some("MOUNTED"),
+            "the stalling FUSE daemon"
+        );
         s
     }
 

@@ -74,6 +74,8 @@ pub const MAX_PENDING_CONNS: usize = 64;
 /// An unfinished connection is closed after this long (crun connects before it sets up the
 /// container, so this allows for a slow container start).
 pub const CONN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fds kept free for calls when the agent runs out of them ([`MAX_PENDING_CONNS`] shrinks).
+pub const FD_HEADROOM: usize = 16;
 /// After `accept` fails with EMFILE/ENFILE the socket is not polled for this long.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Attempts of a destructive READ whose cursor moved while its bytes were written.
@@ -332,6 +334,8 @@ impl Agent {
             own_ns,
             rl: LogLimit::default(),
             accept_paused_until: None,
+            conn_cap: MAX_PENDING_CONNS,
+            fd_pressure_at: None,
         };
         let thread = std::thread::Builder::new()
             .name("kmsgfs-seccomp".into())
@@ -488,6 +492,10 @@ struct Worker {
     rl: LogLimit,
     /// The socket is not polled until then (EMFILE/ENFILE back-off).
     accept_paused_until: Option<Instant>,
+    /// The current bound on unfinished connections ([`Worker::fd_pressure`]).
+    conn_cap: usize,
+    /// The last time the agent ran out of fds.
+    fd_pressure_at: Option<Instant>,
 }
 
 impl Worker {
@@ -589,6 +597,13 @@ impl Worker {
             bump(&self.shared.counters.rejected);
             self.drop_conn(t);
         }
+        if self
+            .fd_pressure_at
+            .is_some_and(|at| now.duration_since(at) >= CONN_TIMEOUT)
+        {
+            self.fd_pressure_at = None;
+            self.conn_cap = MAX_PENDING_CONNS;
+        }
         if self.accept_paused_until.is_some_and(|u| now >= u) {
             self.accept_paused_until = None;
             if let Err(e) = epoll_add(
@@ -630,7 +645,15 @@ impl Worker {
     /// Whether a peer may hand over listeners: it runs in the agent's own pid **and** user
     /// namespaces (so it is no container, whatever its uid), checked through its pidfd.
     fn peer_allowed(&mut self, stream: &UnixStream) -> Option<u32> {
-        let peer = match peer::peer_namespaces(stream.as_fd()) {
+        let mut result = peer::peer_namespaces(stream.as_fd());
+        // The check itself needs fds (pidfd, nsfs): out of them, shrink the connection bound
+        // and try once more.
+        if matches!(&result, Err(e) if matches!(e.errno(), Some(libc::EMFILE | libc::ENFILE)))
+            && self.fd_pressure()
+        {
+            result = peer::peer_namespaces(stream.as_fd());
+        }
+        let peer = match result {
             Ok(p) => p,
             Err(e) => {
                 rl_log!(
@@ -663,7 +686,41 @@ impl Worker {
         Some(peer.pid)
     }
 
+    /// Out of file descriptors: lower the bound on unfinished connections to
+    /// [`FD_HEADROOM`] below what is open now and close the oldest ones down to it, so that the
+    /// fds a call needs (`/proc` reads, a received listener) stay free. The bound returns to
+    /// [`MAX_PENDING_CONNS`] [`CONN_TIMEOUT`] after the last shortage. False if nothing could
+    /// be freed.
+    fn fd_pressure(&mut self) -> bool {
+        self.fd_pressure_at = Some(Instant::now());
+        self.conn_cap = self.conns.len().saturating_sub(FD_HEADROOM).max(1);
+        let mut freed = false;
+        while self.conns.len() > self.conn_cap.saturating_sub(1) {
+            let Some(t) = self.oldest_conn() else { break };
+            bump(&self.shared.counters.rejected);
+            self.drop_conn(t);
+            freed = true;
+        }
+        rl_log!(
+            self.rl,
+            log::Level::Warn,
+            "seccomp agent out of file descriptors: at most {} unfinished connections for {:?}",
+            self.conn_cap,
+            CONN_TIMEOUT
+        );
+        freed
+    }
+
+    /// The unfinished connection accepted first.
+    fn oldest_conn(&self) -> Option<u64> {
+        self.conns
+            .iter()
+            .min_by_key(|(_, c)| c.since)
+            .map(|(t, _)| *t)
+    }
+
     fn accept(&mut self) {
+        let mut relieved = false;
         loop {
             if self.accept_paused_until.is_some() {
                 return;
@@ -673,19 +730,27 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    if matches!(
+                    let exhausted = matches!(
                         e.raw_os_error(),
                         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                    ) {
-                        // Not polling the socket for a while; the connection stays queued.
-                        epoll_del(self.epoll.as_fd(), self.socket.as_fd());
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
-                    }
+                    );
                     rl_log!(
                         self.rl,
                         log::Level::Warn,
                         "`accept` on the seccomp socket failed: {e}"
                     );
+                    if exhausted && !relieved && self.fd_pressure() {
+                        // Fds of old unfinished connections were freed: accept the newest
+                        // (after a flood ends, a runtime's connection gets in).
+                        relieved = true;
+                        continue;
+                    }
+                    if exhausted {
+                        // Never spin on EMFILE: stop polling the socket for a while; the
+                        // connections stay queued in the backlog.
+                        epoll_del(self.epoll.as_fd(), self.socket.as_fd());
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    }
                     return;
                 }
             };
@@ -701,17 +766,13 @@ impl Worker {
                 );
                 continue;
             }
-            if self.conns.len() >= MAX_PENDING_CONNS {
-                let oldest = self
-                    .conns
-                    .iter()
-                    .min_by_key(|(_, c)| c.since)
-                    .map(|(t, _)| *t);
-                if let Some(t) = oldest {
+            if self.conns.len() >= self.conn_cap {
+                if let Some(t) = self.oldest_conn() {
                     rl_log!(
                         self.rl,
                         log::Level::Warn,
-                        "seccomp socket: {MAX_PENDING_CONNS} unfinished connections; closing the oldest"
+                        "seccomp socket: {} unfinished connections; closing the oldest",
+                        self.conn_cap
                     );
                     bump(&self.shared.counters.rejected);
                     self.drop_conn(t);
