@@ -14,8 +14,10 @@
 
 pub mod clock;
 pub mod cpu;
+pub mod maps;
 pub mod memory;
 pub mod mount;
+pub mod peer;
 pub mod proc;
 pub mod signal;
 

@@ -15,6 +15,7 @@
 //! [`oci`]: busybox bundles run by the real OCI runtimes (runc, crun).
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod oci;
 
 use std::collections::{BTreeMap, HashMap};
@@ -75,6 +76,8 @@ pub fn require_tool(tool: &str) -> bool {
                 "busybox" => "busybox-static",
                 "runc" => "runc",
                 "crun" => "crun",
+                "cc" => "gcc",
+                "python3" => "python3",
                 _ => "util-linux",
             }
         ))

@@ -35,7 +35,7 @@
 //! **Stopping.** Dropping the [`AgentHandle`] closes every listener: pending and later calls of
 //! those containers fail with ENOSYS (docs/deploy.md, "Agent death").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -45,16 +45,21 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
 use super::caller;
 use super::filter;
+use super::logrl::LogLimit;
 use super::notify::{self, WriteError};
 use super::oci::{self, ContainerProcessState, Parsed};
+use super::writer::{self, Completions, Job, Writers};
 use super::{printk_time, Caller, Container, RingResolver, SeccompError};
 use crate::frontends::proc_kmsg::cursor_lock;
 use crate::ring::{Listener, Ring};
+use crate::sys::maps;
+use crate::sys::peer::{self, NsId};
 use crate::syslog::{self, Call, Effect, Outcome, Policy};
 
 /// Largest message accepted on a connection before it is dropped.
@@ -62,11 +67,25 @@ const MAX_MESSAGE: usize = 1 << 20;
 /// How often parked calls are re-checked for callers that went away.
 const PARKED_SWEEP_MS: i32 = 1000;
 
+/// Connections accepted whose message is not complete yet. A new connection beyond this closes
+/// the oldest one: a socket flood cannot take the daemon's file descriptors, and a runtime's
+/// connection (which sends its message at once) still gets through.
+pub const MAX_PENDING_CONNS: usize = 64;
+/// An unfinished connection is closed after this long (crun connects before it sets up the
+/// container, so this allows for a slow container start).
+pub const CONN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Fds kept free for calls when the agent runs out of them ([`MAX_PENDING_CONNS`] shrinks).
+pub const FD_HEADROOM: usize = 16;
+/// After `accept` fails with EMFILE/ENFILE the socket is not polled for this long.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Attempts of a destructive READ whose cursor moved while its bytes were written.
+const READ_ATTEMPTS: u32 = 3;
+
 const TOKEN_WAKE: u64 = 0;
 const TOKEN_SOCKET: u64 = 1;
 
-/// Instrumentation points, for tests and tracing. Every method runs on the agent thread;
-/// blocking in one blocks the agent.
+/// Instrumentation points, for tests and tracing. Every method but [`AgentHooks::writing`] runs
+/// on the agent thread; blocking in one blocks the agent.
 pub trait AgentHooks: Send + Sync {
     /// A `syslog` notification of task `tid` for `action` was received, before anything else
     /// is done for it.
@@ -77,6 +96,13 @@ pub trait AgentHooks: Send + Sync {
     /// The reply to task `tid`'s `action` has been computed and its bytes are about to be
     /// written into the caller (before `/proc/<tid>/mem` is opened).
     fn before_write(&self, tid: u32, action: i32) {
+        let _ = (tid, action);
+    }
+
+    /// Runs on a **writer thread**, not the agent thread: the destination of task `tid`'s
+    /// reply to `action` passed its checks (anonymous private memory) and the bytes are about to
+    /// be written. Blocking here blocks only that writer.
+    fn writing(&self, tid: u32, action: i32) {
         let _ = (tid, action);
     }
 
@@ -273,6 +299,22 @@ impl Agent {
             incoming: Mutex::new(Vec::new()),
             counters: Counters::default(),
         });
+        let weak = Arc::downgrade(&shared);
+        let completions = Arc::new(Completions::new(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                s.wake();
+            }
+        })));
+        let own_ns = match (
+            peer::ns_of_path("/proc/self/ns/pid"),
+            peer::ns_of_path("/proc/self/ns/user"),
+        ) {
+            (Ok(p), Ok(u)) => Some((p, u)),
+            (Err(e), _) | (_, Err(e)) => {
+                log::error!("{e}; the seccomp agent will refuse every connection");
+                None
+            }
+        };
         let worker = Worker {
             epoll,
             socket: listener,
@@ -284,6 +326,16 @@ impl Agent {
             parked: Vec::new(),
             hooked_rings: Vec::new(),
             next_token: 2,
+            writers: Writers::new(completions.clone()),
+            completions,
+            inflight: HashMap::new(),
+            inflight_total: 0,
+            waiting: HashMap::new(),
+            own_ns,
+            rl: LogLimit::default(),
+            accept_paused_until: None,
+            conn_cap: MAX_PENDING_CONNS,
+            fd_pressure_at: None,
         };
         let thread = std::thread::Builder::new()
             .name("kmsgfs-seccomp".into())
@@ -372,6 +424,8 @@ fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
 /// A connection from a runtime, until its message is complete.
 struct Conn {
     stream: UnixStream,
+    /// When it was accepted ([`CONN_TIMEOUT`], [`MAX_PENDING_CONNS`]).
+    since: Instant,
     /// The sender's pid in the agent's PID namespace (SO_PEERCRED).
     peer_pid: u32,
     buf: Vec<u8>,
@@ -380,13 +434,15 @@ struct Conn {
 
 /// A listener and what its calls are answered from.
 struct Held {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     container: Arc<Container>,
-    ring: Arc<Ring>,
+    /// The ring of every call, or `None` when each call picks its ring from the caller
+    /// ([`RingResolver::task_ring`]).
+    ring: Option<Arc<Ring>>,
 }
 
 /// A call waiting for an answer.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 struct Pending {
     token: u64,
     id: u64,
@@ -394,6 +450,16 @@ struct Pending {
     call: Call,
     buf: u64,
     policy: Policy,
+    /// The ring chosen for this call.
+    ring: Arc<Ring>,
+}
+
+/// What finishes a call once its bytes are in the caller.
+struct WriteCtx {
+    p: Pending,
+    ret: i32,
+    effect: Effect,
+    attempt: u32,
 }
 
 enum Answered {
@@ -413,6 +479,23 @@ struct Worker {
     /// Rings the agent woke on, with the listener it registered there.
     hooked_rings: Vec<(Weak<Ring>, Arc<dyn Listener>)>,
     next_token: u64,
+    writers: Writers<WriteCtx>,
+    completions: Arc<Completions<WriteCtx>>,
+    /// Unfinished write jobs per listener token, and in all.
+    inflight: HashMap<u64, usize>,
+    inflight_total: usize,
+    /// Jobs waiting for a writer slot, per listener token.
+    waiting: HashMap<u64, VecDeque<Job<WriteCtx>>>,
+    /// The agent's own pid and user namespaces: only peers in both are served.
+    own_ns: Option<(NsId, NsId)>,
+    /// Every log line a client can trigger goes through this.
+    rl: LogLimit,
+    /// The socket is not polled until then (EMFILE/ENFILE back-off).
+    accept_paused_until: Option<Instant>,
+    /// The current bound on unfinished connections ([`Worker::fd_pressure`]).
+    conn_cap: usize,
+    /// The last time the agent ran out of fds.
+    fd_pressure_at: Option<Instant>,
 }
 
 impl Worker {
@@ -420,11 +503,7 @@ impl Worker {
         const EMPTY: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
         let mut events = [EMPTY; 32];
         while !self.shared.stop.load(Ordering::SeqCst) {
-            let timeout = if self.parked.is_empty() {
-                -1
-            } else {
-                PARKED_SWEEP_MS
-            };
+            let timeout = self.epoll_timeout();
             // SAFETY: `events` is a writable array of the length passed.
             let n = unsafe {
                 libc::epoll_wait(
@@ -461,6 +540,7 @@ impl Worker {
                 }
             }
             self.retry_parked();
+            self.housekeeping();
         }
         let n = self.listeners.len();
         self.parked.clear();
@@ -474,6 +554,66 @@ impl Worker {
         self.shared.counters.parked.store(0, Ordering::Relaxed);
         if n > 0 {
             log::warn!("seccomp agent closed {n} listeners: their syslog(2) now fails with ENOSYS");
+        }
+    }
+
+    /// Milliseconds until the next timed duty: the parked sweep, the oldest unfinished
+    /// connection's timeout, or the end of an accept back-off; -1 if none.
+    fn epoll_timeout(&self) -> i32 {
+        let now = Instant::now();
+        let mut due: Option<Duration> = None;
+        let mut at = |d: Duration| due = Some(due.map_or(d, |x| x.min(d)));
+        if !self.parked.is_empty() {
+            at(Duration::from_millis(PARKED_SWEEP_MS as u64));
+        }
+        if let Some(oldest) = self.conns.values().map(|c| c.since).min() {
+            at((oldest + CONN_TIMEOUT).saturating_duration_since(now));
+        }
+        if let Some(until) = self.accept_paused_until {
+            at(until.saturating_duration_since(now));
+        }
+        match due {
+            None => -1,
+            // Round up so that the duty is due when epoll returns.
+            Some(d) => i32::try_from(d.as_millis() + 1).unwrap_or(i32::MAX),
+        }
+    }
+
+    /// Close timed-out connections; poll the socket again after a back-off.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now.duration_since(c.since) >= CONN_TIMEOUT)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in expired {
+            rl_log!(
+                self.rl,
+                log::Level::Warn,
+                "seccomp socket: closing a connection idle for {CONN_TIMEOUT:?}"
+            );
+            bump(&self.shared.counters.rejected);
+            self.drop_conn(t);
+        }
+        if self
+            .fd_pressure_at
+            .is_some_and(|at| now.duration_since(at) >= CONN_TIMEOUT)
+        {
+            self.fd_pressure_at = None;
+            self.conn_cap = MAX_PENDING_CONNS;
+        }
+        if self.accept_paused_until.is_some_and(|u| now >= u) {
+            self.accept_paused_until = None;
+            if let Err(e) = epoll_add(
+                self.epoll.as_fd(),
+                self.socket.as_fd(),
+                libc::EPOLLIN as u32,
+                TOKEN_SOCKET,
+            ) {
+                log::error!("`epoll_ctl(ADD, socket)` after an accept back-off failed: {e}");
+            }
         }
     }
 
@@ -497,48 +637,162 @@ impl Worker {
         for (fd, state) in incoming {
             self.register(fd, &state, 0);
         }
+        for (job, result) in self.completions.take() {
+            self.write_finished(job, result);
+        }
+    }
+
+    /// Whether a peer may hand over listeners: it runs in the agent's own pid **and** user
+    /// namespaces (so it is no container, whatever its uid), checked through its pidfd.
+    fn peer_allowed(&mut self, stream: &UnixStream) -> Option<u32> {
+        let mut result = peer::peer_namespaces(stream.as_fd());
+        // The check itself needs fds (pidfd, nsfs): out of them, shrink the connection bound
+        // and try once more.
+        if matches!(&result, Err(e) if matches!(e.errno(), Some(libc::EMFILE | libc::ENFILE)))
+            && self.fd_pressure()
+        {
+            result = peer::peer_namespaces(stream.as_fd());
+        }
+        let peer = match result {
+            Ok(p) => p,
+            Err(e) => {
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "seccomp socket: refusing a peer: {e}"
+                );
+                return None;
+            }
+        };
+        // The one exception: a user namespace made directly below ours that maps only root to
+        // root, by a process in our pid namespace. Only a process with euid 0 in our user
+        // namespace can write that map, and `kmsgfs run --unshare user` hands over from such a
+        // namespace (it unshares before it forks init).
+        let same = self.own_ns.is_some_and(|(pid_ns, user_ns)| {
+            peer.pid_ns == pid_ns
+                && (peer.user_ns == user_ns
+                    || (peer.user_ns_parent == Some(user_ns) && peer.root_only_map))
+        });
+        if !same {
+            rl_log!(
+                self.rl,
+                log::Level::Warn,
+                "seccomp socket: refusing pid {} (uid {}): not in the agent's pid and user namespaces",
+                peer.pid,
+                peer.uid
+            );
+            return None;
+        }
+        Some(peer.pid)
+    }
+
+    /// Out of file descriptors: lower the bound on unfinished connections to
+    /// [`FD_HEADROOM`] below what is open now and close the oldest ones down to it, so that the
+    /// fds a call needs (`/proc` reads, a received listener) stay free. The bound returns to
+    /// [`MAX_PENDING_CONNS`] [`CONN_TIMEOUT`] after the last shortage. False if nothing could
+    /// be freed.
+    fn fd_pressure(&mut self) -> bool {
+        self.fd_pressure_at = Some(Instant::now());
+        self.conn_cap = self.conns.len().saturating_sub(FD_HEADROOM).max(1);
+        let mut freed = false;
+        while self.conns.len() > self.conn_cap.saturating_sub(1) {
+            let Some(t) = self.oldest_conn() else { break };
+            bump(&self.shared.counters.rejected);
+            self.drop_conn(t);
+            freed = true;
+        }
+        rl_log!(
+            self.rl,
+            log::Level::Warn,
+            "seccomp agent out of file descriptors: at most {} unfinished connections for {:?}",
+            self.conn_cap,
+            CONN_TIMEOUT
+        );
+        freed
+    }
+
+    /// The unfinished connection accepted first.
+    fn oldest_conn(&self) -> Option<u64> {
+        self.conns
+            .iter()
+            .min_by_key(|(_, c)| c.since)
+            .map(|(t, _)| *t)
     }
 
     fn accept(&mut self) {
+        let mut relieved = false;
         loop {
+            if self.accept_paused_until.is_some() {
+                return;
+            }
             let stream = match self.socket.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("`accept` on the seccomp socket failed: {e}");
+                    let exhausted = matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    );
+                    rl_log!(
+                        self.rl,
+                        log::Level::Warn,
+                        "`accept` on the seccomp socket failed: {e}"
+                    );
+                    if exhausted && !relieved && self.fd_pressure() {
+                        // Fds of old unfinished connections were freed: accept the newest
+                        // (after a flood ends, a runtime's connection gets in).
+                        relieved = true;
+                        continue;
+                    }
+                    if exhausted {
+                        // Never spin on EMFILE: stop polling the socket for a while; the
+                        // connections stay queued in the backlog.
+                        epoll_del(self.epoll.as_fd(), self.socket.as_fd());
+                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                    }
                     return;
                 }
             };
-            let peer_pid = match peer_cred(stream.as_fd()) {
-                // SAFETY: geteuid has no preconditions.
-                Ok(c) if c.uid == 0 || c.uid == unsafe { libc::geteuid() } => {
-                    u32::try_from(c.pid).unwrap_or(0)
-                }
-                Ok(libc::ucred { uid, .. }) => {
-                    log::warn!("seccomp socket: refusing a connection from uid {uid}");
-                    bump(&self.shared.counters.rejected);
-                    continue;
-                }
-                Err(e) => {
-                    log::warn!("`getsockopt(SO_PEERCRED)` failed: {e}");
-                    continue;
-                }
+            let Some(peer_pid) = self.peer_allowed(&stream) else {
+                bump(&self.shared.counters.rejected);
+                continue;
             };
             if let Err(e) = stream.set_nonblocking(true) {
-                log::warn!("`fcntl(O_NONBLOCK)` on a seccomp connection failed: {e}");
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "`fcntl(O_NONBLOCK)` on a seccomp connection failed: {e}"
+                );
                 continue;
+            }
+            if self.conns.len() >= self.conn_cap {
+                if let Some(t) = self.oldest_conn() {
+                    rl_log!(
+                        self.rl,
+                        log::Level::Warn,
+                        "seccomp socket: {} unfinished connections; closing the oldest",
+                        self.conn_cap
+                    );
+                    bump(&self.shared.counters.rejected);
+                    self.drop_conn(t);
+                }
             }
             let t = self.token();
             let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
             if let Err(e) = epoll_add(self.epoll.as_fd(), stream.as_fd(), events, t) {
-                log::warn!("`epoll_ctl(ADD)` for a seccomp connection failed: {e}");
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "`epoll_ctl(ADD)` for a seccomp connection failed: {e}"
+                );
                 continue;
             }
             self.conns.insert(
                 t,
                 Conn {
                     stream,
+                    since: Instant::now(),
                     buf: Vec::new(),
                     fds: Vec::new(),
                     peer_pid,
@@ -548,13 +802,19 @@ impl Worker {
     }
 
     fn conn_readable(&mut self, t: u64) {
-        let conn = self.conns.get_mut(&t).expect("connection");
+        let Some(conn) = self.conns.get_mut(&t) else {
+            return;
+        };
         let mut chunk = vec![0u8; oci::RECV_BUFFER];
         let (n, fds) = match oci::recv_fds(conn.stream.as_fd(), &mut chunk) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
-                log::warn!("`recvmsg` on a seccomp connection failed: {e}");
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "`recvmsg` on a seccomp connection failed: {e}"
+                );
                 bump(&self.shared.counters.rejected);
                 self.drop_conn(t);
                 return;
@@ -563,14 +823,20 @@ impl Worker {
         conn.buf.extend_from_slice(&chunk[..n]);
         conn.fds.extend(fds);
         if n == 0 {
+            let len = conn.buf.len();
             if conn.buf.is_empty() && conn.fds.is_empty() {
                 // crun connects before it sets up the container; a failed start leaves an
                 // empty connection (seccomp-agent.md §7.3).
-                log::debug!("seccomp socket: empty connection ignored");
+                rl_log!(
+                    self.rl,
+                    log::Level::Debug,
+                    "seccomp socket: empty connection ignored"
+                );
             } else {
-                log::warn!(
-                    "seccomp socket: connection closed after {} bytes of an incomplete message",
-                    conn.buf.len()
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "seccomp socket: connection closed after {len} bytes of an incomplete message"
                 );
                 bump(&self.shared.counters.rejected);
             }
@@ -580,21 +846,33 @@ impl Worker {
         match oci::parse(&conn.buf) {
             Parsed::Incomplete if conn.buf.len() < MAX_MESSAGE => {}
             Parsed::Incomplete => {
-                log::warn!("seccomp socket: message larger than {MAX_MESSAGE} bytes dropped");
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "seccomp socket: message larger than {MAX_MESSAGE} bytes dropped"
+                );
                 bump(&self.shared.counters.rejected);
                 self.drop_conn(t);
             }
             Parsed::Invalid(e) => {
-                log::warn!("seccomp socket: not a ContainerProcessState: {e}");
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "seccomp socket: not a ContainerProcessState: {e}"
+                );
                 bump(&self.shared.counters.rejected);
                 self.drop_conn(t);
             }
             Parsed::Complete(state) => {
                 // Never wait for EOF: runc keeps its end open.
-                let conn = self.conns.remove(&t).expect("connection");
+                let Some(conn) = self.conns.remove(&t) else {
+                    return;
+                };
                 epoll_del(self.epoll.as_fd(), conn.stream.as_fd());
                 let Some(idx) = state.seccomp_fd_index() else {
-                    log::warn!(
+                    rl_log!(
+                        self.rl,
+                        log::Level::Warn,
                         "seccomp socket: container {} sent no \"{}\" fd",
                         state.state.id,
                         oci::SECCOMP_FD_NAME
@@ -605,7 +883,9 @@ impl Worker {
                 match conn.fds.into_iter().nth(idx) {
                     Some(fd) => self.register(fd, &state, conn.peer_pid),
                     None => {
-                        log::warn!(
+                        rl_log!(
+                            self.rl,
+                            log::Level::Warn,
                             "seccomp socket: container {} named fd {idx} but sent fewer fds",
                             state.state.id
                         );
@@ -628,12 +908,14 @@ impl Worker {
         let container = Arc::new(Container::from_state_or_peer(state, peer_pid));
         // A panicking resolver must not take the agent (and every container's syslog) down.
         let resolved =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.ring_for(&container)))
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.listener_ring(&container)))
                 .unwrap_or_else(|_| Err("the ring resolver panicked".into()));
         let ring = match resolved {
             Ok(r) => r,
             Err(e) => {
-                log::warn!(
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
                     "no ring for container {} (pid {}): {e}; its syslog(2) will fail with ENOSYS",
                     container.id,
                     container.init_pid
@@ -642,27 +924,38 @@ impl Worker {
                 return;
             }
         };
-        self.hook_ring(&ring);
+        if let Some(ring) = &ring {
+            self.hook_ring(ring);
+        }
         let t = self.token();
         if let Err(e) = epoll_add(self.epoll.as_fd(), fd.as_fd(), libc::EPOLLIN as u32, t) {
-            log::error!(
+            rl_log!(
+                self.rl,
+                log::Level::Error,
                 "`epoll_ctl(ADD)` for the listener of {} failed: {e}",
                 container.id
             );
             bump(&self.shared.counters.rejected);
             return;
         }
-        log::info!(
-            "seccomp listener for container {} ({}, process {}, init {})",
+        rl_log!(
+            self.rl,
+            log::Level::Info,
+            "seccomp listener for container {} ({}, process {}, init {}; ring {})",
             container.id,
             container.status,
             container.process_pid,
-            container.init_pid
+            container.init_pid,
+            if ring.is_some() {
+                "named"
+            } else {
+                "chosen per call"
+            }
         );
         self.listeners.insert(
             t,
             Held {
-                fd,
+                fd: Arc::new(fd),
                 container,
                 ring,
             },
@@ -676,12 +969,12 @@ impl Worker {
 
     /// Register the wake-up listener once per ring.
     fn hook_ring(&mut self, ring: &Arc<Ring>) {
-        self.hooked_rings.retain(|(w, _)| w.strong_count() > 0);
         let seen = self
             .hooked_rings
             .iter()
             .any(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(ring)));
         if !seen {
+            self.hooked_rings.retain(|(w, _)| w.strong_count() > 0);
             let waker: Arc<dyn Listener> = Arc::new(RingWaker(Arc::downgrade(&self.shared)));
             ring.add_listener(waker.clone());
             self.hooked_rings.push((Arc::downgrade(ring), waker));
@@ -691,12 +984,15 @@ impl Worker {
     fn close_listener(&mut self, t: u64) {
         if let Some(h) = self.listeners.remove(&t) {
             epoll_del(self.epoll.as_fd(), h.fd.as_fd());
-            log::debug!(
+            rl_log!(
+                self.rl,
+                log::Level::Debug,
                 "seccomp listener of container {} closed (no task uses it)",
                 h.container.id
             );
         }
         self.parked.retain(|p| p.token != t);
+        self.waiting.remove(&t);
         let c = &self.shared.counters;
         c.listeners
             .store(self.listeners.len() as u64, Ordering::Relaxed);
@@ -714,41 +1010,78 @@ impl Worker {
             Err(e) => {
                 // Not a caller leaving: the listener itself is unusable. Polling it again would
                 // spin, so close it (its callers then get ENOSYS).
-                log::error!(
-                    "`ioctl(SECCOMP_IOCTL_NOTIF_RECV)` for {} failed: {e}; closing the listener",
-                    held.container.id
+                let id = held.container.id.clone();
+                rl_log!(
+                    self.rl,
+                    log::Level::Error,
+                    "`ioctl(SECCOMP_IOCTL_NOTIF_RECV)` for {id} failed: {e}; closing the listener"
                 );
                 self.close_listener(t);
                 return;
             }
         };
         bump(&self.shared.counters.received);
-        let fd = held.fd.as_fd();
+        let fd = Arc::clone(&held.fd);
+        let container = Arc::clone(&held.container);
+        let fixed = held.ring.clone();
         let Some(args) = n.syslog_args() else {
             // The profile notified something that is not syslog: refuse it, never CONTINUE.
-            log::warn!(
+            rl_log!(
+                self.rl,
+                log::Level::Warn,
                 "unexpected notification (arch {:#x}, nr {}) from {}",
                 n.arch,
                 n.nr,
-                held.container.id
+                container.id
             );
-            let _ = notify::send(fd, n.id, 0, libc::ENOSYS);
+            let _ = notify::send(fd.as_fd(), n.id, 0, libc::ENOSYS);
             return;
         };
         if let Some(h) = &self.hooks {
             h.received(n.tid, args.action);
         }
         let creds = caller::read_creds(n.tid);
-        if !notify::id_valid(fd, n.id) {
+        // The ring from the calling task (never from `state.pid`), inspected before ID_VALID
+        // so that a reused tid cannot choose it.
+        let chosen = match &fixed {
+            Some(r) => Ok((Arc::clone(r), container.user_ns)),
+            None => std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.resolver.task_ring(&container, n.tid)
+            }))
+            .unwrap_or(Err(libc::EPERM))
+            .map(|tr| (tr.ring, tr.user_ns)),
+        };
+        if !notify::id_valid(fd.as_fd(), n.id) {
             bump(&self.shared.counters.stale);
             return;
+        }
+        let (ring, user_ns) = match chosen {
+            Ok(c) => c,
+            Err(errno) => {
+                rl_log!(
+                    self.rl,
+                    log::Level::Info,
+                    "syslog({}) from task {} of {}: no ring for the caller ({}); refused",
+                    args.action,
+                    n.tid,
+                    container.id,
+                    io::Error::from_raw_os_error(errno)
+                );
+                let _ = notify::send(fd.as_fd(), n.id, 0, errno);
+                bump(&self.shared.counters.answered);
+                return;
+            }
+        };
+        if fixed.is_none() {
+            self.hook_ring(&ring);
         }
         let policy = match creds {
             Ok(creds) => {
                 let caller = Caller {
                     tid: n.tid,
-                    container: &held.container,
+                    container: &container,
                     creds,
+                    user_ns,
                 };
                 std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.policy_for(&caller)))
                     .unwrap_or_else(|_| {
@@ -760,7 +1093,12 @@ impl Worker {
                     })
             }
             Err(e) => {
-                log::warn!("cannot read the credentials of task {}: {e}", n.tid);
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "cannot read the credentials of task {}: {e}",
+                    n.tid
+                );
                 Policy {
                     privileged: false,
                     restrict: true,
@@ -778,6 +1116,7 @@ impl Worker {
             },
             buf: args.buf,
             policy,
+            ring,
         };
         log::trace!(
             "syslog({}, {:#x}, {}) from task {} of {}",
@@ -785,9 +1124,9 @@ impl Worker {
             args.buf,
             args.len,
             n.tid,
-            held.container.id
+            container.id
         );
-        if let Answered::Park = self.answer(&p) {
+        if let Answered::Park = self.answer(&p, 0) {
             self.parked.push(p);
             self.shared
                 .counters
@@ -796,82 +1135,232 @@ impl Worker {
         }
     }
 
-    /// Compute, deliver and apply one call; `Park` if it has to wait for records.
-    fn answer(&self, p: &Pending) -> Answered {
-        let held = &self.listeners[&p.token];
-        let fd = held.fd.as_fd();
-        let c = &self.shared.counters;
-        let lock = cursor_lock(&held.ring);
-        let _g = lock.lock();
-        // Only the reading actions format text; the sysfs read costs ~2 µs per call.
-        let time = match p.call.action {
-            syslog::action::READ
-            | syslog::action::READ_ALL
-            | syslog::action::READ_CLEAR
-            | syslog::action::SIZE_UNREAD => printk_time(),
-            _ => true,
+    /// Compute one call under the ring's cursor lock; answer it at once if no bytes go to the
+    /// caller, else hand the bytes to a writer ([`writer`]) with the lock dropped: the lock is
+    /// never held across a write into caller memory. `Park` if it has to wait for records.
+    fn answer(&mut self, p: &Pending, attempt: u32) -> Answered {
+        let Some(held) = self.listeners.get(&p.token) else {
+            return Answered::Done;
         };
-        let outcome = syslog::compute(&held.ring, p.policy, p.call, time);
-        let (ret, effect) = match outcome {
-            Outcome::WouldBlock => return Answered::Park,
+        let fd = Arc::clone(&held.fd);
+        let ring = Arc::clone(&p.ring);
+        let lock = cursor_lock(&ring);
+        let guard = lock.lock();
+        // Only the reading actions format text; the sysfs read costs ~2 µs per call.
+        let reads = matches!(
+            p.call.action,
+            syslog::action::READ | syslog::action::READ_ALL | syslog::action::READ_CLEAR
+        );
+        let time = reads || p.call.action == syslog::action::SIZE_UNREAD;
+        let time = if time { printk_time() } else { true };
+        let outcome = syslog::compute(&ring, p.policy, p.call, time);
+        // The kernel's `access_ok(buf, len)` runs after the permission and argument checks and
+        // before anything is read or waited for: a kernel address is EFAULT even when there is
+        // nothing to copy (B5.6).
+        let bad_range = reads
+            && p.call.len > 0
+            && !matches!(outcome, Outcome::Error(_))
+            && !maps::access_ok(p.buf, p.call.len as u64);
+        if bad_range {
+            drop(guard);
+            bump(&self.shared.counters.faults);
+            self.reply(fd.as_fd(), p, 0, libc::EFAULT);
+            return Answered::Done;
+        }
+        match outcome {
+            Outcome::WouldBlock => Answered::Park,
             Outcome::Error(errno) => {
-                self.reply(fd, p, 0, errno);
-                return Answered::Done;
+                drop(guard);
+                self.reply(fd.as_fd(), p, 0, errno);
+                Answered::Done
+            }
+            Outcome::Done { ret, data, effect } if data.is_empty() => {
+                self.finish(&fd, p, ret, effect);
+                drop(guard);
+                Answered::Done
             }
             Outcome::Done { ret, data, effect } => {
-                if !data.is_empty() {
-                    if let Some(h) = &self.hooks {
-                        h.before_write(p.tid, p.call.action);
+                drop(guard);
+                if let Some(h) = &self.hooks {
+                    h.before_write(p.tid, p.call.action);
+                }
+                let checked = self.hooks.clone().map(|h| {
+                    let (tid, action) = (p.tid, p.call.action);
+                    Box::new(move || h.writing(tid, action)) as Box<dyn FnOnce() + Send>
+                });
+                let job = Job {
+                    listener: fd,
+                    id: p.id,
+                    tid: p.tid,
+                    addr: p.buf,
+                    data,
+                    checked,
+                    ctx: WriteCtx {
+                        p: p.clone(),
+                        ret,
+                        effect,
+                        attempt,
+                    },
+                };
+                self.waiting.entry(p.token).or_default().push_back(job);
+                self.pump_writers();
+                Answered::Done
+            }
+        }
+    }
+
+    /// Start waiting jobs while the bounds allow (listener order is arbitrary; each listener
+    /// keeps its own FIFO).
+    fn pump_writers(&mut self) {
+        let tokens: Vec<u64> = self.waiting.keys().copied().collect();
+        for t in tokens {
+            while self.inflight_total < writer::MAX_WRITERS
+                && self.inflight.get(&t).copied().unwrap_or(0) < writer::MAX_WRITERS_PER_LISTENER
+            {
+                let Some(job) = self.waiting.get_mut(&t).and_then(VecDeque::pop_front) else {
+                    break;
+                };
+                match self.writers.submit(job) {
+                    Ok(()) => {
+                        self.inflight_total += 1;
+                        *self.inflight.entry(t).or_default() += 1;
                     }
-                    match notify::write_to_caller(fd, p.id, p.tid, p.buf, &data) {
-                        Ok(()) => {}
-                        Err(WriteError::Stale) => {
-                            bump(&c.stale);
-                            return Answered::Done;
-                        }
-                        Err(WriteError::Fault) => {
-                            bump(&c.faults);
-                            self.reply(fd, p, 0, libc::EFAULT);
-                            return Answered::Done;
-                        }
-                        Err(WriteError::Access(kind)) => {
-                            log::error!(
-                                "cannot write into task {} (`/proc/{}/mem`: {kind}); the agent \
-                                 must run as root in the host PID namespace",
-                                p.tid,
-                                p.tid
-                            );
-                            self.reply(fd, p, 0, libc::EFAULT);
-                            return Answered::Done;
-                        }
+                    Err(job) => {
+                        // No thread could be started: answer EAGAIN rather than wait.
+                        let fd = Arc::clone(&job.listener);
+                        self.reply(fd.as_fd(), &job.ctx.p, 0, libc::EAGAIN);
                     }
                 }
-                (ret, effect)
             }
+            if self.waiting.get(&t).is_some_and(VecDeque::is_empty) {
+                self.waiting.remove(&t);
+            }
+        }
+    }
+
+    /// A writer finished: apply the effect and SEND under the cursor lock (a READ whose
+    /// cursor moved meanwhile is recomputed and written again).
+    fn write_finished(&mut self, job: Job<WriteCtx>, result: Result<(), WriteError>) {
+        let t = job.ctx.p.token;
+        self.inflight_total = self.inflight_total.saturating_sub(1);
+        if let Some(n) = self.inflight.get_mut(&t) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.inflight.remove(&t);
+            }
+        }
+        if self.listeners.contains_key(&t) {
+            self.deliver(job, result);
+        } else {
+            // The listener closed meanwhile: no task uses it, so the caller is gone.
+            bump(&self.shared.counters.stale);
+        }
+        self.pump_writers();
+    }
+
+    fn deliver(&mut self, job: Job<WriteCtx>, result: Result<(), WriteError>) {
+        let fd = job.listener;
+        let WriteCtx {
+            p,
+            ret,
+            effect,
+            attempt,
+        } = job.ctx;
+        let c = &self.shared.counters;
+        match result {
+            Ok(()) => {}
+            Err(WriteError::Stale) => {
+                bump(&c.stale);
+                return;
+            }
+            Err(WriteError::Fault) => {
+                bump(&c.faults);
+                self.reply(fd.as_fd(), &p, 0, libc::EFAULT);
+                return;
+            }
+            Err(WriteError::Access(kind)) => {
+                rl_log!(
+                    self.rl,
+                    log::Level::Error,
+                    "cannot write into task {} (`/proc/{}/mem`: {kind}); the agent must run as \
+                     root in the host PID namespace",
+                    p.tid,
+                    p.tid
+                );
+                self.reply(fd.as_fd(), &p, 0, libc::EFAULT);
+                return;
+            }
+        }
+        let lock = cursor_lock(&p.ring);
+        let guard = lock.lock();
+        let effect = match effect {
+            Effect::Consume { from, .. } => {
+                let st = p.ring.syslog_state();
+                let now = (st.seq, st.partial, st.time);
+                drop(st);
+                if now != from {
+                    // Another consumer moved the cursor while the bytes were written: the bytes
+                    // may belong to it. Compute again from the new cursor and rewrite (the
+                    // caller is still blocked in the call, so its buffer is ours).
+                    drop(guard);
+                    if attempt + 1 < READ_ATTEMPTS {
+                        if let Answered::Park = self.answer(&p, attempt + 1) {
+                            self.parked.push(p);
+                            self.shared
+                                .counters
+                                .parked
+                                .store(self.parked.len() as u64, Ordering::Relaxed);
+                        }
+                    } else {
+                        rl_log!(
+                            self.rl,
+                            log::Level::Warn,
+                            "syslog cursor of ring moved during {READ_ATTEMPTS} READ writes; \
+                             bytes may repeat"
+                        );
+                        self.reply(fd.as_fd(), &p, i64::from(ret), 0);
+                    }
+                    return;
+                }
+                effect
+            }
+            // Never move the clear point backwards past a clear made meanwhile.
+            Effect::SetClear { seq } => Effect::SetClear {
+                seq: seq.max(p.ring.clear_seq()),
+            },
+            e => e,
         };
-        // Apply before SEND so that the effect is visible to everyone once the caller returns
-        // (a following FUSE `SEEK_DATA` must see the clear), and undo it if the reply cannot be
-        // delivered: a caller interrupted by a signal restarts the call and must find the ring
-        // unchanged. The cursor lock keeps other consumers out of this window.
-        let undo = undo_of(&held.ring, effect);
-        if !syslog::apply(&held.ring, effect) {
+        self.finish(&fd, &p, ret, effect);
+        drop(guard);
+    }
+
+    /// Apply `effect`, SEND `ret`, undo if the SEND fails. Called under the cursor lock.
+    ///
+    /// Apply before SEND so that the effect is visible to everyone once the caller returns
+    /// (a following FUSE `SEEK_DATA` must see the clear), and undo it if the reply cannot be
+    /// delivered: a caller interrupted by a signal restarts the call and must find the ring
+    /// unchanged. The cursor lock keeps other consumers out of this window.
+    fn finish(&mut self, fd: &Arc<OwnedFd>, p: &Pending, ret: i32, effect: Effect) {
+        let undo = undo_of(&p.ring, effect);
+        if !syslog::apply(&p.ring, effect) {
             // Cannot happen under the cursor lock unless a frontend consumed without it.
-            log::warn!(
-                "syslog cursor of container {} moved during a READ; bytes may repeat",
-                held.container.id
+            rl_log!(
+                self.rl,
+                log::Level::Warn,
+                "syslog cursor moved during a READ of task {}; bytes may repeat",
+                p.tid
             );
         }
         if let Some(h) = &self.hooks {
             h.before_reply(p.tid, p.call.action);
         }
-        if !self.reply(fd, p, i64::from(ret), 0) {
-            syslog::apply(&held.ring, undo);
+        if !self.reply(fd.as_fd(), p, i64::from(ret), 0) {
+            syslog::apply(&p.ring, undo);
         }
-        Answered::Done
     }
 
     /// SEND; true if the caller got the reply.
-    fn reply(&self, fd: BorrowedFd<'_>, p: &Pending, val: i64, errno: i32) -> bool {
+    fn reply(&mut self, fd: BorrowedFd<'_>, p: &Pending, val: i64, errno: i32) -> bool {
         let c = &self.shared.counters;
         match notify::send(fd, p.id, val, errno) {
             Ok(()) => {
@@ -883,7 +1372,11 @@ impl Worker {
                 false
             }
             Err(e) => {
-                log::error!("`ioctl(SECCOMP_IOCTL_NOTIF_SEND)` failed: {e}");
+                rl_log!(
+                    self.rl,
+                    log::Level::Error,
+                    "`ioctl(SECCOMP_IOCTL_NOTIF_SEND)` failed: {e}"
+                );
                 false
             }
         }
@@ -903,7 +1396,7 @@ impl Worker {
                 bump(&self.shared.counters.stale);
                 continue;
             }
-            if let Answered::Park = self.answer(&p) {
+            if let Answered::Park = self.answer(&p, 0) {
                 self.parked.push(p);
             }
         }
@@ -929,29 +1422,5 @@ fn undo_of(ring: &Ring, effect: Effect) -> Effect {
                 saved: st.saved_console_level,
             }
         }
-    }
-}
-
-fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<libc::ucred> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: SO_PEERCRED writes at most `len` bytes into `cred`, which is valid and writable.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(cred)
     }
 }

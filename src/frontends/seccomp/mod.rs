@@ -31,6 +31,8 @@ use thiserror::Error;
 use crate::ring::Ring;
 use crate::syslog::Policy;
 
+#[macro_use]
+mod logrl;
 pub mod agent;
 pub mod caller;
 pub mod filter;
@@ -38,6 +40,7 @@ pub mod notify;
 pub mod oci;
 pub mod profile;
 pub mod resolver;
+pub mod writer;
 
 pub use agent::{Agent, AgentHandle, AgentHooks, AgentOptions, AgentStats};
 pub use caller::Creds;
@@ -148,13 +151,17 @@ pub struct Caller<'a> {
     pub container: &'a Container,
     /// The caller's credentials, read from `/proc/<tid>` and confirmed with `ID_VALID`.
     pub creds: Creds,
+    /// The user namespace in which the caller's CAP_SYSLOG counts: the owner of the ring's
+    /// namespace for a ring chosen per call ([`TaskRing::user_ns`]), else the user namespace of
+    /// the container's init ([`Container::user_ns`]).
+    pub user_ns: Option<u64>,
 }
 
 impl Caller<'_> {
     /// CAP_SYSLOG in the container's own user namespace: the caller's effective set holds it
-    /// and the caller is in the user namespace of the container's init (see [`caller`]).
+    /// and the caller is in [`Caller::user_ns`] (see [`caller`]).
     pub fn has_cap_syslog_in_container(&self) -> bool {
-        self.creds.has_cap_syslog() && self.container.user_ns == Some(self.creds.user_ns)
+        self.creds.has_cap_syslog() && self.user_ns == Some(self.creds.user_ns)
     }
 
     /// The kernel's rule (B1) applied to the container: privileged with CAP_SYSLOG in the
@@ -168,8 +175,34 @@ impl Caller<'_> {
     }
 }
 
+/// The ring one call is answered from, chosen from the calling task ([`RingResolver::task_ring`]).
+#[derive(Clone)]
+pub struct TaskRing {
+    /// The ring.
+    pub ring: Arc<Ring>,
+    /// The user namespace owning the ring's namespace, in which CAP_SYSLOG counts.
+    pub user_ns: Option<u64>,
+}
+
 /// How the agent finds rings and decides permissions: implemented by the daemon's registry.
 pub trait RingResolver: Send + Sync {
+    /// Whether a new listener's calls all go to one ring (`Some`, the default: [`ring_for`])
+    /// or each call picks its ring from the calling task (`None`: [`RingResolver::task_ring`]).
+    /// Called once per listener, on the agent thread. An error drops the listener.
+    ///
+    /// [`ring_for`]: RingResolver::ring_for
+    fn listener_ring(&self, container: &Container) -> Result<Option<Arc<Ring>>, ResolveError> {
+        self.ring_for(container).map(Some)
+    }
+
+    /// The ring for one call of task `tid` (the notification's `pid`) on a listener whose
+    /// [`RingResolver::listener_ring`] was `None`. `Err(errno)` refuses the call with that
+    /// errno. The agent confirms with `ID_VALID` afterwards that `tid` was the caller.
+    fn task_ring(&self, container: &Container, tid: u32) -> Result<TaskRing, i32> {
+        let _ = (container, tid);
+        Err(libc::ENOSYS)
+    }
+
     /// The ring a new listener's calls are answered from. Called once per listener, on the
     /// agent thread, when the runtime hands the listener over (`init_pid` then still exists:
     /// the runtime waits for the hand-over). Typically the ring of a namespace of

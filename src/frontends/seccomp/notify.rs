@@ -11,14 +11,16 @@
 //! * `/proc/<tid>/mem` ignores page protections on kernels built with
 //!   `CONFIG_PROC_MEM_ALWAYS_FORCE`, where the real `copy_to_user` gives EFAULT. The target range
 //!   is therefore checked against `/proc/<tid>/maps` (read before the id check) and must be
-//!   writable.
+//!   writable, private and anonymous: the agent never writes into memory that can fault into a
+//!   file (docs/threat-agent.md, attack 1).
 //! * The reply never carries `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: that would run the host's real
 //!   `syslog` for the container.
 
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
+
+use crate::sys::maps::{self, TaskMem};
+use crate::sys::SysError;
 
 use super::filter::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, NR_SYSLOG, X32_SYSCALL_BIT};
 
@@ -166,7 +168,15 @@ pub enum WriteError {
 }
 
 /// Write `data` at `addr` in the caller `tid` of notification `id`, in the only safe order:
-/// open `/proc/<tid>/mem`, read `/proc/<tid>/maps`, confirm the id, check the range, write.
+/// open `/proc/<tid>` and through it `mem` and `maps` ([`TaskMem`]), confirm the id, check the
+/// range, write.
+///
+/// The range must lie entirely in anonymous private writable mappings
+/// ([`maps::range_anon_private`]): a buffer in a file mapping (a FUSE file whose daemon never
+/// answers, the caller's own `/dev/kmsg`) would make this write fault into that file and block
+/// for as long as the file's owner wants. Such a range is EFAULT. The caller can still remap
+/// between the check and the write; the agent therefore calls this only on a bounded writer
+/// thread ([`super::writer`]), never on the thread that answers other containers.
 pub fn write_to_caller(
     listener: BorrowedFd<'_>,
     id: u64,
@@ -174,40 +184,45 @@ pub fn write_to_caller(
     addr: u64,
     data: &[u8],
 ) -> Result<(), WriteError> {
+    write_to_caller_then(listener, id, tid, addr, data, None)
+}
+
+/// [`write_to_caller`], running `checked` after the destination passed its checks and just
+/// before the write (instrumentation: [`super::AgentHooks::writing`]).
+pub fn write_to_caller_then(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    tid: u32,
+    addr: u64,
+    data: &[u8],
+    checked: Option<Box<dyn FnOnce() + Send>>,
+) -> Result<(), WriteError> {
     if tid == 0 {
         // The agent's PID namespace cannot see the caller (seccomp-agent.md §11).
         return Err(WriteError::Access(io::ErrorKind::NotFound));
     }
-    let gone = |e: &io::Error| matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH));
-    let mem = match File::options()
-        .read(true)
-        .write(true)
-        .open(format!("/proc/{tid}/mem"))
-    {
-        Ok(f) => f,
-        Err(e) if gone(&e) => return Err(WriteError::Stale),
-        Err(e) => return Err(WriteError::Access(e.kind())),
-    };
-    let maps = std::fs::read_to_string(format!("/proc/{tid}/maps"));
+    let gone = |e: &SysError| matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH));
+    let task = TaskMem::open(tid);
     if !id_valid(listener, id) {
         return Err(WriteError::Stale);
     }
-    let maps = match maps {
-        Ok(m) => m,
+    let task = match task {
+        Ok(t) => t,
         Err(e) if gone(&e) => return Err(WriteError::Stale),
-        Err(e) => return Err(WriteError::Access(e.kind())),
+        Err(e) => return Err(WriteError::Access(e.source.kind())),
     };
-    if !range_writable(&maps, addr, data.len() as u64) {
+    if !maps::range_anon_private(task.maps(), addr, data.len() as u64) {
         return Err(WriteError::Fault);
     }
-    match mem.write_at(data, addr) {
+    if let Some(f) = checked {
+        f();
+    }
+    match task.write_at(data, addr) {
         Ok(n) if n == data.len() => Ok(()),
         Ok(_) => Err(WriteError::Fault),
-        Err(e) if e.raw_os_error() == Some(libc::EIO) || e.raw_os_error() == Some(libc::EFAULT) => {
-            Err(WriteError::Fault)
-        }
+        Err(e) if matches!(e.errno(), Some(libc::EIO | libc::EFAULT)) => Err(WriteError::Fault),
         Err(e) if gone(&e) => Err(WriteError::Stale),
-        Err(e) => Err(WriteError::Access(e.kind())),
+        Err(e) => Err(WriteError::Access(e.source.kind())),
     }
 }
 

@@ -5,10 +5,13 @@
 //!   *named* ring, shared by every listener with the same value and kept while one of them
 //!   lives. Named rings are served to `syslog(2)` only; the FUSE files keep resolving by
 //!   namespace. Only root can reach the agent's socket, so the name is trusted.
-//! * Otherwise the ring is chosen from the namespaces of `/proc/<init_pid>` with exactly the
-//!   rule of a FUSE open ([`policy::resolve`]): the host ring only for a process in the host's
-//!   key, pid and mount namespaces, else the ring of its key, pid or mount namespace. A new
-//!   ring is created in the registry if the container never opened its `kmsg` file yet.
+//! * Otherwise each call chooses its ring from the namespaces of the **calling task**
+//!   (`/proc/<tid>`, then `ID_VALID`) with exactly the rule of a FUSE open ([`policy::resolve`]):
+//!   the ring of its key, pid or mount namespace, created in the registry if the container never
+//!   opened its `kmsg` file yet. A caller in the host's key, pid and mount namespaces gets EPERM:
+//!   the agent never answers from the host ring. `state.pid` is not trusted for this (crun 1.8
+//!   names the `crun exec` process there). [`RingResolver::ring_for`] keeps the old
+//!   per-container rule for callers of the library.
 //! * Permissions follow the kernel (B1) with `dmesg_restrict` set from `--restrict`
 //!   ([`super::Caller::kernel_policy`]).
 
@@ -17,7 +20,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
-use super::{Caller, Container, ResolveError, RingResolver};
+use super::{Caller, Container, ResolveError, RingResolver, TaskRing};
 use crate::frontends::fuse::policy::{self, HostIdentity, Opener, Restrict, Target};
 use crate::registry::Registry;
 use crate::ring::Ring;
@@ -89,6 +92,34 @@ impl RingResolver for RegistryResolver {
                     container.init_pid
                 );
                 Ok(Arc::clone(&slot.ring))
+            }
+        }
+    }
+
+    /// A named ring for the [`super::KEY_ANNOTATION`]; otherwise every call picks its ring
+    /// from the calling task ([`RegistryResolver::task_ring`]). `state.pid` is never used to
+    /// choose a ring: crun 1.8 reports the `crun exec` process, in the host's namespaces, as
+    /// `state.pid` of an exec'd process's listener.
+    fn listener_ring(&self, container: &Container) -> Result<Option<Arc<Ring>>, ResolveError> {
+        Ok(container.key_override().map(|name| self.named_ring(name)))
+    }
+
+    /// The calling task's namespaces with the rule of a FUSE open ([`policy::resolve`]); a
+    /// task in the host's key, pid and mount namespaces gets EPERM: the agent never answers
+    /// from the host ring.
+    fn task_ring(&self, _container: &Container, tid: u32) -> Result<TaskRing, i32> {
+        let (op, proc_) = Opener::inspect(tid, 0).map_err(|e| e.errno().unwrap_or(libc::ESRCH))?;
+        match policy::resolve(&self.host, &op) {
+            Target::Host => Err(libc::EPERM),
+            Target::Ns(key) => {
+                let owner = proc_.ns_owner_userns(key.kind).ok();
+                let slot = self.registry.acquire(key, owner, op.ns_id(key.kind));
+                // The namespace being alive keeps the ring; the agent holds the ring itself.
+                self.registry.release(&slot);
+                Ok(TaskRing {
+                    ring: Arc::clone(&slot.ring),
+                    user_ns: owner,
+                })
             }
         }
     }
