@@ -28,8 +28,9 @@ use common::{close_raw, drain, lseek_raw, open_raw, require_root, require_tool, 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The attempts, each a name and a shell command. `$S` is a scratch directory of the test,
-/// `$T` the tag. After each one the script writes `<6>$T after-NAME` to `/dev/kmsg`.
-const ATTACKS: [(&str, &str); 7] = [
+/// `$T` the tag, `$A` the daemon's agent socket. After each one the script writes
+/// `<6>$T after-NAME` to `/dev/kmsg`.
+const ATTACKS: [(&str, &str); 9] = [
     ("umount-dev-kmsg", "umount /dev/kmsg"),
     ("umount-lazy-dev-kmsg", "umount -l /dev/kmsg"),
     ("umount-proc-kmsg", "umount /proc/kmsg"),
@@ -42,6 +43,14 @@ const ATTACKS: [(&str, &str); 7] = [
     (
         "mknod-1-11",
         "mknod $S/node c 1 11 && echo \"<6>$T via-mknod\" > $S/node",
+    ),
+    // The agent socket is covered in the container (docs/security.md T4): neither removing
+    // the cover nor connecting may work. Connecting succeeds at the socket level even when the
+    // agent then closes a foreign peer, so any reachable socket fails the test.
+    ("umount-agent-socket", "umount \"$A\""),
+    (
+        "connect-agent-socket",
+        "python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' \"$A\"",
     ),
 ];
 
@@ -158,6 +167,20 @@ fn lines_until_written(child: &mut Child) -> Vec<String> {
     lines
 }
 
+/// The daemon's syslog(2) agent socket (`DIR.seccomp.sock`), which must exist for the
+/// socket attacks to mean anything.
+fn agent_socket(d: &Daemon) -> PathBuf {
+    let mut p = d.dir().as_os_str().to_owned();
+    p.push(".seccomp.sock");
+    let p = PathBuf::from(p);
+    assert!(
+        std::fs::symlink_metadata(&p).is_ok(),
+        "the daemon has no agent socket at {}",
+        p.display()
+    );
+    p
+}
+
 fn attack_container(unshare: Option<&str>) {
     let d = Daemon::start_args(&["--devkmsg", "on"]);
     let tag = unique_tag(&unshare.unwrap_or("default").replace(',', "-"));
@@ -174,6 +197,7 @@ fn attack_container(unshare: Option<&str>) {
         .args(["sh", "-c", &script()])
         .env("T", &tag)
         .env("S", &scratch.0)
+        .env("A", agent_socket(&d))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -252,7 +276,11 @@ fn attack_container(unshare: Option<&str>) {
 
 #[test]
 fn user_namespaced_root_cannot_get_past_the_kmsg_binds_to_the_host_log() {
-    if !(require_root() && require_tool("umount") && require_tool("mknod")) {
+    if !(require_root()
+        && require_tool("umount")
+        && require_tool("mknod")
+        && require_tool("python3"))
+    {
         return;
     }
     attack_container(Some("user,net,pid"));
@@ -260,7 +288,11 @@ fn user_namespaced_root_cannot_get_past_the_kmsg_binds_to_the_host_log() {
 
 #[test]
 fn user_namespace_without_pid_namespace_is_locked_too() {
-    if !(require_root() && require_tool("umount") && require_tool("mknod")) {
+    if !(require_root()
+        && require_tool("umount")
+        && require_tool("mknod")
+        && require_tool("python3"))
+    {
         return;
     }
     attack_container(Some("user,net"));
@@ -268,7 +300,11 @@ fn user_namespace_without_pid_namespace_is_locked_too() {
 
 #[test]
 fn user_namespace_with_a_pid_ring_is_locked_and_keeps_its_own_ring() {
-    if !(require_root() && require_tool("umount") && require_tool("mknod")) {
+    if !(require_root()
+        && require_tool("umount")
+        && require_tool("mknod")
+        && require_tool("python3"))
+    {
         return;
     }
     // Shares the host's network namespace: the ring is the pid namespace's, which must be
@@ -278,7 +314,11 @@ fn user_namespace_with_a_pid_ring_is_locked_and_keeps_its_own_ring() {
 
 #[test]
 fn root_of_the_default_namespaces_cannot_get_past_the_kmsg_binds_to_the_host_log() {
-    if !(require_root() && require_tool("umount") && require_tool("mknod")) {
+    if !(require_root()
+        && require_tool("umount")
+        && require_tool("mknod")
+        && require_tool("python3"))
+    {
         return;
     }
     attack_container(None);

@@ -1,4 +1,4 @@
-//! Hostile callers of the `syslog(2)` agent (docs/threat-agent.md): a buffer that faults into a
+//! Hostile callers of the `syslog(2)` agent (docs/security.md T3, T4, T6): a buffer that faults into a
 //! never-answering FUSE file, a caller that remaps its buffer while the reply is being written,
 //! kernel-space buffer addresses, foreign peers and floods on the agent socket, and `crun exec`
 //! / `runc exec` whose listener names a host process. Root only; needs `cc`, `python3`, and

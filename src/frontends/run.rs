@@ -42,7 +42,9 @@
 //!    user notification ([`crate::frontends::seccomp::install_filter`]; CMD inherits it),
 //!    passes the listener to the outer process over a socketpair, and waits. The outer
 //!    process hands it to the daemon's agent (`--seccomp-socket`, default
-//!    `DIR.seccomp.sock`) with init's host pid, then lets init continue. `dmesg -c`, `-C`,
+//!    `DIR.seccomp.sock`, connected before step 2 and covered with `/dev/null` in the
+//!    container's mount namespace, so CMD cannot reach it) with init's host pid, then lets
+//!    init continue. `dmesg -c`, `-C`,
 //!    `-S`, `-n`, `-D`/`-E`, busybox `dmesg` and `klogd` then act on the container's ring. If
 //!    the daemon dies later, `syslog(2)` fails with ENOSYS inside; the host log is never
 //!    reached.
@@ -83,6 +85,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -474,6 +477,17 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     sys::default_action(libc::SIGCHLD)?;
     let original = waited.block()?;
 
+    // Connect to the agent now, from the host's mount namespace: the container's mount
+    // namespace gets the socket covered (below), so that CMD can neither flood the agent nor
+    // hand it listeners of its own (docs/security.md T4).
+    let agent = match &seccomp_socket {
+        Some(path) => Some(UnixStream::connect(path).map_err(|err| RunError::Seccomp {
+            path: path.clone(),
+            message: format!("connect: {err}"),
+        })?),
+        None => None,
+    };
+
     let outer = args.unshare.outer();
     sys::unshare(outer.clone_flags(), &outer.clone_flags_text())?;
     sys::mount(
@@ -491,6 +505,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
         "MS_BIND",
     )?;
     log::debug!("bound {} over /dev/kmsg", kmsg.display());
+    hide_agent_sockets(&args.mount, seccomp_socket.as_deref())?;
 
     // Init reports setup and exec failures over `report`, and learns from `alive` hanging up
     // whether this process died before init armed PR_SET_PDEATHSIG. Both are close-on-exec, so
@@ -500,10 +515,9 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     // Init sends the seccomp listener over this pair and waits for the hand-over (std's
     // UnixStream::pair is close-on-exec).
     let pair = match seccomp_socket {
-        Some(_) => Some(
-            std::os::unix::net::UnixStream::pair()
-                .map_err(|err| SysError::new("socketpair(AF_UNIX)", err))?,
-        ),
+        Some(_) => {
+            Some(UnixStream::pair().map_err(|err| SysError::new("socketpair(AF_UNIX)", err))?)
+        }
         None => None,
     };
     // With `user`, the forked child is a helper that creates the user (and pid) namespace and
@@ -554,10 +568,10 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
                 }
                 _ => child,
             };
-            let handed = match (pair, &seccomp_socket) {
-                (Some((parent, _child)), Some(path)) => {
+            let handed = match (pair, &seccomp_socket, agent) {
+                (Some((parent, _child)), Some(path), Some(agent)) => {
                     drop(_child);
-                    Some(hand_over(parent, path, init_pid))
+                    Some(hand_over(parent, &agent, path, init_pid))
                 }
                 _ => None,
             };
@@ -571,6 +585,32 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
             }
         }
     }
+}
+
+/// Binds `/dev/null` over the agent's socket (`socket`, and the default `DIR.seccomp.sock` if
+/// that exists too) in the container's mount namespace, before CMD exists: a container must
+/// not reach the agent (docs/security.md T4). Under `--unshare user` the cover is locked with
+/// the other binds; without it CMD lacks CAP_SYS_ADMIN to remove it.
+fn hide_agent_sockets(mount: &Path, socket: Option<&Path>) -> Result<(), RunError> {
+    let default = crate::frontends::seccomp::default_socket_for(mount);
+    let mut paths: Vec<&Path> = socket.into_iter().collect();
+    if !paths.contains(&default.as_path()) {
+        paths.push(&default);
+    }
+    for path in paths {
+        if std::fs::symlink_metadata(path).is_err() {
+            continue;
+        }
+        sys::mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            libc::MS_BIND,
+            "MS_BIND",
+        )?;
+        log::debug!("covered the agent socket {} with /dev/null", path.display());
+    }
+    Ok(())
 }
 
 /// Kills and reaps the child of `run` (init, or the helper holding it) when `run` returns
@@ -707,7 +747,8 @@ fn prepare_user_container(
 /// Receives init's seccomp listener on `pair` and hands it to the agent on `socket` with
 /// init's (host) pid, then tells init to go on (`1`) or to give up (`0`).
 fn hand_over(
-    pair: std::os::unix::net::UnixStream,
+    pair: UnixStream,
+    agent: &UnixStream,
     socket: &Path,
     init_pid: pid_t,
 ) -> Result<(), RunError> {
@@ -719,7 +760,7 @@ fn hand_over(
     let listener = oci::recv_one_fd(pair.as_fd())
         .map_err(|e| fail(format!("receiving the listener from init: {e}")))?;
     let pid = u32::try_from(init_pid).unwrap_or(0);
-    let sent = oci::send_listener(socket, pid, listener.as_fd(), Default::default());
+    let sent = oci::send_listener_on(agent, socket, pid, listener.as_fd());
     drop(listener);
     let mut pair = pair;
     let ack: &[u8] = if sent.is_ok() { b"1" } else { b"0" };

@@ -1,4 +1,4 @@
-//! A task's address space as the `syslog(2)` agent needs it (docs/threat-agent.md, attack 1).
+//! A task's address space as the `syslog(2)` agent needs it (docs/security.md T3).
 //!
 //! * [`TaskMem::open`] opens `/proc/<tid>` once as a directory fd and then `mem` and `maps`
 //!   through it, so both are bound to the same task (a reused tid cannot swap one of them).

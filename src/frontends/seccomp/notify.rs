@@ -12,7 +12,7 @@
 //!   `CONFIG_PROC_MEM_ALWAYS_FORCE`, where the real `copy_to_user` gives EFAULT. The target range
 //!   is therefore checked against `/proc/<tid>/maps` (read before the id check) and must be
 //!   writable, private and anonymous: the agent never writes into memory that can fault into a
-//!   file (docs/threat-agent.md, attack 1).
+//!   file (docs/security.md T3).
 //! * The reply never carries `SECCOMP_USER_NOTIF_FLAG_CONTINUE`: that would run the host's real
 //!   `syslog` for the container.
 

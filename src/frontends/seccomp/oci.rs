@@ -261,6 +261,23 @@ pub fn send_listener(
     send_state(socket, &state, fd)
 }
 
+/// Like [`send_listener`], on a connection made earlier (`kmsgfs run` connects before it hides
+/// the socket from the container it builds; docs/security.md T4). `socket` names it in errors.
+pub fn send_listener_on(
+    stream: &UnixStream,
+    socket: &Path,
+    pid: u32,
+    fd: BorrowedFd<'_>,
+) -> Result<(), SeccompError> {
+    let state =
+        ContainerProcessState::for_process(pid, &format!("kmsgfs-run-{pid}"), BTreeMap::new());
+    let payload = serde_json::to_vec(&state).expect("ContainerProcessState serialises");
+    send_fd(stream.as_fd(), &payload, fd).map_err(|source| SeccompError::Io {
+        call: format!("sendmsg({})", socket.display()),
+        source,
+    })
+}
+
 /// Send an arbitrary `state` with `fd` to the agent on `socket`.
 pub fn send_state(
     socket: &Path,
