@@ -27,6 +27,7 @@ kmsgfs_install_deps() {
     # syslog(2) agent tests: real runc and crun containers.
     kmsgfs_need runc runc
     kmsgfs_need crun crun
+    kmsgfs_need podman podman
     kmsgfs_need nsenter util-linux
     kmsgfs_need strace strace
     if ((${#KMSGFS_MISSING[@]})); then

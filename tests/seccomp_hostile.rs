@@ -550,6 +550,86 @@ fn a3_runc_exec_gets_the_container_ring_not_the_host_ring() {
     exec_sees_the_container_ring(Runtime::Runc);
 }
 
+/// Attack 3 through Podman: `podman exec` (conmon runs the runtime's `exec`) into a running
+/// container of the real daemon, with the kmsgfs profile (`--security-opt seccomp=`, which
+/// carries `listenerPath`) and CAP_SYSLOG: the exec'd `dmesg` prints exactly the container's
+/// record, nothing of the host ring, and its `dmesg -c` clears the container's ring only.
+fn podman_exec_sees_the_container_ring(rt: Runtime) {
+    if !ready(&["busybox", "podman", rt.bin()]) {
+        return;
+    }
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+    let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
+    let mut p = seccomp_support::podman::Podman::new(rt, &["sh", "dmesg", "sleep", "wc"]);
+    let profile = p.dir.path().join("seccomp.json");
+    std::fs::write(
+        &profile,
+        serde_json::to_vec(&kmsgfs::frontends::seccomp::seccomp_profile(&socket)).unwrap(),
+    )
+    .unwrap();
+    let t = unique_tag(&format!("podman-exec-{}", rt.bin()));
+    let name = format!("kmsgfs-hostile-podman-{}-{}", rt.bin(), std::process::id());
+    let seccomp = format!("seccomp={}", profile.display());
+    let mount = format!(
+        "type=bind,src={},dst=/dev/kmsg",
+        d.dir().join("kmsg").display()
+    );
+    let script = format!("echo '<6>{t}' > /dev/kmsg; exec sleep 120");
+    p.run_detached(
+        &name,
+        &[
+            "--cap-add",
+            "SYSLOG",
+            "--security-opt",
+            &seccomp,
+            "--mount",
+            &mount,
+        ],
+        &["sh", "-c", &script],
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    let out = loop {
+        let o = p.exec(&name, &["dmesg"], TIMEOUT);
+        let out = ok(&o, &format!("podman --runtime {} exec dmesg", rt.bin()));
+        if out.contains(&t) || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(out.matches(&t).count(), 1, "exec'd dmesg: {out}");
+    assert!(
+        !out.contains("kmsgfs-host-ring"),
+        "the exec'd process got the HOST ring: {out}"
+    );
+    // syslog(2) in the exec'd process clears the container's ring, not the host's.
+    let o = p.exec(
+        &name,
+        &["sh", "-c", "dmesg -c >/dev/null && dmesg | wc -l"],
+        TIMEOUT,
+    );
+    let cleared = ok(&o, "podman exec dmesg -c");
+    assert_eq!(cleared.trim(), "0", "after dmesg -c in the container");
+    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).expect("open kmsg");
+    let host = common::drain(fd);
+    common::close_raw(fd);
+    assert!(
+        host.iter()
+            .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"),
+        "the host ring lost its record: {host:?}"
+    );
+}
+
+#[test]
+fn a3_podman_runc_exec_gets_the_container_ring_not_the_host_ring() {
+    podman_exec_sees_the_container_ring(Runtime::Runc);
+}
+
+#[test]
+fn a3_podman_crun_exec_gets_the_container_ring_not_the_host_ring() {
+    podman_exec_sees_the_container_ring(Runtime::Crun);
+}
+
 /// Attack 3: a task in the host's namespaces calling through a listener is refused with EPERM
 /// by the daemon's resolver, never answered from the host ring.
 #[test]

@@ -12,11 +12,13 @@
 //! `SEEK_DATA` still finds the tag and starts where it did); [`host_printk`] reads the host console levels. Nothing here
 //! clears or read-clears the host log.
 //!
-//! [`oci`]: busybox bundles run by the real OCI runtimes (runc, crun).
+//! [`oci`]: busybox bundles run by the real OCI runtimes (runc, crun); [`podman`]: real Podman
+//! on top of either.
 #![allow(dead_code)]
 
 pub mod hostile;
 pub mod oci;
+pub mod podman;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
