@@ -288,6 +288,107 @@ fn t2_a_mapped_page_fault_is_answered_at_once() {
     stat_and_open_promptly(&d.kmsg(), "host root after mmap faults");
 }
 
+/// Run `argv` as root of a `kmsgfs run` container (its `/dev/kmsg` is the daemon's `kmsg`),
+/// with `--unshare LIST` if given, and wait for it.
+fn in_run(d: &Daemon, unshare: Option<&str>, argv: &[&str]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kmsgfs"));
+    c.arg("run").arg("--mount").arg(d.dir());
+    if let Some(list) = unshare {
+        c.arg("--unshare").arg(list);
+    }
+    let child = c
+        .arg("--")
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kmsgfs run");
+    wait_bounded(child, Duration::from_secs(60))
+}
+
+/// T1 and T2 as the issue states them: the attacker is root of a `kmsgfs run` container, with
+/// and without a user namespace, using its own `/dev/kmsg`, while a victim container and host
+/// root pull their rings through every page-cache path. It gets no byte of theirs, and after
+/// its readahead wedges host root's `stat` and `open` return at once.
+#[test]
+fn t1_t2_attacker_inside_kmsgfs_run_with_and_without_a_user_namespace() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    let bin = attacker(&d);
+    let b = bin.to_str().unwrap();
+    let host_secret = format!("HOSTSECRET-RUN-{}", std::process::id());
+    let victim_secret = format!("VICTIMSECRET-RUN-{}", std::process::id());
+    for i in 0..20 {
+        d.feed(6, &format!("{host_secret} {i}"));
+    }
+    d.wait_host_records(20);
+    let k = d.kmsg().display().to_string();
+    for unshare in [None, Some("user,net,pid")] {
+        let victim = Command::new("unshare")
+            .args(["-n", "sh", "-c"])
+            .arg(format!(
+                "echo '<6>{victim_secret}' > {k}; i=0; while [ $i -lt 100 ]; do \
+                 {b} steal {k} 1 >/dev/null 2>&1; {b} sendfile {k} >/dev/null 2>&1; i=$((i+1)); done"
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn victim");
+        let host = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "i=0; while [ $i -lt 100 ]; do {b} sendfile {k} >/dev/null 2>&1; \
+                 {b} steal {k} 1 >/dev/null 2>&1; i=$((i+1)); done"
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn host reader");
+        let attack = in_run(&d, unshare, &[b, "steal", "/dev/kmsg", "200"]);
+        let victim = wait_bounded(victim, Duration::from_secs(60));
+        let host = wait_bounded(host, Duration::from_secs(60));
+        assert!(victim.status.success() && host.status.success());
+        let got = String::from_utf8_lossy(&attack.stdout);
+        let status = String::from_utf8_lossy(&attack.stderr);
+        assert!(
+            attack.status.success(),
+            "--unshare {unshare:?}: attacker failed: {status}"
+        );
+        assert!(
+            !got.contains(&victim_secret) && !got.contains(&host_secret),
+            "--unshare {unshare:?}: the attacker read another ring through the page cache"
+        );
+        let rounds: Vec<&str> = status.lines().filter(|l| l.starts_with("round")).collect();
+        assert!(
+            !rounds.is_empty(),
+            "--unshare {unshare:?}: no rounds: {status}"
+        );
+        for round in rounds {
+            assert!(
+                round.contains("sendfile=-1(Invalid argument)")
+                    && round.contains("splice=-1(Invalid argument)")
+                    && round.contains("mmap=SIGBUS"),
+                "--unshare {unshare:?}: a page-cache path was not refused: {round}"
+            );
+        }
+        for mode in ["wedge", "wedge-far"] {
+            let o = in_run(&d, unshare, &[b, mode, "/dev/kmsg"]);
+            assert!(
+                o.status.success(),
+                "--unshare {unshare:?} {mode}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            stat_and_open_promptly(
+                &d.kmsg(),
+                &format!("host root after {mode} in kmsgfs run --unshare {unshare:?}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn t8_requests_a_client_sends_do_not_flood_the_log() {
     if !tools() {
