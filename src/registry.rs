@@ -257,6 +257,9 @@ pub struct Registry {
     /// Namespace instances found dead on delivery (another namespace has their inode), so that
     /// their further records skip the `/proc` scan; at most [`DEAD_IDS_KEPT`].
     dead_ids: Mutex<HashSet<(NsKey, u64)>>,
+    /// Rings named by a listener's `io.kmsgfs.key` annotation (`syslog(2)` only), alive while
+    /// a listener holds them ([`Registry::named_ring`]).
+    named: Mutex<HashMap<String, std::sync::Weak<Ring>>>,
 }
 
 /// Bound of [`Registry`]'s dead-namespace memo (cleared when full).
@@ -287,6 +290,7 @@ impl Registry {
             stale_delivered: AtomicU64::new(0),
             delivery_refused: AtomicU64::new(0),
             dead_ids: Mutex::new(HashSet::new()),
+            named: Mutex::new(HashMap::new()),
         }
     }
 
@@ -311,7 +315,7 @@ impl Registry {
             .get(&key)
             .is_some_and(|s| s.host || s.same_namespace(ns_id));
         if !exists {
-            let total = self.rings.lock().len() + self.retired_alive();
+            let total = self.rings.lock().len() + self.retired_alive() + self.named_alive();
             if total >= self.limits.max_rings {
                 return Err(RingRefused::Total(total));
             }
@@ -327,6 +331,59 @@ impl Registry {
             self.charged.lock().insert(key, uid);
         }
         Ok(slot)
+    }
+
+    /// The ring named `name` for `syslog(2)` (the `io.kmsgfs.key` annotation), shared by
+    /// every listener with that name and alive while one holds it. It counts against
+    /// [`RingLimits::max_rings`] like any ring: `None` when a new one would exceed it.
+    pub fn named_ring(&self, name: &str) -> Option<Arc<Ring>> {
+        if let Some(r) = self
+            .named
+            .lock()
+            .get(name)
+            .and_then(std::sync::Weak::upgrade)
+        {
+            return Some(r);
+        }
+        // Counted before `named` is locked again: `rings` is never taken under `named`.
+        let total = self.rings.lock().len() + self.retired_alive() + self.named_alive();
+        let mut named = self.named.lock();
+        if let Some(r) = named.get(name).and_then(std::sync::Weak::upgrade) {
+            return Some(r);
+        }
+        if total >= self.limits.max_rings {
+            if RING_LOG_BUDGET.admit(Instant::now()).is_some() {
+                log::warn!(
+                    "no named ring {name:?}: the daemon holds {total} rings, its limit (--max-rings)"
+                );
+            }
+            return None;
+        }
+        named.retain(|_, w| w.strong_count() > 0);
+        ring_log!("new named ring {name:?} for syslog(2)");
+        let r = Arc::new(Ring::new(self.config));
+        named.insert(name.to_owned(), Arc::downgrade(&r));
+        Some(r)
+    }
+
+    /// The named rings alive, by name.
+    pub fn named_rings(&self) -> Vec<(String, Arc<Ring>)> {
+        let mut v: Vec<(String, Arc<Ring>)> = self
+            .named
+            .lock()
+            .iter()
+            .filter_map(|(n, w)| w.upgrade().map(|r| (n.clone(), r)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn named_alive(&self) -> usize {
+        self.named
+            .lock()
+            .values()
+            .filter(|w| w.strong_count() > 0)
+            .count()
     }
 
     fn retired_alive(&self) -> usize {
@@ -491,7 +548,7 @@ impl Registry {
             // Created meanwhile by an opener or another delivery.
             return s.same_namespace(ns_id).then(|| Arc::clone(s));
         }
-        let total = rings.len() + self.retired_alive();
+        let total = rings.len() + self.retired_alive() + self.named_alive();
         if total >= self.limits.max_rings {
             drop(rings);
             self.delivery_refused.fetch_add(1, Ordering::Relaxed);
@@ -766,6 +823,30 @@ mod tests {
             .ring_for_delivery(key(4), Some(20), || (Some(99), Some(21)))
             .unwrap();
         assert_eq!((other.ns_id, other.owner_userns), (Some(20), None));
+    }
+
+    #[test]
+    fn named_rings_count_against_the_total_and_are_listed_while_held() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None).with_limits(RingLimits {
+            max_rings: 3,
+            max_rings_per_uid: 10,
+        });
+        let a = r.named_ring("team-a").unwrap();
+        assert!(Arc::ptr_eq(&a, &r.named_ring("team-a").unwrap()));
+        let _b = r.named_ring("team-b").unwrap();
+        // host + two named = 3: neither a third name nor a namespace ring fits.
+        assert!(r.named_ring("team-c").is_none());
+        assert!(r.acquire_for_uid(key(2), None, Some(2), 7).is_err());
+        assert_eq!(
+            r.named_rings()
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["team-a", "team-b"]
+        );
+        drop(a);
+        assert_eq!(r.named_rings().len(), 1, "an unheld named ring is gone");
+        r.named_ring("team-c").unwrap();
     }
 
     #[test]

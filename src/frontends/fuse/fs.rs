@@ -397,10 +397,22 @@ struct StatsReport {
     threads: usize,
     host: HostReport,
     rings: Vec<RingReport>,
+    /// Rings named by a listener's `io.kmsgfs.key` (syslog(2) only).
+    named_rings: Vec<NamedRingReport>,
     open_files: usize,
     interrupts: InterruptReport,
     delivery: DeliveryReport,
     attribution: Option<serde_json::Value>,
+}
+
+/// One named ring in the stats file.
+#[derive(Debug, Serialize)]
+struct NamedRingReport {
+    name: String,
+    records: u64,
+    bytes: u64,
+    appended: u64,
+    overruns: u64,
 }
 
 /// Attributed records that reached no namespace ring of their own (docs/security.md T7, T10).
@@ -516,6 +528,21 @@ impl Shared {
                     retired: true,
                     ..s.stats()
                 }))
+                .collect(),
+            named_rings: self
+                .registry
+                .named_rings()
+                .into_iter()
+                .map(|(name, r)| {
+                    let s = r.stats();
+                    NamedRingReport {
+                        name,
+                        records: s.records,
+                        bytes: s.bytes,
+                        appended: s.appended,
+                        overruns: s.overwritten,
+                    }
+                })
                 .collect(),
             open_files: self.opens.read().len(),
             interrupts: InterruptReport {

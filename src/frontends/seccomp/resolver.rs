@@ -2,9 +2,11 @@
 //! ring its `/dev/kmsg` (the FUSE `kmsg` file) and `/proc/kmsg` (`proc-kmsg`) lead to.
 //!
 //! * A listener whose container carries the [`super::KEY_ANNOTATION`] annotation gets a
-//!   *named* ring, shared by every listener with the same value and kept while one of them
+//!   *named* ring ([`Registry::named_ring`]: counted against `--max-rings` and listed in
+//!   `stats`), shared by every listener with the same value and kept while one of them
 //!   lives. Named rings are served to `syslog(2)` only; the FUSE files keep resolving by
-//!   namespace. Only root can reach the agent's socket, so the name is trusted.
+//!   namespace. Only runtimes in the agent's own pid and user namespaces reach its socket
+//!   (docs/security.md T4), so the name is trusted.
 //! * Otherwise each call chooses its ring from the namespaces of the **calling task**
 //!   (`/proc/<tid>`, then `ID_VALID`) with exactly the rule of a FUSE open ([`policy::resolve`]):
 //!   the ring of its key, pid or mount namespace, created in the registry if the container never
@@ -15,10 +17,7 @@
 //! * Permissions follow the kernel (B1) with `dmesg_restrict` set from `--restrict`
 //!   ([`super::Caller::kernel_policy`]).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-
-use parking_lot::Mutex;
+use std::sync::Arc;
 
 use super::{Caller, Container, ResolveError, RingResolver, TaskRing};
 use crate::frontends::fuse::policy::{self, HostIdentity, Opener, Restrict, Target};
@@ -31,7 +30,6 @@ pub struct RegistryResolver {
     registry: Arc<Registry>,
     host: HostIdentity,
     restrict: Restrict,
-    named: Mutex<HashMap<String, Weak<Ring>>>,
 }
 
 impl std::fmt::Debug for RegistryResolver {
@@ -49,27 +47,21 @@ impl RegistryResolver {
             registry,
             host,
             restrict,
-            named: Mutex::new(HashMap::new()),
         }
     }
 
-    fn named_ring(&self, name: &str) -> Arc<Ring> {
-        let mut named = self.named.lock();
-        if let Some(r) = named.get(name).and_then(Weak::upgrade) {
-            return r;
-        }
-        named.retain(|_, w| w.strong_count() > 0);
-        log::info!("new named ring {name:?} for syslog(2)");
-        let r = Arc::new(Ring::new(self.registry.config()));
-        named.insert(name.to_owned(), Arc::downgrade(&r));
-        r
+    fn named_ring(&self, name: &str) -> Result<Arc<Ring>, ResolveError> {
+        self.registry.named_ring(name).ok_or_else(|| {
+            format!("no ring named {name:?}: the daemon holds its limit of rings (--max-rings)")
+                .into()
+        })
     }
 }
 
 impl RingResolver for RegistryResolver {
     fn ring_for(&self, container: &Container) -> Result<Arc<Ring>, ResolveError> {
         if let Some(name) = container.key_override() {
-            return Ok(self.named_ring(name));
+            return self.named_ring(name);
         }
         let (op, proc_) = Opener::inspect(container.init_pid, 0)?;
         match policy::resolve(&self.host, &op) {
@@ -101,7 +93,10 @@ impl RingResolver for RegistryResolver {
     /// choose a ring: crun 1.8 reports the `crun exec` process, in the host's namespaces, as
     /// `state.pid` of an exec'd process's listener.
     fn listener_ring(&self, container: &Container) -> Result<Option<Arc<Ring>>, ResolveError> {
-        Ok(container.key_override().map(|name| self.named_ring(name)))
+        container
+            .key_override()
+            .map(|name| self.named_ring(name))
+            .transpose()
     }
 
     /// The calling task's namespaces with the rule of a FUSE open ([`policy::resolve`]); a
