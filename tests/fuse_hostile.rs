@@ -37,15 +37,20 @@ fn attacker(d: &Daemon) -> PathBuf {
 
 /// Run `argv` in a new network namespace (a container's ring) and wait for it.
 fn in_netns(argv: &[&str]) -> std::process::Output {
-    let child = Command::new("unshare")
-        .arg("-n")
-        .args(argv)
+    let mut c = Command::new("unshare");
+    c.arg("-n").args(argv);
+    output_within(c, Duration::from_secs(30))
+}
+
+/// `cmd` with stdin closed and its output captured, waited for up to `limit`.
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn unshare -n");
-    wait_bounded(child, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    wait_bounded(child, limit)
 }
 
 /// Wait for `child`, failing (and killing it) if it takes longer than `limit`.
@@ -296,15 +301,8 @@ fn in_run(d: &Daemon, unshare: Option<&str>, argv: &[&str]) -> std::process::Out
     if let Some(list) = unshare {
         c.arg("--unshare").arg(list);
     }
-    let child = c
-        .arg("--")
-        .args(argv)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kmsgfs run");
-    wait_bounded(child, Duration::from_secs(60))
+    c.arg("--").args(argv);
+    output_within(c, Duration::from_secs(60))
 }
 
 /// T1 and T2 as the issue states them: the attacker is root of a `kmsgfs run` container, with

@@ -479,6 +479,25 @@ fn a2_connection_flood_keeps_the_daemon_bounded_and_serving() {
     flood_round(&d, 1000, base + 8);
 }
 
+/// Runs `exec_dmesg` (an exec'd `dmesg` in a running container) until its output shows the
+/// container's record `tag` (or TIMEOUT), then asserts it shows that record once and nothing
+/// of the host ring.
+fn exec_dmesg_shows_only(tag: &str, exec_dmesg: impl Fn() -> String) {
+    let deadline = Instant::now() + TIMEOUT;
+    let out = loop {
+        let out = exec_dmesg();
+        if out.contains(tag) || Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(out.matches(tag).count(), 1, "exec'd dmesg: {out}");
+    assert!(
+        !out.contains("kmsgfs-host-ring"),
+        "the exec'd process got the HOST ring: {out}"
+    );
+}
+
 /// Attack 3: `crun exec` (1.8 names the `crun exec` process, in the host's namespaces, as
 /// `state.pid`) and `runc exec` into a running container of the real daemon: the exec'd
 /// `dmesg` prints exactly the container's record and nothing of the host ring.
@@ -515,8 +534,7 @@ fn exec_sees_the_container_ring(rt: Runtime) {
         .expect("run -d");
     assert!(st.success(), "{} run -d: {}", rt.bin(), read_or_empty(&log));
     // The container wrote its record.
-    let deadline = Instant::now() + TIMEOUT;
-    let out = loop {
+    exec_dmesg_shows_only(&t, || {
         let exec = b
             .base_cmd()
             .args(["exec", &id, "dmesg"])
@@ -525,18 +543,11 @@ fn exec_sees_the_container_ring(rt: Runtime) {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let o = wait_output(exec, TIMEOUT);
-        let out = ok(&o, &format!("{} exec dmesg", rt.bin()));
-        if out.contains(&t) || Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(out.matches(&t).count(), 1, "exec'd dmesg: {out}");
-    assert!(
-        !out.contains("kmsgfs-host-ring"),
-        "the exec'd process got the HOST ring: {out}"
-    );
+        ok(
+            &wait_output(exec, TIMEOUT),
+            &format!("{} exec dmesg", rt.bin()),
+        )
+    });
     b.delete(&id);
 }
 
@@ -588,20 +599,10 @@ fn podman_exec_sees_the_container_ring(rt: Runtime) {
         ],
         &["sh", "-c", &script],
     );
-    let deadline = Instant::now() + TIMEOUT;
-    let out = loop {
+    exec_dmesg_shows_only(&t, || {
         let o = p.exec(&name, &["dmesg"], TIMEOUT);
-        let out = ok(&o, &format!("podman --runtime {} exec dmesg", rt.bin()));
-        if out.contains(&t) || Instant::now() > deadline {
-            break out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert_eq!(out.matches(&t).count(), 1, "exec'd dmesg: {out}");
-    assert!(
-        !out.contains("kmsgfs-host-ring"),
-        "the exec'd process got the HOST ring: {out}"
-    );
+        ok(&o, &format!("podman --runtime {} exec dmesg", rt.bin()))
+    });
     // syslog(2) in the exec'd process clears the container's ring, not the host's.
     let o = p.exec(
         &name,

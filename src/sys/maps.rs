@@ -89,6 +89,18 @@ fn anon_private(perms: &str, inode: &str, name: &str) -> bool {
 /// Whether `[addr, addr + len)` lies entirely in anonymous private writable mappings of a
 /// `/proc/<pid>/maps` text (module docs). An empty range qualifies; a wrapping one does not.
 pub fn range_anon_private(maps: &str, addr: u64, len: u64) -> bool {
+    range_covered(maps, addr, len, anon_private)
+}
+
+/// Whether `[addr, addr + len)` lies entirely in mappings of a `/proc/<pid>/maps` text for
+/// which `ok(perms, inode, name)` holds, without holes. An empty range qualifies; a wrapping
+/// one does not.
+pub fn range_covered(
+    maps: &str,
+    addr: u64,
+    len: u64,
+    ok: impl Fn(&str, &str, &str) -> bool,
+) -> bool {
     let Some(end) = addr.checked_add(len) else {
         return false;
     };
@@ -114,7 +126,7 @@ pub fn range_anon_private(maps: &str, addr: u64, len: u64) -> bool {
         if hi <= pos {
             continue;
         }
-        if lo > pos || !anon_private(perms, inode, &name) {
+        if lo > pos || !ok(perms, inode, &name) {
             return false;
         }
         pos = hi;

@@ -229,37 +229,9 @@ pub fn write_to_caller_then(
 /// Whether `[addr, addr + len)` lies entirely in writable mappings of a `/proc/<pid>/maps`
 /// text. An empty range is writable; a range that wraps around is not.
 pub fn range_writable(maps: &str, addr: u64, len: u64) -> bool {
-    let Some(end) = addr.checked_add(len) else {
-        return false;
-    };
-    let mut pos = addr;
-    if pos == end {
-        return true;
-    }
-    // maps is sorted by address.
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
-            continue;
-        };
-        let Some((lo, hi)) = range.split_once('-') else {
-            continue;
-        };
-        let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) else {
-            continue;
-        };
-        if hi <= pos {
-            continue;
-        }
-        if lo > pos || perms.as_bytes().get(1) != Some(&b'w') {
-            return false;
-        }
-        pos = hi;
-        if pos >= end {
-            return true;
-        }
-    }
-    false
+    crate::sys::maps::range_covered(maps, addr, len, |perms, _, _| {
+        perms.as_bytes().get(1) == Some(&b'w')
+    })
 }
 
 #[cfg(test)]
