@@ -182,7 +182,6 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::MutexGuard;
 use thiserror::Error;
 
 use crate::record::{Caller, RecordRef, DEVICE_MAX, SUBSYSTEM_MAX, TEXT_MAX};
@@ -409,23 +408,95 @@ struct Writer {
     listeners: usize,
 }
 
-/// The two sequence counters every reader loads; one cache line, stored to by the writer.
-struct Seqs {
-    next: AtomicU64,
-    first: AtomicU64,
+/// The words of a ring: header, descriptor ring and data ring, in one array ([`layout`]).
+enum Region {
+    /// Process memory ([`Ring::new`]).
+    Heap(Box<[AtomicU64]>),
+    /// A sealed memfd that outlives the process ([`Ring::new_shared`], [`Ring::adopt`]).
+    #[cfg(not(all(loom, test)))]
+    Shared(crate::sys::shm::SharedWords),
+}
+
+impl Region {
+    fn words(&self) -> &[AtomicU64] {
+        match self {
+            Region::Heap(w) => w,
+            #[cfg(not(all(loom, test)))]
+            Region::Shared(m) => m.words(),
+        }
+    }
+}
+
+/// The word layout of a ring's [`Region`]: the same in memory and in a memfd, so that a
+/// restarted daemon finds a ring exactly as the dead one left it (docs/architecture.md
+/// "Restart").
+///
+/// | words | contents |
+/// |---|---|
+/// | 0 | [`layout::MAGIC`] |
+/// | 1 | [`layout::VERSION`] |
+/// | 2, 3 | `bytes`, `records` of the ring's [`RingConfig`] |
+/// | 4 | `next_seq` (writer: `Release`; readers: `Acquire`) |
+/// | 5 | `first_seq` (writer: `Relaxed` + release fence; readers: `Relaxed` + acquire fence) |
+/// | 8 | `clear_seq` |
+/// | 9, 10, 11 | [`SyslogState`]: `seq`, `partial`, flags (bit 0 `time`, bits 8-15 console level, bit 16 a saved level, bits 24-31 the saved level) — a copy, written when [`Ring::syslog_state`]'s guard is dropped |
+/// | 16..32 | [`Ring::meta`]: 16 words for the ring's owner (the registry's key and ids) |
+/// | 32.. | the descriptor ring (`records.next_power_of_two()` words), then the data ring (`ceil(bytes / 8)` words) |
+///
+/// Words 0-7 share the first cache line (read by every reader, stored to only by appends);
+/// the rest of the header is touched only by `syslog(2)`, CLEAR and the owner.
+pub mod layout {
+    /// "KMSGRING", little-endian.
+    pub const MAGIC: u64 = u64::from_le_bytes(*b"KMSGRING");
+    /// Bumped on any change of this layout; a ring of another version is not adopted.
+    pub const VERSION: u64 = 1;
+    pub(super) const MAGIC_AT: usize = 0;
+    pub(super) const VERSION_AT: usize = 1;
+    pub(super) const BYTES_AT: usize = 2;
+    pub(super) const RECORDS_AT: usize = 3;
+    pub(super) const NEXT_AT: usize = 4;
+    pub(super) const FIRST_AT: usize = 5;
+    pub(super) const CLEAR_AT: usize = 8;
+    pub(super) const SYSLOG_SEQ_AT: usize = 9;
+    pub(super) const SYSLOG_PARTIAL_AT: usize = 10;
+    pub(super) const SYSLOG_FLAGS_AT: usize = 11;
+    pub(super) const META_AT: usize = 16;
+    /// Words of [`super::Ring::meta`].
+    pub const META_WORDS: usize = 16;
+    /// Header words before the descriptor ring.
+    pub const HEADER_WORDS: usize = 32;
+}
+
+/// Why [`Ring::adopt`] refused a memfd.
+#[derive(Debug, Error)]
+pub enum RingAdoptError {
+    /// Mapping it failed.
+    #[error("`Ring::adopt`: {0}")]
+    Map(#[from] crate::sys::SysError),
+    /// Not a ring of this layout.
+    #[error("`Ring::adopt`: not a kmsgfs ring of layout version {} (magic {magic:#x}, version {version})", layout::VERSION)]
+    Layout {
+        /// Word 0.
+        magic: u64,
+        /// Word 1.
+        version: u64,
+    },
+    /// The header's limits, sequence numbers or records are inconsistent.
+    #[error("`Ring::adopt`: inconsistent ring: {0}")]
+    Inconsistent(String),
 }
 
 /// A ring of kernel log records. One writer at a time (appends are serialised internally),
 /// any number of readers.
 pub struct Ring {
     config: RingConfig,
-    /// `data.len()`, the data ring's size in words.
+    /// The data ring's size in words.
     capacity: usize,
-    /// `descs.len() - 1`.
+    /// Descriptor slots - 1.
     mask: u64,
-    data: Box<[AtomicU64]>,
-    descs: Box<[AtomicU64]>,
-    seqs: CachePadded<Seqs>,
+    /// Word index of the data ring in `region`.
+    data_at: usize,
+    region: Region,
     writer: CachePadded<Mutex<Writer>>,
     /// Written now and then by others than the writer; kept off the lines readers load.
     shared: CachePadded<Shared>,
@@ -436,9 +507,54 @@ pub struct Ring {
 struct Shared {
     /// Where [`Ring::wait_for`] sleeps, with the writer mutex.
     wake: Condvar,
-    clear_seq: AtomicU64,
     syslog: parking_lot::Mutex<SyslogState>,
     listeners: RwLock<Vec<Arc<dyn Listener>>>,
+}
+
+/// [`Ring::syslog_state`]'s guard: the state, locked; its words in the ring's header are
+/// updated when the guard is dropped, so that a restarted daemon finds the cursor.
+pub struct SyslogGuard<'a> {
+    guard: parking_lot::MutexGuard<'a, SyslogState>,
+    header: &'a [AtomicU64],
+}
+
+impl std::ops::Deref for SyslogGuard<'_> {
+    type Target = SyslogState;
+    fn deref(&self) -> &SyslogState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for SyslogGuard<'_> {
+    fn deref_mut(&mut self) -> &mut SyslogState {
+        &mut self.guard
+    }
+}
+
+impl Drop for SyslogGuard<'_> {
+    fn drop(&mut self) {
+        let st = &*self.guard;
+        self.header[layout::SYSLOG_SEQ_AT].store(st.seq, Relaxed);
+        self.header[layout::SYSLOG_PARTIAL_AT].store(st.partial as u64, Relaxed);
+        self.header[layout::SYSLOG_FLAGS_AT].store(syslog_flags(st), Relaxed);
+    }
+}
+
+fn syslog_flags(st: &SyslogState) -> u64 {
+    u64::from(st.time)
+        | u64::from(st.console_level) << 8
+        | st.saved_console_level
+            .map_or(0, |l| 1 << 16 | u64::from(l) << 24)
+}
+
+fn syslog_from_words(seq: u64, partial: u64, flags: u64) -> SyslogState {
+    SyslogState {
+        seq,
+        partial: partial as usize,
+        time: flags & 1 != 0,
+        console_level: (flags >> 8) as u8,
+        saved_console_level: (flags >> 16 & 1 != 0).then_some((flags >> 24) as u8),
+    }
 }
 
 /// Bytes a record occupies in the ring: its text and dictionary plus a fixed header.
@@ -479,22 +595,104 @@ impl Ring {
         Self::build(config)
     }
 
+    /// Words of the region of a ring with `config`: header, descriptors, data.
+    fn region_words(config: RingConfig) -> usize {
+        layout::HEADER_WORDS + config.records.next_power_of_two() + config.bytes.div_ceil(8)
+    }
+
     fn build(config: RingConfig) -> Self {
+        let region = Region::Heap(sync::zeroed_atomics(Self::region_words(config)));
+        Self::assemble(config, region, None)
+    }
+
+    /// An empty ring like [`Ring::new`] whose words live in a new sealed memfd named `name`
+    /// ([`Ring::memfd`]): a holder that keeps the fd lets a restarted daemon [`Ring::adopt`]
+    /// it with every record and cursor.
+    #[cfg(not(all(loom, test)))]
+    pub fn new_shared(config: RingConfig, name: &str) -> Result<Self, crate::sys::SysError> {
+        let config = config.effective();
+        let m = crate::sys::shm::SharedWords::create(name, Self::region_words(config))?;
+        Ok(Self::assemble(config, Region::Shared(m), None))
+    }
+
+    /// The ring a previous daemon left in the memfd `fd` (made by [`Ring::new_shared`]): its
+    /// records, sequence numbers, clear point, syslog cursor and console level. The header
+    /// and every stored record are checked first; the writer's state (head, bytes in use,
+    /// blob lengths) is rebuilt from the records. An append the previous process did not
+    /// finish was never published (`next_seq`), so it is simply not there.
+    #[cfg(not(all(loom, test)))]
+    pub fn adopt(fd: std::os::fd::OwnedFd) -> Result<Self, RingAdoptError> {
+        let m = crate::sys::shm::SharedWords::from_fd(fd)?;
+        let w = m.words();
+        let bad = |what: String| Err(RingAdoptError::Inconsistent(what));
+        if w.len() < layout::HEADER_WORDS {
+            return bad(format!("{} words", w.len()));
+        }
+        let (magic, version) = (
+            w[layout::MAGIC_AT].load(Acquire),
+            w[layout::VERSION_AT].load(Acquire),
+        );
+        if magic != layout::MAGIC || version != layout::VERSION {
+            return Err(RingAdoptError::Layout { magic, version });
+        }
+        let config = RingConfig {
+            bytes: w[layout::BYTES_AT].load(Relaxed) as usize,
+            records: w[layout::RECORDS_AT].load(Relaxed) as usize,
+        };
+        if config.effective() != config || Self::region_words(config) != w.len() {
+            return bad(format!("limits {config:?} for {} words", w.len()));
+        }
+        let next = w[layout::NEXT_AT].load(Acquire);
+        let first = w[layout::FIRST_AT].load(Acquire);
+        if first > next || (next - first) as usize > config.records {
+            return bad(format!("first_seq {first}, next_seq {next}"));
+        }
+        let state = (first, next);
+        Ok(Self::assemble(config, Region::Shared(m), Some(state)))
+            .and_then(|r| r.rebuild_writer().map(|()| r))
+    }
+
+    /// The memfd of a shared ring, to hand to a holder process.
+    #[cfg(not(all(loom, test)))]
+    pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        match &self.region {
+            Region::Shared(m) => Some(m.fd()),
+            Region::Heap(_) => None,
+        }
+    }
+
+    /// Set up a ring over `region`: a fresh one (`adopted` None: header written) or one a
+    /// previous process left (`adopted` = its `(first_seq, next_seq)`: header read).
+    fn assemble(config: RingConfig, region: Region, adopted: Option<(u64, u64)>) -> Self {
         let capacity = config.bytes.div_ceil(8);
         let slots = config.records.next_power_of_two();
+        let words = region.words();
+        let syslog = match adopted {
+            None => {
+                words[layout::MAGIC_AT].store(layout::MAGIC, Relaxed);
+                words[layout::VERSION_AT].store(layout::VERSION, Relaxed);
+                words[layout::BYTES_AT].store(config.bytes as u64, Relaxed);
+                words[layout::RECORDS_AT].store(config.records as u64, Relaxed);
+                let st = SyslogState::default();
+                words[layout::SYSLOG_FLAGS_AT].store(syslog_flags(&st), Relaxed);
+                st
+            }
+            Some(_) => syslog_from_words(
+                words[layout::SYSLOG_SEQ_AT].load(Relaxed),
+                words[layout::SYSLOG_PARTIAL_AT].load(Relaxed),
+                words[layout::SYSLOG_FLAGS_AT].load(Relaxed),
+            ),
+        };
+        let (first, next) = adopted.unwrap_or((0, 0));
         Ring {
             config,
             capacity,
             mask: slots as u64 - 1,
-            data: sync::zeroed_atomics(capacity),
-            descs: sync::zeroed_atomics(slots),
-            seqs: CachePadded(Seqs {
-                next: AtomicU64::new(0),
-                first: AtomicU64::new(0),
-            }),
+            data_at: layout::HEADER_WORDS + slots,
+            region,
             writer: CachePadded(Mutex::new(Writer {
-                first: 0,
-                next: 0,
+                first,
+                next,
                 head: 0,
                 used: 0,
                 words: vec![0; slots].into_boxed_slice(),
@@ -505,11 +703,82 @@ impl Ring {
             })),
             shared: CachePadded(Shared {
                 wake: Condvar::new(),
-                clear_seq: AtomicU64::new(0),
-                syslog: parking_lot::Mutex::new(SyslogState::default()),
+                syslog: parking_lot::Mutex::new(syslog),
                 listeners: RwLock::new(Vec::new()),
             }),
         }
+    }
+
+    /// After [`Ring::adopt`]: check every stored record's header and recompute the writer's
+    /// head, bytes in use and blob lengths from them.
+    #[cfg(not(all(loom, test)))]
+    fn rebuild_writer(&self) -> Result<(), RingAdoptError> {
+        let mut w = self.writer.lock();
+        let (first, next) = (w.first, w.next);
+        let data = self.data();
+        let mut head = 0usize;
+        let mut used = 0usize;
+        for seq in first..next {
+            let at = self.descs()[(seq & self.mask) as usize].load(Relaxed) as usize;
+            if at >= self.capacity {
+                return Err(RingAdoptError::Inconsistent(format!(
+                    "record {seq} at word {at} of {}",
+                    self.capacity
+                )));
+            }
+            let word = |i: usize| data[(at + i) % self.capacity].load(Relaxed);
+            let lens = word(3);
+            let (text, sub, dev) = (
+                (lens & 0xffff_ffff) as usize,
+                (lens >> 32 & 0xffff) as usize,
+                (lens >> 48) as usize,
+            );
+            if word(0) != seq || text > TEXT_MAX || sub > SUBSYSTEM_MAX || dev > DEVICE_MAX {
+                return Err(RingAdoptError::Inconsistent(format!(
+                    "record {seq}: header {:#x} {lens:#x}",
+                    word(0)
+                )));
+            }
+            let size = (HEADER_BYTES + text + sub + dev).next_multiple_of(8);
+            w.words[(seq & self.mask) as usize] = (size / 8) as u32;
+            used += size;
+            head = (at + size / 8) % self.capacity;
+        }
+        if used > self.config.bytes {
+            return Err(RingAdoptError::Inconsistent(format!(
+                "{used} bytes stored in a ring of {}",
+                self.config.bytes
+            )));
+        }
+        w.head = head;
+        w.used = used;
+        Ok(())
+    }
+
+    fn header(&self) -> &[AtomicU64] {
+        &self.region.words()[..layout::HEADER_WORDS]
+    }
+
+    fn descs(&self) -> &[AtomicU64] {
+        &self.region.words()[layout::HEADER_WORDS..self.data_at]
+    }
+
+    fn data(&self) -> &[AtomicU64] {
+        &self.region.words()[self.data_at..]
+    }
+
+    fn next_word(&self) -> &AtomicU64 {
+        &self.region.words()[layout::NEXT_AT]
+    }
+
+    fn first_word(&self) -> &AtomicU64 {
+        &self.region.words()[layout::FIRST_AT]
+    }
+
+    /// [`layout::META_WORDS`] words the ring's owner keeps with it (in a shared ring they
+    /// survive a restart with the records): the registry stores the namespace key and ids.
+    pub fn meta(&self) -> &[AtomicU64] {
+        &self.region.words()[layout::META_AT..layout::META_AT + layout::META_WORDS]
     }
 
     /// The limits this ring was made with.
@@ -560,7 +829,7 @@ impl Ring {
         }
         if w.first != old_first {
             // LMM(append:A): the dropped records are no longer promised to anyone ...
-            self.seqs.first.store(w.first, Relaxed);
+            self.first_word().store(w.first, Relaxed);
             // LMM(append:B): ... before any of their words or descriptors is reused.
             // Pairs with LMM(read:B).
             fence(Release);
@@ -585,9 +854,10 @@ impl Ring {
         ];
         let head = w.head;
         let end = head + nwords;
+        let data = self.data();
         if end <= self.capacity && rec.subsystem.is_empty() && rec.device.is_empty() {
             // The common case: no wrap, and the payload is the text alone.
-            let (hdr, body) = self.data[head..end].split_at(HEADER_WORDS);
+            let (hdr, body) = data[head..end].split_at(HEADER_WORDS);
             for (slot, word) in hdr.iter().zip(header) {
                 slot.store(word, Relaxed);
             }
@@ -615,15 +885,15 @@ impl Ring {
                     .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes"))),
             );
             let run = nwords.min(self.capacity - head);
-            for (slot, word) in self.data[head..head + run].iter().zip(&w.scratch) {
+            for (slot, word) in data[head..head + run].iter().zip(&w.scratch) {
                 slot.store(*word, Relaxed);
             }
-            for (slot, word) in self.data.iter().zip(&w.scratch[run..]) {
+            for (slot, word) in data.iter().zip(&w.scratch[run..]) {
                 slot.store(*word, Relaxed);
             }
         }
         let slot = (seq & self.mask) as usize;
-        self.descs[slot].store(head as u64, Relaxed);
+        self.descs()[slot].store(head as u64, Relaxed);
         w.words[slot] = nwords as u32;
         w.head = if end >= self.capacity {
             end - self.capacity
@@ -634,7 +904,7 @@ impl Ring {
         w.next = seq + 1;
 
         // 3. LMM(append:C): publish. Pairs with LMM(read:A).
-        self.seqs.next.store(seq + 1, Release);
+        self.next_word().store(seq + 1, Release);
         // LMM(append:D): who to wake, read under the writer mutex. Pairs with LMM(wait) and
         // LMM(listen).
         let (sleepers, listeners) = (w.sleepers, w.listeners);
@@ -656,22 +926,22 @@ impl Ring {
     /// The oldest record still stored (`prb_first_valid_seq`); equals [`Ring::next_seq`] when
     /// the ring is empty.
     pub fn first_seq(&self) -> u64 {
-        self.seqs.first.load(Acquire)
+        self.first_word().load(Acquire)
     }
 
     /// The seq the next append will get (`prb_next_seq`).
     pub fn next_seq(&self) -> u64 {
-        self.seqs.next.load(Acquire)
+        self.next_word().load(Acquire)
     }
 
     /// Copy record `seq` into `buf`. Takes no lock and never waits.
     pub fn read<'b>(&self, seq: u64, buf: &'b mut RecordBuf) -> Read<'b> {
         // LMM(read:A): pairs with LMM(append:C); the stores for every seq < next are visible.
-        let next = self.seqs.next.load(Acquire);
+        let next = self.next_word().load(Acquire);
         if seq >= next {
             return Read::Empty;
         }
-        let first = self.seqs.first.load(Relaxed);
+        let first = self.first_word().load(Relaxed);
         if seq < first {
             return Read::Overrun {
                 lost: first - seq,
@@ -683,13 +953,14 @@ impl Ring {
         // clamped so that a torn header cannot take the copy out of bounds, and `torn`
         // records anything that could only come from an overwrite.
         let cap = self.capacity;
-        let mut at = self.descs[(seq & self.mask) as usize].load(Relaxed) as usize;
+        let data = self.data();
+        let mut at = self.descs()[(seq & self.mask) as usize].load(Relaxed) as usize;
         if at >= cap {
             at %= cap;
         }
         let mut hdr = [0u64; HEADER_WORDS];
         for h in &mut hdr {
-            *h = self.data[at].load(Relaxed);
+            *h = data[at].load(Relaxed);
             at += 1;
             if at == cap {
                 at = 0;
@@ -715,10 +986,10 @@ impl Ring {
             buf.payload.resize(pwords * 8, 0);
             let run = pwords.min(cap - at);
             let (p1, p2) = buf.payload.split_at_mut(run * 8);
-            for (dst, src) in p1.chunks_exact_mut(8).zip(&self.data[at..at + run]) {
+            for (dst, src) in p1.chunks_exact_mut(8).zip(&data[at..at + run]) {
                 dst.copy_from_slice(&src.load(Relaxed).to_le_bytes());
             }
-            for (dst, src) in p2.chunks_exact_mut(8).zip(&self.data[..pwords - run]) {
+            for (dst, src) in p2.chunks_exact_mut(8).zip(&data[..pwords - run]) {
                 dst.copy_from_slice(&src.load(Relaxed).to_le_bytes());
             }
         }
@@ -727,7 +998,7 @@ impl Ring {
         // below sees the `first_seq` stored before it.
         fence(Acquire);
         // LMM(read:C)
-        let first = self.seqs.first.load(Relaxed);
+        let first = self.first_word().load(Relaxed);
         if seq < first {
             return Read::Overrun {
                 lost: first - seq,
@@ -759,8 +1030,8 @@ impl Ring {
 
     /// What [`Ring::read`] at `seq` would return, without copying (poll, A5).
     pub fn readiness(&self, seq: u64) -> Readiness {
-        let next = self.seqs.next.load(Acquire);
-        if seq < self.seqs.first.load(Acquire) {
+        let next = self.next_word().load(Acquire);
+        if seq < self.first_word().load(Acquire) {
             Readiness::Overrun
         } else if seq >= next {
             Readiness::Empty
@@ -771,17 +1042,20 @@ impl Ring {
 
     /// The clear point (`clear_seq`, A9.3): never moved by overwrites.
     pub fn clear_seq(&self) -> u64 {
-        self.shared.clear_seq.load(Acquire)
+        self.header()[layout::CLEAR_AT].load(Acquire)
     }
 
     /// Move the clear point (SYSLOG_ACTION_CLEAR sets it to [`Ring::next_seq`]).
     pub fn set_clear_seq(&self, seq: u64) {
-        self.shared.clear_seq.store(seq, Release);
+        self.header()[layout::CLEAR_AT].store(seq, Release);
     }
 
     /// The destructive syslog cursor and console level, locked.
-    pub fn syslog_state(&self) -> MutexGuard<'_, SyslogState> {
-        self.shared.syslog.lock()
+    pub fn syslog_state(&self) -> SyslogGuard<'_> {
+        SyslogGuard {
+            guard: self.shared.syslog.lock(),
+            header: self.header(),
+        }
     }
 
     /// Register a listener told after every append.
@@ -811,7 +1085,7 @@ impl Ring {
     /// Only a caller that has to sleep takes a lock (the writer mutex, briefly, to register
     /// as a sleeper and then to sleep on the condition variable that goes with it).
     pub fn wait_for(&self, seq: u64, timeout: Duration) -> bool {
-        if self.seqs.next.load(Acquire) > seq {
+        if self.next_word().load(Acquire) > seq {
             return true;
         }
         let deadline = Instant::now().checked_add(timeout);

@@ -622,3 +622,160 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shared rings: a memfd a restarted daemon adopts (docs/architecture.md "Restart").
+
+/// Every record of `ring`, as owned values, oldest first.
+fn all_records(ring: &Ring) -> Vec<Record> {
+    (ring.first_seq()..ring.next_seq())
+        .map(|s| read_owned(ring, s).expect("stored record"))
+        .collect()
+}
+
+/// A copy of `ring`'s memfd, as a holder process keeps it.
+fn holder_copy(ring: &Ring) -> std::os::fd::OwnedFd {
+    ring.memfd()
+        .expect("shared ring")
+        .try_clone_to_owned()
+        .unwrap()
+}
+
+#[test]
+fn adopted_ring_has_every_record_cursor_and_meta_of_the_dead_one() {
+    let config = RingConfig::with_bytes(4096);
+    let ring = Ring::new_shared(config, "kmsgfs-test-ring").unwrap();
+    // Enough records to wrap the data ring several times, one with a dictionary.
+    for i in 0..300u64 {
+        let text = format!("record {i} {}", "x".repeat((i % 50) as usize));
+        let mut r = rec(text.as_bytes());
+        if i == 299 {
+            r.subsystem = b"pci";
+            r.device = b"+pci:0000:00:1f.2";
+        }
+        ring.append(&r);
+    }
+    ring.set_clear_seq(ring.next_seq() - 10);
+    {
+        let mut st = ring.syslog_state();
+        st.seq = ring.next_seq() - 5;
+        st.partial = 3;
+        st.time = false;
+        st.console_level = 7;
+        st.saved_console_level = Some(2);
+    }
+    ring.meta()[0].store(0xfeed, Ordering::Relaxed);
+    let before = all_records(&ring);
+    let (stats, first, next, clear) = (
+        ring.stats(),
+        ring.first_seq(),
+        ring.next_seq(),
+        ring.clear_seq(),
+    );
+    let syslog = *ring.syslog_state();
+    let fd = holder_copy(&ring);
+    drop(ring); // the daemon dies
+
+    let ring = Ring::adopt(fd).unwrap();
+    assert_eq!(ring.config(), config.effective());
+    assert_eq!(
+        (ring.first_seq(), ring.next_seq(), ring.clear_seq()),
+        (first, next, clear)
+    );
+    assert_eq!(ring.stats(), stats, "the writer state is rebuilt exactly");
+    assert_eq!(*ring.syslog_state(), syslog);
+    assert_eq!(ring.meta()[0].load(Ordering::Relaxed), 0xfeed);
+    assert_eq!(all_records(&ring), before);
+    // Appends go on with the next sequence number and reclaim exactly as before the restart:
+    // the adopted ring behaves like a heap ring fed the same records.
+    let twin = Ring::new(config);
+    for r in &before {
+        twin.append(&r.as_ref());
+    }
+    for i in 0..200u64 {
+        let text = format!("after {i} {}", "y".repeat((i % 70) as usize));
+        let a = ring.append(&rec(text.as_bytes()));
+        twin.append(&rec(text.as_bytes()));
+        assert_eq!(a, next + i);
+    }
+    let (got, want) = (all_records(&ring), all_records(&twin));
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((&g.text, g.prio), (&w.text, w.prio));
+    }
+    assert_eq!(ring.stats().bytes, twin.stats().bytes);
+}
+
+#[test]
+fn an_append_the_dead_daemon_did_not_publish_is_not_there() {
+    let ring = Ring::new_shared(RingConfig::with_bytes(4096), "kmsgfs-test-ring").unwrap();
+    for i in 0..20u64 {
+        ring.append(&rec(format!("published {i}").as_bytes()));
+    }
+    // A crash in the middle of an append: the blob and descriptor of the next record were
+    // written, `next_seq` was not.
+    let next = ring.next_seq();
+    let slot = (next & ring.mask) as usize;
+    let head = ring.writer.lock().head;
+    ring.data()[head].store(next, Ordering::Relaxed);
+    ring.data()[head + 3].store(999_999, Ordering::Relaxed);
+    ring.descs()[slot].store(head as u64, Ordering::Relaxed);
+    let fd = holder_copy(&ring);
+    drop(ring);
+    let ring = Ring::adopt(fd).unwrap();
+    assert_eq!(ring.next_seq(), next);
+    assert_eq!(read_owned(&ring, next), Err(Read::Empty));
+    assert_eq!(ring.append(&rec(b"after")), next);
+    assert_eq!(read_owned(&ring, next).unwrap().text, b"after".to_vec());
+}
+
+#[test]
+fn adopt_refuses_what_is_not_a_consistent_ring() {
+    let ring = Ring::new_shared(RingConfig::with_bytes(4096), "kmsgfs-test-ring").unwrap();
+    for i in 0..5u64 {
+        ring.append(&rec(format!("r{i}").as_bytes()));
+    }
+    let words = |r: &Ring| -> Vec<u64> {
+        r.region
+            .words()
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect()
+    };
+    let good = words(&ring);
+    let check = |poke: &dyn Fn(&Ring)| {
+        for (w, v) in ring.region.words().iter().zip(&good) {
+            w.store(*v, Ordering::Relaxed);
+        }
+        poke(&ring);
+        Ring::adopt(holder_copy(&ring))
+    };
+    assert!(matches!(
+        check(&|r| r.header()[layout::MAGIC_AT].store(1, Ordering::Relaxed)),
+        Err(RingAdoptError::Layout { .. })
+    ));
+    assert!(matches!(
+        check(&|r| r.header()[layout::VERSION_AT].store(99, Ordering::Relaxed)),
+        Err(RingAdoptError::Layout { .. })
+    ));
+    assert!(matches!(
+        check(&|r| r.first_word().store(9, Ordering::Relaxed)),
+        Err(RingAdoptError::Inconsistent(_))
+    ));
+    assert!(matches!(
+        check(&|r| r.header()[layout::BYTES_AT].store(8192, Ordering::Relaxed)),
+        Err(RingAdoptError::Inconsistent(_))
+    ));
+    assert!(matches!(
+        check(&|r| r.descs()[2].store(1 << 40, Ordering::Relaxed)),
+        Err(RingAdoptError::Inconsistent(_))
+    ));
+    assert!(matches!(
+        check(&|r| {
+            let at = r.descs()[3].load(Ordering::Relaxed) as usize;
+            r.data()[at].store(77, Ordering::Relaxed);
+        }),
+        Err(RingAdoptError::Inconsistent(_))
+    ));
+    assert!(check(&|_| {}).is_ok(), "the untouched ring is adopted");
+}

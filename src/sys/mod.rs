@@ -11,6 +11,7 @@
 //! * [`cpu`]: CPU count and thread affinity (event-loop placement, fuse-notes §19).
 //! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
 //! * [`memory`]: the allocator settings that return a reclaimed ring's memory to the kernel.
+//! * [`shm`]: sealed memfds mapped as atomic words, the ring storage that survives a restart.
 
 pub mod clock;
 pub mod cpu;
@@ -19,6 +20,7 @@ pub mod memory;
 pub mod mount;
 pub mod peer;
 pub mod proc;
+pub mod shm;
 pub mod signal;
 
 use std::io;
