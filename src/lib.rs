@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod ratelimit;
 pub mod record;
 pub mod registry;
+pub mod restart;
 pub mod ring;
 pub mod router;
 pub mod sdnotify;

@@ -81,6 +81,13 @@ enum Command {
         and CRI-O, or add it to config.json's hooks.createContainer for runc."
     )]
     OciHook(kmsgfs::frontends::oci_hook::OciHookArgs),
+    /// Keep the fds a restarted daemon needs (FUSE connection, rings, seccomp listeners).
+    #[command(long_about = "Keep the fds a restarted daemon needs.\n\n\
+        A small process that holds copies of the FUSE connection, the shared rings and the \
+        seccomp listeners that `kmsgfs serve --holder-socket PATH` hands it, and gives them to \
+        the next daemon, so that a crash or an upgrade of the daemon breaks no container. It \
+        reads nothing from containers. Run it as its own service (docs/deploy.md). Needs root.")]
+    Holder(kmsgfs::restart::holder::HolderArgs),
     /// Write man pages for kmsgfs and each subcommand.
     Man(ManArgs),
 }
@@ -133,6 +140,7 @@ fn main() -> std::process::ExitCode {
             Ok(())
         }
         Command::Demo(args) => kmsgfs::demo::run(&args).map_err(Into::into),
+        Command::Holder(args) => kmsgfs::restart::holder::main(&args).map_err(Into::into),
         Command::OciHook(args) => kmsgfs::frontends::oci_hook::main(&args).map_err(Into::into),
         Command::Man(args) => write_man_pages(&args.out)
             .map(|pages| {

@@ -11,6 +11,7 @@
 //! * [`cpu`]: CPU count and thread affinity (event-loop placement, fuse-notes §19).
 //! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
 //! * [`memory`]: the allocator settings that return a reclaimed ring's memory to the kernel.
+//! * [`scm`]: fds over Unix sockets (`SCM_RIGHTS`).
 //! * [`shm`]: sealed memfds mapped as atomic words, the ring storage that survives a restart.
 
 pub mod clock;
@@ -20,6 +21,7 @@ pub mod memory;
 pub mod mount;
 pub mod peer;
 pub mod proc;
+pub mod scm;
 pub mod shm;
 pub mod signal;
 
@@ -63,3 +65,31 @@ impl SysError {
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, SysError>;
+
+/// The real uid of this process.
+pub fn getuid() -> u32 {
+    // SAFETY: getuid takes no arguments and cannot fail.
+    unsafe { libc::getuid() }
+}
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit (for processes that keep many fds, like
+/// the restart holder); returns the soft limit in force afterwards.
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: all-zero is a valid rlimit to be filled.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer to an rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 0;
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: valid pointer to an rlimit that only raises the soft limit to the hard one.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            return raised.rlim_cur;
+        }
+    }
+    lim.rlim_cur
+}

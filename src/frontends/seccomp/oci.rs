@@ -12,8 +12,7 @@
 //! async-signal-safe so a `pre_exec` child can hand its listener to the parent.
 
 use std::collections::BTreeMap;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -28,8 +27,7 @@ pub const SECCOMP_FD_NAME: &str = "seccompFd";
 /// namespace of `state.pid`.
 pub const KEY_ANNOTATION: &str = "io.kmsgfs.key";
 
-/// Most fds accepted in one message. Runtimes send exactly one.
-pub const MAX_FDS: usize = 8;
+pub use crate::sys::scm::MAX_FDS;
 
 /// The smallest receive buffer: annotations can be large (seccomp-agent.md §7.1).
 pub const RECV_BUFFER: usize = 64 * 1024;
@@ -121,128 +119,7 @@ pub fn parse(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// Aligned control-message space for up to [`MAX_FDS`] fds.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; 128]);
-
-const _: () = {
-    // SAFETY: CMSG_SPACE only does arithmetic.
-    let need = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
-    assert!(need as usize <= 128);
-};
-
-/// Send `payload` (not empty) with `fd` attached to its first byte (`SCM_RIGHTS`).
-/// Async-signal-safe: nothing is allocated.
-pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
-    if payload.is_empty() {
-        // A stream socket sends no ancillary data without at least one byte.
-        return Err(io::Error::from_raw_os_error(libc::EINVAL));
-    }
-    let mut cmsg = CmsgBuf([0; 128]);
-    let mut sent = 0usize;
-    while sent < payload.len() {
-        let rest = &payload[sent..];
-        let mut iov = libc::iovec {
-            iov_base: rest.as_ptr() as *mut libc::c_void,
-            iov_len: rest.len(),
-        };
-        // SAFETY: all-zero is a valid msghdr; the fields that matter are set below.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        if sent == 0 {
-            // The fd goes with the first bytes only.
-            msg.msg_control = cmsg.0.as_mut_ptr().cast();
-            // SAFETY: arithmetic only.
-            msg.msg_controllen =
-                unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
-            // SAFETY: msg_control points to a buffer of at least msg_controllen bytes, aligned
-            // for cmsghdr, so the first header and its data lie inside it.
-            unsafe {
-                let hdr = libc::CMSG_FIRSTHDR(&msg);
-                (*hdr).cmsg_level = libc::SOL_SOCKET;
-                (*hdr).cmsg_type = libc::SCM_RIGHTS;
-                (*hdr).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<RawFd>(), fd.as_raw_fd());
-            }
-        }
-        // SAFETY: msg points to valid iovec and control buffers that outlive the call.
-        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        sent += n as usize;
-    }
-    Ok(())
-}
-
-/// One `recvmsg` with `MSG_CMSG_CLOEXEC`: the bytes read into `buf` and the fds that came with
-/// them. A truncated control message is an error (its fds are closed).
-pub fn recv_fds(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
-    let mut cmsg = CmsgBuf([0; 128]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // SAFETY: all-zero is a valid msghdr; the fields that matter are set below.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.0.as_mut_ptr().cast();
-    msg.msg_controllen = cmsg.0.len() as _;
-    let n = loop {
-        // SAFETY: msg points to a writable iovec and control buffer that outlive the call.
-        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
-        if n >= 0 {
-            break n as usize;
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    let mut fds = Vec::new();
-    // SAFETY: the kernel filled msg_control/msg_controllen; the CMSG_* walk stays inside it.
-    unsafe {
-        let mut hdr = libc::CMSG_FIRSTHDR(&msg);
-        while !hdr.is_null() {
-            if (*hdr).cmsg_level == libc::SOL_SOCKET && (*hdr).cmsg_type == libc::SCM_RIGHTS {
-                let data = libc::CMSG_DATA(hdr);
-                let bytes = (*hdr).cmsg_len as usize - (data as usize - hdr as usize);
-                for i in 0..bytes / std::mem::size_of::<RawFd>() {
-                    let fd = std::ptr::read_unaligned(data.cast::<RawFd>().add(i));
-                    // Each passed fd is new in this process and owned by nobody else.
-                    fds.push(OwnedFd::from_raw_fd(fd));
-                }
-            }
-            hdr = libc::CMSG_NXTHDR(&msg, hdr);
-        }
-    }
-    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "control message truncated: too many fds",
-        ));
-    }
-    Ok((n, fds))
-}
-
-/// Receive exactly one fd sent by [`send_fd`] (payload ignored), e.g. from a `pre_exec` child.
-pub fn recv_one_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let mut buf = [0u8; 64];
-    let (_, mut fds) = recv_fds(sock, &mut buf)?;
-    match fds.len() {
-        1 => Ok(fds.pop().expect("one fd")),
-        n => Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("expected one fd, got {n}"),
-        )),
-    }
-}
+pub use crate::sys::scm::{recv_fds, recv_one_fd, send_fd};
 
 /// Hand a listener to the agent listening on `socket`, as an OCI runtime does: one
 /// connection, one `ContainerProcessState` for `pid` (used as both the process and the
@@ -298,6 +175,7 @@ pub fn send_state(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
 
     const RUNC: &str = r#"{"ociVersion":"1.0.2-dev","fds":["seccompFd"],"pid":29532,"metadata":"kmsgfs-v1","state":{"ociVersion":"1.0.2-dev","id":"e1","status":"creating","pid":29532,"bundle":"/var/lib/kmsgfs-test/bundle","annotations":{"io.example.owner":"team-a","io.example.vkmsg/ring":"per-container"}}}"#;
 
