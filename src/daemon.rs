@@ -135,6 +135,12 @@ pub struct ServeArgs {
         default_value_t = crate::registry::RingLimits::default().max_rings_per_uid
     )]
     pub max_rings_per_uid: usize,
+    /// Socket of a running `kmsgfs holder`: every ring lives in a memfd the holder keeps, and
+    /// at start-up the daemon adopts the rings a previous daemon left there (records,
+    /// sequence numbers, clear points, syslog cursors; the host source resumes after the last
+    /// host record ingested). Without it a restart starts with empty rings.
+    #[arg(long, value_name = "PATH")]
+    pub holder_socket: Option<PathBuf>,
     /// Unix socket of the syslog(2) seccomp agent (OCI `listenerPath`, root only). Default:
     /// the mount point with `.seccomp.sock` appended (`/run/kmsgfs.seccomp.sock`).
     #[arg(long, value_name = "PATH")]
@@ -189,6 +195,9 @@ pub enum DaemonError {
     /// `--enable-netns-log` failed.
     #[error("--enable-netns-log: {0}")]
     NetnsLog(#[from] NetnsLogError),
+    /// The holder (`--holder-socket`) could not be reached or answered wrongly.
+    #[error("--holder-socket: {0} (start `kmsgfs holder --socket PATH` first)")]
+    Holder(#[from] crate::restart::client::ClientError),
     /// The daemon's own namespaces could not be read (attribution needs them).
     #[error("attribution: {0}")]
     Bpf(#[from] bpfsrc::BpfError),
@@ -239,12 +248,37 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
 
     let key: NsKind = args.key.into();
     let host = HostIdentity::current(key)?;
-    let registry = Arc::new(
-        Registry::new(ring_config, host.host_key(), host.host_ns_id()).with_limits(RingLimits {
-            max_rings: args.max_rings,
-            max_rings_per_uid: args.max_rings_per_uid,
-        }),
-    );
+    let limits = RingLimits {
+        max_rings: args.max_rings,
+        max_rings_per_uid: args.max_rings_per_uid,
+    };
+    let registry = Arc::new(match &args.holder_socket {
+        None => Registry::new(ring_config, host.host_key(), host.host_ns_id()).with_limits(limits),
+        Some(path) => {
+            use crate::restart::{client::HolderClient, keeper::RingKeeper};
+            let keeper = Arc::new(RingKeeper::new(HolderClient::connect(path)?));
+            let adopted = keeper.adopt()?;
+            for (name, why) in &adopted.refused {
+                log::warn!("holder: kept {name} not adopted: {why}");
+            }
+            let (n, refused) = (adopted.rings.len(), adopted.refused.len());
+            let reg = Registry::kept(
+                ring_config,
+                host.host_key(),
+                host.host_ns_id(),
+                keeper,
+                adopted.rings,
+            )
+            .with_limits(limits);
+            reg.set_adopted(n as u64, refused as u64);
+            log::info!(
+                "holder {}: adopted {n} ring(s) of a previous daemon ({} records in the host ring)",
+                path.display(),
+                reg.host().ring.next_seq() - reg.host().ring.first_seq()
+            );
+            reg
+        }
+    });
     // Held for the daemon's lifetime: dropping it (return from here, also after SIGINT or
     // SIGTERM) restores the previous value. Without it, attribution start-up warns when the
     // sysctl is 0.

@@ -176,6 +176,42 @@ pub fn render(stats: &Value) -> String {
             "Host records that did not parse and were skipped.",
             &l,
         );
+        out.field(
+            host,
+            "records_resumed",
+            "kmsgfs_host_records_resumed_total",
+            Counter,
+            "Host records skipped at start-up because the adopted host ring already held them.",
+            &l,
+        );
+    }
+
+    if let Some(r) = stats.get("restart").filter(|r| r.is_object()) {
+        let l: [(&str, &str); 0] = [];
+        out.field(
+            r,
+            "adopted_rings",
+            "kmsgfs_restart_adopted_rings",
+            Gauge,
+            "Rings this daemon adopted from the holder at start-up (records and cursors of the previous daemon).",
+            &l,
+        );
+        out.field(
+            r,
+            "refused_rings",
+            "kmsgfs_restart_refused_rings",
+            Gauge,
+            "Rings kept by the holder that this daemon could not adopt (dropped).",
+            &l,
+        );
+        out.field(
+            r,
+            "unkept_rings",
+            "kmsgfs_restart_unkept_rings_total",
+            Counter,
+            "Rings the holder could not keep (served from memory, lost on a restart).",
+            &l,
+        );
     }
 
     for ring in stats

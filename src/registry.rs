@@ -28,7 +28,7 @@ use crate::sys::proc::NsKind;
 
 /// Budget of ring creation and reclaim lines: namespaces are made by clients (an unprivileged
 /// user can make thousands a second), so these lines are limited to 30 per 10 s.
-static RING_LOG_BUDGET: crate::ratelimit::LogBudget =
+pub(crate) static RING_LOG_BUDGET: crate::ratelimit::LogBudget =
     crate::ratelimit::LogBudget::new(Duration::from_secs(10), 30);
 
 /// `log::info!` within [`RING_LOG_BUDGET`], saying how many lines were left out before.
@@ -260,6 +260,10 @@ pub struct Registry {
     /// Rings named by a listener's `io.kmsgfs.key` annotation (`syslog(2)` only), alive while
     /// a listener holds them ([`Registry::named_ring`]).
     named: Mutex<HashMap<String, std::sync::Weak<Ring>>>,
+    /// Where namespace rings are kept across restarts (`--holder-socket`), if anywhere.
+    keeper: Option<Arc<crate::restart::keeper::RingKeeper>>,
+    /// Rings adopted from, and refused of, the holder at start-up.
+    adopted: (AtomicU64, AtomicU64),
 }
 
 /// Bound of [`Registry`]'s dead-namespace memo (cleared when full).
@@ -291,7 +295,128 @@ impl Registry {
             delivery_refused: AtomicU64::new(0),
             dead_ids: Mutex::new(HashSet::new()),
             named: Mutex::new(HashMap::new()),
+            keeper: None,
+            adopted: (AtomicU64::new(0), AtomicU64::new(0)),
         }
+    }
+
+    /// A registry whose rings live in memfds the holder keeps (`keeper`), with the rings a
+    /// previous daemon left (`adopted`, from [`crate::restart::keeper::RingKeeper::adopt`]) put
+    /// back under their namespaces. The host ring is the adopted one of `host_key` if there is
+    /// one, else a new kept ring. Adopted rings of another kind than `host_key`'s (a daemon
+    /// restarted with another `--key`) are dropped from the holder.
+    pub fn kept(
+        config: RingConfig,
+        host_key: NsKey,
+        host_ns_id: Option<u64>,
+        keeper: Arc<crate::restart::keeper::RingKeeper>,
+        adopted: Vec<(crate::restart::keeper::RingIdent, Arc<Ring>)>,
+    ) -> Self {
+        let mut host_ring = None;
+        let mut others = Vec::new();
+        for (ident, ring) in adopted {
+            let kind = NsKind::from_name(&ident.kind);
+            if ident.host && kind == Some(host_key.kind) && ident.inode == host_key.inode {
+                host_ring = Some(ring);
+            } else if let (Some(kind), false) = (kind, ident.host) {
+                others.push((
+                    NsKey {
+                        kind,
+                        inode: ident.inode,
+                    },
+                    ident,
+                    ring,
+                ));
+            } else {
+                log::info!(
+                    "dropping the kept ring of {}:[{}]: not a ring of this daemon's host",
+                    ident.kind,
+                    ident.inode
+                );
+                keeper.forget(&ring);
+            }
+        }
+        let host_ring = host_ring.unwrap_or_else(|| {
+            Arc::new(keeper.create(
+                config,
+                &crate::restart::keeper::RingIdent {
+                    kind: host_key.kind.name().into(),
+                    inode: host_key.inode,
+                    ns_id: host_ns_id,
+                    owner_userns: None,
+                    host: true,
+                },
+            ))
+        });
+        let mut r = Registry::new(config, host_key, host_ns_id);
+        let host = Arc::new(RingSlot::with_ring(
+            host_key, true, None, host_ns_id, host_ring,
+        ));
+        {
+            let mut rings = r.rings.lock();
+            rings.insert(host_key, Arc::clone(&host));
+            for (key, ident, ring) in others {
+                if key.kind != host_key.kind || key == host_key {
+                    keeper.forget(&ring);
+                    continue;
+                }
+                rings.insert(
+                    key,
+                    Arc::new(RingSlot::with_ring(
+                        key,
+                        false,
+                        ident.owner_userns,
+                        ident.ns_id,
+                        ring,
+                    )),
+                );
+            }
+        }
+        r.host = host;
+        r.keeper = Some(keeper);
+        r
+    }
+
+    /// A new ring for a namespace ring slot: kept by the holder when there is one.
+    fn new_ring(&self, key: NsKey, owner_userns: Option<u64>, ns_id: Option<u64>) -> Arc<Ring> {
+        Arc::new(match &self.keeper {
+            Some(k) => k.create(
+                self.config,
+                &crate::restart::keeper::RingIdent {
+                    kind: key.kind.name().into(),
+                    inode: key.inode,
+                    ns_id,
+                    owner_userns,
+                    host: false,
+                },
+            ),
+            None => Ring::new(self.config),
+        })
+    }
+
+    /// The ring left the registry: the holder need not keep it any more.
+    fn forget(&self, ring: &Ring) {
+        if let Some(k) = &self.keeper {
+            k.forget(ring);
+        }
+    }
+
+    /// With a holder: (rings adopted at start-up, kept rings refused, rings the holder could
+    /// not keep) for `stats`.
+    pub fn restart_counts(&self) -> Option<(u64, u64, u64)> {
+        self.keeper.as_ref().map(|k| {
+            (
+                self.adopted.0.load(Ordering::Relaxed),
+                self.adopted.1.load(Ordering::Relaxed),
+                k.unkept(),
+            )
+        })
+    }
+
+    /// Record what the start-up adoption found (`stats`).
+    pub fn set_adopted(&self, adopted: u64, refused: u64) {
+        self.adopted.0.store(adopted, Ordering::Relaxed);
+        self.adopted.1.store(refused, Ordering::Relaxed);
     }
 
     /// The same registry with `limits` on ring creation by openers.
@@ -436,6 +561,18 @@ impl Registry {
                 let ring = Arc::clone(&old.ring);
                 let ns_id = old.ns_id.or(ns_id);
                 log::debug!("ring {key}: owner user namespace learnt from an opener");
+                if let Some(k) = &self.keeper {
+                    k.update(
+                        &ring,
+                        &crate::restart::keeper::RingIdent {
+                            kind: key.kind.name().into(),
+                            inode: key.inode,
+                            ns_id,
+                            owner_userns,
+                            host: false,
+                        },
+                    );
+                }
                 rings.insert(
                     key,
                     Arc::new(RingSlot::with_ring(key, false, owner_userns, ns_id, ring)),
@@ -444,7 +581,8 @@ impl Registry {
         }
         let slot = rings.entry(key).or_insert_with(|| {
             ring_log!("new ring for namespace {key}");
-            Arc::new(RingSlot::new(key, false, owner_userns, ns_id, self.config))
+            let ring = self.new_ring(key, owner_userns, ns_id);
+            Arc::new(RingSlot::with_ring(key, false, owner_userns, ns_id, ring))
         });
         slot.holders.fetch_add(1, Ordering::SeqCst);
         Arc::clone(slot)
@@ -560,7 +698,8 @@ impl Registry {
             return None;
         }
         ring_log!("new ring for namespace {key} (first attributed record)");
-        let slot = Arc::new(RingSlot::new(key, false, owner, ns_id, self.config));
+        let ring = self.new_ring(key, owner, ns_id);
+        let slot = Arc::new(RingSlot::with_ring(key, false, owner, ns_id, ring));
         rings.insert(key, Arc::clone(&slot));
         Some(slot)
     }
@@ -569,6 +708,7 @@ impl Registry {
     fn retire_locked(&self, rings: &mut HashMap<NsKey, Arc<RingSlot>>, key: NsKey) {
         if let Some(old) = rings.remove(&key) {
             self.charged.lock().remove(&key);
+            self.forget(&old.ring);
             self.retired.lock().push(Arc::downgrade(&old));
         }
     }
@@ -643,7 +783,9 @@ impl Registry {
             .collect();
         let mut charged = self.charged.lock();
         for k in &dead {
-            rings.remove(k);
+            if let Some(old) = rings.remove(k) {
+                self.forget(&old.ring);
+            }
             charged.remove(k);
             ring_log!("reclaimed ring of namespace {k}: namespace gone and no open files");
         }

@@ -14,6 +14,8 @@
 //! container is gone, an unmounted FUSE connection), so it never keeps a dead container's
 //! resources.
 //!
+//! [`keeper`]: the registry's rings in memfds the holder keeps, adopted at start-up.
+//!
 //! [`client`]: the daemon's side: [`client::HolderClient::put`] an fd as soon as it exists,
 //! [`client::HolderClient::take`] everything at start-up.
 //!
@@ -23,6 +25,7 @@
 
 pub mod client;
 pub mod holder;
+pub mod keeper;
 
 use serde::{Deserialize, Serialize};
 

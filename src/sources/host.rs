@@ -77,6 +77,8 @@ pub struct HostStats {
     pub overruns: AtomicU64,
     /// Records that did not parse and were skipped.
     pub parse_errors: AtomicU64,
+    /// Records skipped because the adopted host ring already held them (after a restart).
+    pub records_resumed: AtomicU64,
     /// The latest attribution statistics (stats file, `attribution` object).
     attribution: Mutex<Option<serde_json::Value>>,
 }
@@ -94,6 +96,8 @@ pub struct HostReport {
     pub overruns: u64,
     /// Unparsable records.
     pub parse_errors: u64,
+    /// Records an adopted host ring already held.
+    pub records_resumed: u64,
 }
 
 impl HostStats {
@@ -105,6 +109,7 @@ impl HostStats {
             records_lost: self.records_lost.load(Ordering::Relaxed),
             overruns: self.overruns.load(Ordering::Relaxed),
             parse_errors: self.parse_errors.load(Ordering::Relaxed),
+            records_resumed: self.records_resumed.load(Ordering::Relaxed),
         }
     }
 
@@ -140,6 +145,10 @@ struct Attributing {
 }
 
 /// Appends parsed host records to the ring and tracks host seq gaps.
+/// Word of the host ring's [`Ring::meta`] holding the host seq after the newest record
+/// ingested (0: none yet), so that a restarted daemon that adopted the ring resumes there.
+pub const META_HOST_NEXT_SEQ: usize = 1;
+
 struct Sink {
     ring: Arc<Ring>,
     stats: Arc<HostStats>,
@@ -151,6 +160,17 @@ impl Sink {
     fn record(&mut self, raw: &[u8]) {
         match record::parse_kmsg(raw) {
             Ok(rec) => {
+                // A host ring adopted from a previous daemon already holds every record
+                // before this host seq (docs/architecture.md "Restart"): skip them, and count
+                // a gap from there.
+                let resume = self.ring.meta()[META_HOST_NEXT_SEQ].load(Ordering::Relaxed);
+                if resume > 0 {
+                    if rec.seq < resume {
+                        self.stats.records_resumed.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    self.expected.get_or_insert(resume);
+                }
                 if let Some(e) = self.expected {
                     if rec.seq > e {
                         let lost = rec.seq - e;
@@ -163,6 +183,7 @@ impl Sink {
                 }
                 self.expected = Some(rec.seq + 1);
                 self.ring.append(&rec.as_ref());
+                self.ring.meta()[META_HOST_NEXT_SEQ].store(rec.seq + 1, Ordering::Relaxed);
                 self.stats.records_read.fetch_add(1, Ordering::Relaxed);
                 if let Some(a) = &mut self.routing {
                     a.attr.on_host_record(rec, Instant::now());

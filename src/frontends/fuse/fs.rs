@@ -402,7 +402,18 @@ struct StatsReport {
     open_files: usize,
     interrupts: InterruptReport,
     delivery: DeliveryReport,
+    /// With `--holder-socket`: what survived the last restart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    restart: Option<RestartReport>,
     attribution: Option<serde_json::Value>,
+}
+
+/// The `restart` object of the stats file.
+#[derive(Debug, Serialize)]
+struct RestartReport {
+    adopted_rings: u64,
+    refused_rings: u64,
+    unkept_rings: u64,
 }
 
 /// One named ring in the stats file.
@@ -553,6 +564,13 @@ impl Shared {
                 stale: self.registry.stale_delivered(),
                 refused_max_rings: self.registry.delivery_refused(),
             },
+            restart: self.registry.restart_counts().map(
+                |(adopted_rings, refused_rings, unkept_rings)| RestartReport {
+                    adopted_rings,
+                    refused_rings,
+                    unkept_rings,
+                },
+            ),
             attribution: self.host_stats.attribution(),
         };
         let mut v = serde_json::to_vec_pretty(&report).unwrap_or_default();
