@@ -252,6 +252,8 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         max_rings: args.max_rings,
         max_rings_per_uid: args.max_rings_per_uid,
     };
+    // Entries of the holder that are not rings (the seccomp listeners), for the agent.
+    let mut held_others = Vec::new();
     let registry = Arc::new(match &args.holder_socket {
         None => Registry::new(ring_config, host.host_key(), host.host_ns_id()).with_limits(limits),
         Some(path) => {
@@ -262,6 +264,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
                 log::warn!("holder: kept {name} not adopted: {why}");
             }
             let (n, refused) = (adopted.rings.len(), adopted.refused.len());
+            held_others = adopted.others;
             let reg = Registry::kept(
                 ring_config,
                 host.host_key(),
@@ -325,7 +328,25 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             host.clone(),
             args.restrict.into(),
         );
-        Some(seccomp::Agent::spawn(socket, Arc::new(resolver))?)
+        let mut options = seccomp::AgentOptions::default();
+        let mut kept_listeners = Vec::new();
+        if let Some(path) = &args.holder_socket {
+            use crate::restart::{client::HolderClient, listeners::ListenerKeeper};
+            let keeper = Arc::new(ListenerKeeper::new(HolderClient::connect(path)?));
+            kept_listeners = keeper.adopt(std::mem::take(&mut held_others));
+            options.on_listener = Some(Arc::new(move |fd, state| keeper.keep(fd, state)));
+        }
+        let agent = seccomp::Agent::spawn_with(socket, Arc::new(resolver), options)?;
+        if !kept_listeners.is_empty() {
+            log::info!(
+                "holder: serving {} seccomp listener(s) of the previous daemon again",
+                kept_listeners.len()
+            );
+        }
+        for (fd, state) in kept_listeners {
+            agent.adopt(fd, state);
+        }
+        Some(agent)
     };
 
     let session = fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {

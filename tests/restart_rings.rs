@@ -187,6 +187,87 @@ fn rings_come_back_after_kill_9_with_their_records_and_sequence_numbers() {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// A container's `syslog(2)` keeps working across `kill -9` of the daemon: the holder kept
+/// its seccomp listener and its ring, and the new daemon's agent serves both again. (Without
+/// the holder the listener dies with the agent and busybox `dmesg` fails with ENOSYS.)
+#[test]
+fn syslog_of_a_running_container_survives_kill_9() {
+    if !(require_root() && require_tool("busybox")) {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let scratch = tempdir();
+    let holder = Holder::start(&scratch);
+    let sock = holder.socket.to_str().unwrap().to_owned();
+    let args = ["--holder-socket", sock.as_str(), "--devkmsg", "on"];
+    let mut d = Daemon::start_with(Options::args(&args));
+    let tag = format!("kmsgfs-restart-syslog-{}", std::process::id());
+    let mut run = Command::new(env!("CARGO_BIN_EXE_kmsgfs"))
+        .arg("run")
+        .arg("--mount")
+        .arg(d.dir())
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo '<6>{tag} one' > /dev/kmsg && echo ready && read x && \
+             busybox dmesg; echo rc=$?"
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn kmsgfs run");
+    let mut stdin = run.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = run.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let mut wait_for = |prefix: &str| loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(l) => {
+                let done = l.starts_with(prefix);
+                lines.push(l);
+                if done {
+                    return;
+                }
+            }
+            Err(_) => panic!("no `{prefix}` line; container printed {lines:?}"),
+        }
+    };
+    wait_for("ready");
+    d.kill9();
+    d.restart(Options::args(&args));
+    assert!(
+        d.log_text()
+            .contains("serving 1 seccomp listener(s) of the previous daemon"),
+        "{}",
+        d.log_text()
+    );
+    stdin.write_all(b"\n").unwrap();
+    wait_for("rc=");
+    let _ = run.kill();
+    let _ = run.wait();
+    assert!(
+        lines.iter().any(|l| l == "rc=0"),
+        "busybox dmesg failed after the restart: {lines:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.ends_with(&format!("{tag} one")))
+            .count(),
+        1,
+        "the container's record, from its adopted ring, once: {lines:?}"
+    );
+    drop(d);
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 /// Without a reachable holder, `--holder-socket` fails at start with a message naming it.
 #[test]
 fn an_unreachable_holder_is_a_clear_start_up_error() {

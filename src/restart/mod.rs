@@ -16,6 +16,8 @@
 //!
 //! [`keeper`]: the registry's rings in memfds the holder keeps, adopted at start-up.
 //!
+//! [`listeners`]: the agent's seccomp listeners, kept and served again after a restart.
+//!
 //! [`client`]: the daemon's side: [`client::HolderClient::put`] an fd as soon as it exists,
 //! [`client::HolderClient::take`] everything at start-up.
 //!
@@ -26,6 +28,7 @@
 pub mod client;
 pub mod holder;
 pub mod keeper;
+pub mod listeners;
 
 use serde::{Deserialize, Serialize};
 

@@ -120,13 +120,21 @@ pub struct AgentOptions {
     pub socket_mode: u32,
     /// Instrumentation.
     pub hooks: Option<Arc<dyn AgentHooks>>,
+    /// Called with every listener a runtime hands over on the socket, once it is served: the
+    /// daemon gives a copy to the restart holder (`crate::restart::listeners`), so that the
+    /// container's `syslog(2)` outlives this agent. Not called for [`AgentHandle::adopt`].
+    pub on_listener: Option<ListenerHook>,
 }
+
+/// See [`AgentOptions::on_listener`].
+pub type ListenerHook = Arc<dyn Fn(BorrowedFd<'_>, &ContainerProcessState) + Send + Sync>;
 
 impl Default for AgentOptions {
     fn default() -> Self {
         AgentOptions {
             socket_mode: 0o600,
             hooks: None,
+            on_listener: None,
         }
     }
 }
@@ -321,6 +329,7 @@ impl Agent {
             shared: shared.clone(),
             resolver,
             hooks: options.hooks,
+            on_listener: options.on_listener,
             conns: HashMap::new(),
             listeners: HashMap::new(),
             parked: Vec::new(),
@@ -473,6 +482,7 @@ struct Worker {
     shared: Arc<Shared>,
     resolver: Arc<dyn RingResolver>,
     hooks: Option<Arc<dyn AgentHooks>>,
+    on_listener: Option<ListenerHook>,
     conns: HashMap<u64, Conn>,
     listeners: HashMap<u64, Held>,
     parked: Vec<Pending>,
@@ -635,7 +645,7 @@ impl Worker {
         };
         let incoming = std::mem::take(&mut *self.shared.incoming.lock());
         for (fd, state) in incoming {
-            self.register(fd, &state, 0);
+            self.register(fd, &state, 0, false);
         }
         for (job, result) in self.completions.take() {
             self.write_finished(job, result);
@@ -881,7 +891,7 @@ impl Worker {
                     return;
                 };
                 match conn.fds.into_iter().nth(idx) {
-                    Some(fd) => self.register(fd, &state, conn.peer_pid),
+                    Some(fd) => self.register(fd, &state, conn.peer_pid, true),
                     None => {
                         rl_log!(
                             self.rl,
@@ -904,7 +914,13 @@ impl Worker {
 
     /// Serve `fd` for the container `state` describes. `peer_pid` (0: unknown) stands in for
     /// the pids when the sender left them 0, as a process inside a PID namespace must.
-    fn register(&mut self, fd: OwnedFd, state: &ContainerProcessState, peer_pid: u32) {
+    fn register(
+        &mut self,
+        fd: OwnedFd,
+        state: &ContainerProcessState,
+        peer_pid: u32,
+        from_socket: bool,
+    ) {
         let container = Arc::new(Container::from_state_or_peer(state, peer_pid));
         // A panicking resolver must not take the agent (and every container's syslog) down.
         let resolved =
@@ -952,6 +968,9 @@ impl Worker {
                 "chosen per call"
             }
         );
+        if let (true, Some(keep)) = (from_socket, &self.on_listener) {
+            keep(fd.as_fd(), state);
+        }
         self.listeners.insert(
             t,
             Held {
