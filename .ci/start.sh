@@ -15,9 +15,19 @@ mnt=/run/kmsgfs
 mkdir -p "$mnt"
 log="$(mktemp)"
 export RUST_LOG="${RUST_LOG:-info}"
-"$bin" serve --mount "$mnt" 2>"$log" &
+# The holder keeps the rings and seccomp listeners across a restart of the daemon
+# (docs/deploy.md "Restarts"): kill -9 the daemon and start it again, containers keep their logs.
+holder_sock=/run/kmsgfs.holder.sock
+"$bin" holder --socket "$holder_sock" 2>>"$log" &
+holder=$!
+for _ in $(seq 100); do [ -S "$holder_sock" ] && break; sleep 0.1; done
+"$bin" serve --mount "$mnt" --holder-socket "$holder_sock" 2>>"$log" &
 daemon=$!
-stop() { kill -INT "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true; rm -f "$log"; }
+stop() {
+    kill -INT "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true
+    kill -TERM "$holder" 2>/dev/null || true; wait "$holder" 2>/dev/null || true
+    rm -f "$log"
+}
 trap stop EXIT
 for _ in $(seq 100); do grep -q ready "$log" && break; kill -0 "$daemon" || { cat "$log"; exit 1; }; sleep 0.1; done
 grep -q ready "$log" || { cat "$log"; echo "daemon did not become ready" >&2; exit 1; }

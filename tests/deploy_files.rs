@@ -38,6 +38,37 @@ fn k8s_seccomp_profile_is_the_generated_one() {
     );
 }
 
+/// The holder survives a rollout of the daemon (its own DaemonSet, updated only on delete),
+/// runs in the host pid namespace like the daemon (it accepts only peers of its own), and
+/// listens where the daemon's `--holder-socket` points; the systemd units agree the same way.
+#[test]
+fn the_holder_is_deployed_apart_from_the_daemon_on_the_socket_it_uses() {
+    let args_of = |d: &serde_yaml::Value| -> Vec<String> {
+        d["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let h = yaml("docs/deploy/kubernetes/holder-daemonset.yaml");
+    let d = yaml("docs/deploy/kubernetes/daemonset.yaml");
+    assert_eq!(h["kind"], "DaemonSet");
+    assert_ne!(h["metadata"]["name"], d["metadata"]["name"]);
+    assert_eq!(h["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(h["spec"]["template"]["spec"]["hostPID"], true);
+    let (ha, da) = (args_of(&h), args_of(&d));
+    assert_eq!(ha[0], "holder");
+    let sock = &ha[ha.iter().position(|a| a == "--socket").unwrap() + 1];
+    let used = &da[da.iter().position(|a| a == "--holder-socket").unwrap() + 1];
+    assert_eq!(sock, used);
+    let hu = read("docs/deploy/systemd/kmsgfs-holder.service");
+    let du = read("docs/deploy/systemd/kmsgfs.service");
+    assert!(hu.contains("kmsgfs holder --socket /run/kmsgfs.holder.sock"));
+    assert!(du.contains("--holder-socket /run/kmsgfs.holder.sock"));
+    assert!(du.contains("Wants=kmsgfs-holder.service"));
+}
+
 #[test]
 fn k8s_daemonset_has_what_the_daemon_needs() {
     let d = yaml("docs/deploy/kubernetes/daemonset.yaml");
