@@ -203,6 +203,35 @@ pub enum DaemonError {
     Bpf(#[from] bpfsrc::BpfError),
 }
 
+/// Refuse to mount when the kernel would abort the FUSE connection over a slow request.
+///
+/// From Linux 6.14, `fs.fuse.default_request_timeout` (for connections that set none, like
+/// kmsgfs's) and `fs.fuse.max_request_timeout` (a cap on all) > 0 make the kernel abort the
+/// **whole connection** once any request stays unanswered that long. kmsgfs parks a blocking
+/// read until a record arrives, which may be hours; the abort would break every container's
+/// `/dev/kmsg` at once. No answer the kernel accepts would let `dmesg -w` wait on (EINTR ends
+/// it, EAGAIN on a blocking fd is an error), so kmsgfs refuses to start and names the
+/// setting, rather than mount a file system that will die.
+fn check_fuse_request_timeout() -> Result<(), DaemonError> {
+    for name in ["default_request_timeout", "max_request_timeout"] {
+        let path = format!("/proc/sys/fs/fuse/{name}");
+        // Older kernels have no such file: no timeout.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let secs: u64 = text.trim().parse().unwrap_or(0);
+        if secs > 0 {
+            return Err(DaemonError::Usage(format!(
+                "fs.fuse.{name} is {secs}: the kernel would abort kmsgfs's FUSE connection, and \
+                 every container's /dev/kmsg with it, when a blocking read (dmesg -w, journald) \
+                 waits longer than {secs} s for a record; set it to 0 \
+                 (sysctl -w fs.fuse.{name}=0) before starting kmsgfs"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The attribution settings for the host ingestion thread (docs/attribution.md §5).
 fn routing(
     args: &ServeArgs,
@@ -237,6 +266,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     ring_config
         .validate()
         .map_err(|e| DaemonError::Usage(format!("--ring-size {}: {e}", args.ring_size)))?;
+    check_fuse_request_timeout()?;
     let mountpoint = sys::mount::absolute_mount_point(&args.mount)?;
     let stale = sys::mount::recover_stale(&mountpoint)?;
     if stale > 0 {
