@@ -12,6 +12,7 @@
 pub mod cursor;
 pub mod fs;
 pub mod interrupt;
+pub mod open_table;
 pub mod policy;
 
 use std::path::Path;
