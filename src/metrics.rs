@@ -190,6 +190,14 @@ pub fn render(stats: &Value) -> String {
         let l: [(&str, &str); 0] = [];
         out.field(
             r,
+            "restarts",
+            "kmsgfs_restarts_total",
+            Counter,
+            "Daemon restarts the rings survived (daemons that adopted the host ring from the holder).",
+            &l,
+        );
+        out.field(
+            r,
             "adopted_rings",
             "kmsgfs_restart_adopted_rings",
             Gauge,

@@ -336,6 +336,9 @@ impl Registry {
                 keeper.forget(&ring);
             }
         }
+        if let Some(h) = &host_ring {
+            h.meta()[crate::restart::keeper::META_HOST_RESTARTS].fetch_add(1, Ordering::Relaxed);
+        }
         let host_ring = host_ring.unwrap_or_else(|| {
             Arc::new(keeper.create(
                 config,
@@ -401,11 +404,13 @@ impl Registry {
         }
     }
 
-    /// With a holder: (rings adopted at start-up, kept rings refused, rings the holder could
-    /// not keep) for `stats`.
-    pub fn restart_counts(&self) -> Option<(u64, u64, u64)> {
+    /// With a holder: (restarts the host ring survived, rings adopted at start-up, kept
+    /// rings refused, rings the holder could not keep) for `stats`.
+    pub fn restart_counts(&self) -> Option<(u64, u64, u64, u64)> {
         self.keeper.as_ref().map(|k| {
             (
+                self.host.ring.meta()[crate::restart::keeper::META_HOST_RESTARTS]
+                    .load(Ordering::Relaxed),
                 self.adopted.0.load(Ordering::Relaxed),
                 self.adopted.1.load(Ordering::Relaxed),
                 k.unkept(),

@@ -165,6 +165,13 @@ fn rings_come_back_after_kill_9_with_their_records_and_sequence_numbers() {
     );
     let st = d.stats();
     assert_eq!(st["restart"]["adopted_rings"], 2, "{st}");
+    assert_eq!(st["restart"]["restarts"], 1, "{st}");
+    let metrics = std::fs::read_to_string(d.dir().join("metrics")).unwrap();
+    assert!(metrics.contains("kmsgfs_restarts_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("kmsgfs_restart_adopted_rings 2"),
+        "{metrics}"
+    );
     assert_eq!(st["host"]["records_resumed"], 1, "{st}");
 
     // The namespace ring: its record, and the next write gets the next sequence number.

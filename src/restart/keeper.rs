@@ -17,6 +17,9 @@ use crate::ring::{Ring, RingConfig};
 
 /// Word of [`Ring::meta`] holding the ring's keeper serial (0: not kept).
 pub const META_SERIAL: usize = 0;
+/// Word of the host ring's [`Ring::meta`] counting the daemons that adopted it: the restarts
+/// this node's rings survived.
+pub const META_HOST_RESTARTS: usize = 2;
 
 /// What the registry needs to know about a kept ring to restore it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

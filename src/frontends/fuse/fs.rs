@@ -411,6 +411,7 @@ struct StatsReport {
 /// The `restart` object of the stats file.
 #[derive(Debug, Serialize)]
 struct RestartReport {
+    restarts: u64,
     adopted_rings: u64,
     refused_rings: u64,
     unkept_rings: u64,
@@ -565,7 +566,8 @@ impl Shared {
                 refused_max_rings: self.registry.delivery_refused(),
             },
             restart: self.registry.restart_counts().map(
-                |(adopted_rings, refused_rings, unkept_rings)| RestartReport {
+                |(restarts, adopted_rings, refused_rings, unkept_rings)| RestartReport {
+                    restarts,
                     adopted_rings,
                     refused_rings,
                     unkept_rings,
