@@ -709,6 +709,30 @@ impl Ring {
         }
     }
 
+    /// Under the loom model the ring's atomics are loom's, which cannot live in shared
+    /// memory: no shared rings (the model checks the protocol, which is the same).
+    #[cfg(all(loom, test))]
+    pub fn new_shared(_config: RingConfig, name: &str) -> Result<Self, crate::sys::SysError> {
+        Err(crate::sys::SysError::new(
+            format!("memfd ring {name} under loom"),
+            std::io::Error::from_raw_os_error(libc::ENOSYS),
+        ))
+    }
+
+    /// See the loom [`Ring::new_shared`].
+    #[cfg(all(loom, test))]
+    pub fn adopt(_fd: std::os::fd::OwnedFd) -> Result<Self, RingAdoptError> {
+        Err(RingAdoptError::Inconsistent(
+            "no shared rings under loom".into(),
+        ))
+    }
+
+    /// See the loom [`Ring::new_shared`].
+    #[cfg(all(loom, test))]
+    pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
+
     /// After [`Ring::adopt`]: check every stored record's header and recompute the writer's
     /// head, bytes in use and blob lengths from them.
     #[cfg(not(all(loom, test)))]
