@@ -92,6 +92,24 @@ impl From<RestrictArg> for Restrict {
     }
 }
 
+/// `--syslog-access`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyslogAccessArg {
+    /// Root of the container, or CAP_SYSLOG in it, may read and clear its ring (default).
+    Container,
+    /// Only CAP_SYSLOG in the container's user namespace counts, as the kernel's rule.
+    Kernel,
+}
+
+impl From<SyslogAccessArg> for crate::frontends::fuse::policy::SyslogAccess {
+    fn from(a: SyslogAccessArg) -> Self {
+        match a {
+            SyslogAccessArg::Container => Self::Container,
+            SyslogAccessArg::Kernel => Self::Kernel,
+        }
+    }
+}
+
 /// Options of `kmsgfs serve`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
@@ -113,6 +131,11 @@ pub struct ServeArgs {
     /// Who may read a ring, like dmesg_restrict=1 (root) or 0 (none).
     #[arg(long, value_enum, default_value = "root")]
     pub restrict: RestrictArg,
+    /// Who counts as privileged for a ring (reading it under `--restrict root`, proc-kmsg,
+    /// `dmesg -c`/`-C`/`-n`, blocking syslog reads): root of the container or CAP_SYSLOG in it
+    /// (`container`), or CAP_SYSLOG in it only (`kernel`). One rule for every frontend.
+    #[arg(long, value_enum, default_value = "container")]
+    pub syslog_access: SyslogAccessArg,
     /// FUSE event-loop threads. One is the measured fastest (docs/benchmarks.md, FUSE section);
     /// handlers never block, so one thread never lets a client stall another.
     #[arg(long, value_name = "N", default_value_t = 1)]
@@ -334,6 +357,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         FsConfig {
             devkmsg: args.devkmsg.into(),
             restrict: args.restrict.into(),
+            syslog_access: args.syslog_access.into(),
             pin_threads: args.pin_threads,
             threads,
             source: args.source.clone(),
@@ -353,10 +377,11 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             .seccomp_socket
             .clone()
             .unwrap_or_else(|| seccomp::default_socket_for(&mountpoint));
-        let resolver = seccomp::RegistryResolver::new(
+        let resolver = seccomp::RegistryResolver::with_access(
             Arc::clone(&registry),
             host.clone(),
             args.restrict.into(),
+            args.syslog_access.into(),
         );
         let mut options = seccomp::AgentOptions::default();
         let mut kept_listeners = Vec::new();

@@ -21,7 +21,12 @@ use serde_json::json;
 /// Write config.json running `sh -c <script>` with CAP_SYSLOG, the kmsgfs profile on
 /// `socket`, and the daemon's `kmsg_dir/kmsg` bind-mounted at `/dev/kmsg`.
 fn configure(b: &Bundle, script: &str, kmsg_dir: &Path, socket: &Path) {
-    let mut c = b.kmsgfs_spec(&["sh", "-c", script], socket, true);
+    configure_caps(b, script, kmsg_dir, socket, true);
+}
+
+/// [`configure`], with CAP_SYSLOG only if `cap_syslog` (else the runtime's default set).
+fn configure_caps(b: &Bundle, script: &str, kmsg_dir: &Path, socket: &Path, cap_syslog: bool) {
+    let mut c = b.kmsgfs_spec(&["sh", "-c", script], socket, cap_syslog);
     c["mounts"].as_array_mut().unwrap().push(json!({
         "destination": "/dev/kmsg",
         "type": "bind",
@@ -85,4 +90,71 @@ fn runc_syslog_and_dev_kmsg_share_the_container_ring() {
 #[test]
 fn crun_syslog_and_dev_kmsg_share_the_container_ring() {
     containers_see_only_their_rings(Runtime::Crun);
+}
+
+/// One access rule (issue "every container runtime", item 1): a container with the runtime's
+/// **default** capabilities (no CAP_SYSLOG) may read and clear its own ring through
+/// `syslog(2)`, like through `/dev/kmsg`, under the default `--syslog-access container`; under
+/// `--syslog-access kernel` the same calls get EPERM, as the kernel's rule says, and the
+/// host log is never shown.
+fn default_capabilities(rt: Runtime) {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool(rt.bin()))
+    {
+        return;
+    }
+    for mode in ["container", "kernel"] {
+        let d = common::Daemon::start_args(&["--devkmsg", "on", "--syslog-access", mode]);
+        d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+        let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
+        let mut b = Bundle::new(rt, &["sh", "dmesg", "cat", "echo", "wc"]);
+        let t = unique_tag(&format!("{}-defcaps-{mode}", rt.bin()));
+        let script = format!(
+            "echo '<6>{t}' > /dev/kmsg; dmesg; echo rc=$?; echo ===; dmesg -c >/dev/null; \
+             echo rc=$?; echo ===; dmesg | wc -l; cat /dev/kmsg & sleep 0.3; kill $!; echo done"
+        );
+        configure_caps(&b, &script, d.dir(), &socket, false);
+        let out = b.run(
+            &format!("kmsgfs-defcaps-{}-{mode}", std::process::id()),
+            common::TIMEOUT * 3,
+        );
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !text.contains("kmsgfs-host-ring"),
+            "host ring shown: {text}"
+        );
+        let so = stdout(&out);
+        let parts: Vec<&str> = so.split("===\n").collect();
+        assert_eq!(parts.len(), 3, "{mode}: {text}");
+        if mode == "container" {
+            assert_eq!(parts[0].matches(&t).count(), 1, "busybox dmesg: {text}");
+            assert!(parts[0].contains("rc=0"), "{text}");
+            assert!(parts[1].contains("rc=0"), "dmesg -c: {text}");
+            assert!(
+                parts[2].starts_with("0\n"),
+                "nothing left after dmesg -c: {text}"
+            );
+        } else {
+            assert!(
+                parts[0].contains("rc=1") && !parts[0].contains(&t),
+                "{text}"
+            );
+            assert!(
+                text.contains("Operation not permitted"),
+                "EPERM expected: {text}"
+            );
+            assert!(parts[1].contains("rc=1"), "dmesg -c must fail: {text}");
+        }
+    }
+}
+
+#[test]
+fn runc_default_capabilities_read_and_clear_their_own_ring() {
+    default_capabilities(Runtime::Runc);
+}
+
+#[test]
+fn crun_default_capabilities_read_and_clear_their_own_ring() {
+    default_capabilities(Runtime::Crun);
 }

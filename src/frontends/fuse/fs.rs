@@ -91,6 +91,8 @@ pub struct FsConfig {
     pub devkmsg: DevkmsgMode,
     /// `--restrict`.
     pub restrict: Restrict,
+    /// `--syslog-access`: who counts as privileged for a ring ([`policy::privileged`]).
+    pub syslog_access: policy::SyslogAccess,
     /// Pin event-loop thread `fuser-i` to the i-th allowed CPU.
     pub pin_threads: bool,
     /// Number of event-loop threads.
@@ -660,8 +662,7 @@ impl Shared {
             return Err(Errno::EACCES);
         }
         let slot = self.resolve_slot(&op, &proc_)?;
-        let privileged =
-            policy::is_host_root(&self.host, &op) || policy::is_ns_root(&self.host, &op, &slot);
+        let privileged = policy::privileged(&self.host, self.cfg.syslog_access, &op, &slot);
         let policy = crate::syslog::Policy {
             privileged,
             restrict: true,
@@ -764,9 +765,15 @@ impl Shared {
     fn visible_ns(&self, req: &Request, inode: u64) -> Option<Arc<RingSlot>> {
         let slot = self.registry.by_inode(inode)?;
         let (op, _) = self.opener(req)?;
-        policy::access(&self.host, self.cfg.restrict, &op, &slot)
-            .visible
-            .then_some(slot)
+        policy::access(
+            &self.host,
+            self.cfg.restrict,
+            self.cfg.syslog_access,
+            &op,
+            &slot,
+        )
+        .visible
+        .then_some(slot)
     }
 
     fn visible_rings(&self, req: &Request) -> Vec<Arc<RingSlot>> {
@@ -776,7 +783,16 @@ impl Shared {
         self.registry
             .list()
             .into_iter()
-            .filter(|s| policy::access(&self.host, self.cfg.restrict, &op, s).visible)
+            .filter(|s| {
+                policy::access(
+                    &self.host,
+                    self.cfg.restrict,
+                    self.cfg.syslog_access,
+                    &op,
+                    s,
+                )
+                .visible
+            })
             .collect()
     }
 
@@ -816,7 +832,13 @@ impl Shared {
             self.registry.hold(&s);
             s
         };
-        let acc = policy::access(&self.host, self.cfg.restrict, &op, &slot);
+        let acc = policy::access(
+            &self.host,
+            self.cfg.restrict,
+            self.cfg.syslog_access,
+            &op,
+            &slot,
+        );
         let denied = if ino == INO_KMSG {
             // Like the device: the read check is a syslog permission (EPERM, A1.3), the write
             // check is DAC on a 0644 root file (EACCES, A1.2).

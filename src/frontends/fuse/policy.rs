@@ -91,6 +91,9 @@ pub struct Opener {
     pub ns: HashMap<NsKind, u64>,
     /// The caller's namespace ids (`NS_GET_ID`), when the kernel reports them.
     pub ns_id: HashMap<NsKind, Option<u64>>,
+    /// CAP_SYSLOG is in the caller's effective set (`/proc/<pid>/status` `CapEff`); it counts in
+    /// the caller's own user namespace.
+    pub cap_syslog: bool,
 }
 
 impl Opener {
@@ -111,6 +114,10 @@ impl Opener {
             ns_id.insert(k, p.ns_id(k)?);
         }
         let uid_in_ns = p.map_uid(uid)?;
+        let cap_syslog = crate::frontends::seccomp::caller::parse_status(&p.read_file("status")?)
+            .is_some_and(|(cap_eff, _)| {
+                cap_eff & 1 << crate::frontends::seccomp::caller::CAP_SYSLOG != 0
+            });
         p.verify()?;
         Ok((
             Opener {
@@ -119,6 +126,7 @@ impl Opener {
                 uid_in_ns,
                 ns,
                 ns_id,
+                cap_syslog,
             },
             p,
         ))
@@ -194,6 +202,40 @@ pub fn is_ns_root(host: &HostIdentity, op: &Opener, slot: &RingSlot) -> bool {
     op.uid_in_ns == Some(0) && owner == Some(op.ns(NsKind::User)) && is_member(host, op, slot)
 }
 
+/// Who counts as privileged for a ring (`--syslog-access`): the one decision behind reading
+/// `kmsg` under `--restrict root`, opening `proc-kmsg`, and every privileged `syslog(2)`
+/// action (CLEAR, READ_CLEAR, CONSOLE_*, READ, and READ_ALL under `dmesg_restrict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyslogAccess {
+    /// Root of the container (uid 0 in the user namespace owning the ring's namespace) or
+    /// CAP_SYSLOG there: a container's root may read and clear its own log whatever
+    /// capabilities its runtime granted, which is what a per-container log is for.
+    #[default]
+    Container,
+    /// The kernel's rule applied to the container: CAP_SYSLOG in the user namespace owning the
+    /// ring's namespace, nothing else (runtimes drop CAP_SYSLOG by default, so default
+    /// containers get EPERM from `dmesg -c` as they would on the host).
+    Kernel,
+}
+
+/// Whether `op` counts as holding CAP_SYSLOG for `slot` under `mode` (host root always does).
+pub fn privileged(host: &HostIdentity, mode: SyslogAccess, op: &Opener, slot: &RingSlot) -> bool {
+    if is_host_root(host, op) {
+        return true;
+    }
+    let owner = if slot.host {
+        Some(host.ns(NsKind::User))
+    } else {
+        slot.owner_userns
+    };
+    let in_owner = is_member(host, op, slot) && owner == Some(op.ns(NsKind::User));
+    let cap = in_owner && op.cap_syslog;
+    match mode {
+        SyslogAccess::Kernel => cap,
+        SyslogAccess::Container => cap || is_ns_root(host, op, slot),
+    }
+}
+
 /// The access decision for one opener and ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Access {
@@ -205,8 +247,16 @@ pub struct Access {
     pub write: bool,
 }
 
-/// Decide what `op` may do with `slot`.
-pub fn access(host: &HostIdentity, restrict: Restrict, op: &Opener, slot: &RingSlot) -> Access {
+/// Decide what `op` may do with `slot`: see it if a member; read it if privileged
+/// ([`privileged`]) or with `--restrict none`; write it as root of its namespace (DAC on a
+/// `0644 root` file).
+pub fn access(
+    host: &HostIdentity,
+    restrict: Restrict,
+    mode: SyslogAccess,
+    op: &Opener,
+    slot: &RingSlot,
+) -> Access {
     if is_host_root(host, op) {
         return Access {
             visible: true,
@@ -218,7 +268,7 @@ pub fn access(host: &HostIdentity, restrict: Restrict, op: &Opener, slot: &RingS
     let root = is_ns_root(host, op, slot);
     Access {
         visible: member,
-        read: member && (root || restrict == Restrict::None),
+        read: member && (privileged(host, mode, op, slot) || restrict == Restrict::None),
         write: root,
     }
 }
@@ -258,6 +308,7 @@ mod tests {
             .into_iter()
             .collect(),
             ns_id: HashMap::new(),
+            cap_syslog: false,
         }
     }
 
@@ -314,7 +365,13 @@ mod tests {
         let hostring = reg.host().clone();
         let r = Restrict::Root;
         // Host root: everything.
-        let a = access(&h, r, &opener(100, 101, 102, 103, 0, Some(0)), &c);
+        let a = access(
+            &h,
+            r,
+            SyslogAccess::Container,
+            &opener(100, 101, 102, 103, 0, Some(0)),
+            &c,
+        );
         assert_eq!(
             a,
             Access {
@@ -326,7 +383,7 @@ mod tests {
         // Container root in its own user namespace.
         let croot = opener(200, 201, 202, 203, 100000, Some(0));
         assert_eq!(
-            access(&h, r, &croot, &c),
+            access(&h, r, SyslogAccess::Container, &croot, &c),
             Access {
                 visible: true,
                 read: true,
@@ -334,7 +391,7 @@ mod tests {
             }
         );
         assert_eq!(
-            access(&h, r, &croot, &hostring),
+            access(&h, r, SyslogAccess::Container, &croot, &hostring),
             Access {
                 visible: false,
                 read: false,
@@ -344,30 +401,75 @@ mod tests {
         // Container non-root user: visible, readable only with --restrict none.
         let cuser = opener(200, 201, 202, 203, 101000, Some(1000));
         assert_eq!(
-            access(&h, r, &cuser, &c),
+            access(&h, r, SyslogAccess::Container, &cuser, &c),
             Access {
                 visible: true,
                 read: false,
                 write: false
             }
         );
-        assert!(access(&h, Restrict::None, &cuser, &c).read);
+        assert!(access(&h, Restrict::None, SyslogAccess::Container, &cuser, &c).read);
         // Root of a nested user namespace that does not own the net namespace.
         let nested = opener(200, 999, 202, 203, 101000, Some(0));
-        assert!(!access(&h, r, &nested, &c).read);
+        assert!(!access(&h, r, SyslogAccess::Container, &nested, &c).read);
         // Host non-root user.
         let huser = opener(100, 101, 102, 103, 65534, Some(65534));
         assert_eq!(
-            access(&h, r, &huser, &hostring),
+            access(&h, r, SyslogAccess::Container, &huser, &hostring),
             Access {
                 visible: true,
                 read: false,
                 write: false
             }
         );
-        assert!(access(&h, Restrict::None, &huser, &hostring).read);
+        assert!(
+            access(
+                &h,
+                Restrict::None,
+                SyslogAccess::Container,
+                &huser,
+                &hostring
+            )
+            .read
+        );
         // uid 0 in a container without user namespace (same user ns as the host) is not host root.
         let docker_root = opener(200, 101, 202, 203, 0, Some(0));
-        assert!(!access(&h, r, &docker_root, &hostring).visible);
+        assert!(!access(&h, r, SyslogAccess::Container, &docker_root, &hostring).visible);
+    }
+
+    /// One decision for every frontend: root of the container is privileged for its ring under
+    /// `container`, not under `kernel`; CAP_SYSLOG in the owning user namespace is privileged
+    /// under both; CAP_SYSLOG in a nested user namespace, or a non-member, never.
+    #[test]
+    fn privileged_is_root_of_the_container_or_cap_syslog_in_it() {
+        let h = host();
+        let reg = crate::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
+        let c = reg.acquire(
+            NsKey {
+                kind: NsKind::Net,
+                inode: 200,
+            },
+            Some(201),
+            None,
+        );
+        let croot = opener(200, 201, 202, 203, 100000, Some(0));
+        let mut cuser_cap = opener(200, 201, 202, 203, 101000, Some(1000));
+        cuser_cap.cap_syslog = true;
+        let mut nested_cap = opener(200, 999, 202, 203, 101000, Some(0));
+        nested_cap.cap_syslog = true;
+        let mut outsider = opener(300, 201, 302, 303, 100000, Some(0));
+        outsider.cap_syslog = true;
+        use SyslogAccess::{Container, Kernel};
+        assert!(privileged(&h, Container, &croot, &c));
+        assert!(!privileged(&h, Kernel, &croot, &c));
+        assert!(privileged(&h, Container, &cuser_cap, &c));
+        assert!(privileged(&h, Kernel, &cuser_cap, &c));
+        assert!(!privileged(&h, Container, &nested_cap, &c));
+        assert!(!privileged(&h, Container, &outsider, &c));
+        // Reading follows it under --restrict root; writing stays root's (DAC).
+        assert!(!access(&h, Restrict::Root, Kernel, &croot, &c).read);
+        assert!(access(&h, Restrict::Root, Kernel, &croot, &c).write);
+        assert!(access(&h, Restrict::Root, Kernel, &cuser_cap, &c).read);
+        assert!(!access(&h, Restrict::Root, Kernel, &cuser_cap, &c).write);
     }
 }

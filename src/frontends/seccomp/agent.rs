@@ -1063,18 +1063,18 @@ impl Worker {
         // The ring from the calling task (never from `state.pid`), inspected before ID_VALID
         // so that a reused tid cannot choose it.
         let chosen = match &fixed {
-            Some(r) => Ok((Arc::clone(r), container.user_ns)),
+            Some(r) => Ok((Arc::clone(r), container.user_ns, None)),
             None => std::panic::catch_unwind(AssertUnwindSafe(|| {
                 self.resolver.task_ring(&container, n.tid)
             }))
             .unwrap_or(Err(libc::EPERM))
-            .map(|tr| (tr.ring, tr.user_ns)),
+            .map(|tr| (tr.ring, tr.user_ns, tr.privileged)),
         };
         if !notify::id_valid(fd.as_fd(), n.id) {
             bump(&self.shared.counters.stale);
             return;
         }
-        let (ring, user_ns) = match chosen {
+        let (ring, user_ns, privileged) = match chosen {
             Ok(c) => c,
             Err(errno) => {
                 rl_log!(
@@ -1101,6 +1101,7 @@ impl Worker {
                     container: &container,
                     creds,
                     user_ns,
+                    privileged,
                 };
                 std::panic::catch_unwind(AssertUnwindSafe(|| self.resolver.policy_for(&caller)))
                     .unwrap_or_else(|_| {

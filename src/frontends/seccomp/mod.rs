@@ -155,6 +155,8 @@ pub struct Caller<'a> {
     /// namespace for a ring chosen per call ([`TaskRing::user_ns`]), else the user namespace of
     /// the container's init ([`Container::user_ns`]).
     pub user_ns: Option<u64>,
+    /// [`TaskRing::privileged`] of the call's ring (`None` for a listener's fixed ring).
+    pub privileged: Option<bool>,
 }
 
 impl Caller<'_> {
@@ -182,6 +184,9 @@ pub struct TaskRing {
     pub ring: Arc<Ring>,
     /// The user namespace owning the ring's namespace, in which CAP_SYSLOG counts.
     pub user_ns: Option<u64>,
+    /// The access decision of `--syslog-access` for the caller and this ring
+    /// ([`crate::frontends::fuse::policy::privileged`]), when the resolver made it.
+    pub privileged: Option<bool>,
 }
 
 /// How the agent finds rings and decides permissions: implemented by the daemon's registry.

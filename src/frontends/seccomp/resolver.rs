@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use super::{Caller, Container, ResolveError, RingResolver, TaskRing};
-use crate::frontends::fuse::policy::{self, HostIdentity, Opener, Restrict, Target};
+use crate::frontends::fuse::policy::{self, HostIdentity, Opener, Restrict, SyslogAccess, Target};
 use crate::registry::Registry;
 use crate::ring::Ring;
 use crate::syslog::Policy;
@@ -30,6 +30,7 @@ pub struct RegistryResolver {
     registry: Arc<Registry>,
     host: HostIdentity,
     restrict: Restrict,
+    access: SyslogAccess,
 }
 
 impl std::fmt::Debug for RegistryResolver {
@@ -43,10 +44,21 @@ impl std::fmt::Debug for RegistryResolver {
 impl RegistryResolver {
     /// A resolver over `registry`, for a daemon in the namespaces `host`, with `--restrict`.
     pub fn new(registry: Arc<Registry>, host: HostIdentity, restrict: Restrict) -> Self {
+        Self::with_access(registry, host, restrict, SyslogAccess::default())
+    }
+
+    /// [`RegistryResolver::new`] with `--syslog-access` (who counts as privileged).
+    pub fn with_access(
+        registry: Arc<Registry>,
+        host: HostIdentity,
+        restrict: Restrict,
+        access: SyslogAccess,
+    ) -> Self {
         RegistryResolver {
             registry,
             host,
             restrict,
+            access,
         }
     }
 
@@ -103,7 +115,13 @@ impl RingResolver for RegistryResolver {
     /// task in the host's key, pid and mount namespaces gets EPERM: the agent never answers
     /// from the host ring.
     fn task_ring(&self, _container: &Container, tid: u32) -> Result<TaskRing, i32> {
-        let (op, proc_) = Opener::inspect(tid, 0).map_err(|e| e.errno().unwrap_or(libc::ESRCH))?;
+        // The caller's uid as FUSE would report it (the daemon's user namespace), so that the
+        // access decision is the FUSE open's, to the letter.
+        let euid = super::caller::read_creds(tid)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::ESRCH))?
+            .euid;
+        let (op, proc_) =
+            Opener::inspect(tid, euid).map_err(|e| e.errno().unwrap_or(libc::ESRCH))?;
         match policy::resolve(&self.host, &op) {
             Target::Host => Err(libc::EPERM),
             Target::Ns(key) => {
@@ -111,16 +129,24 @@ impl RingResolver for RegistryResolver {
                 let slot = self.registry.acquire(key, owner, op.ns_id(key.kind));
                 // The namespace being alive keeps the ring; the agent holds the ring itself.
                 self.registry.release(&slot);
+                let privileged = policy::privileged(&self.host, self.access, &op, &slot);
                 Ok(TaskRing {
                     ring: Arc::clone(&slot.ring),
                     user_ns: owner,
+                    privileged: Some(privileged),
                 })
             }
         }
     }
 
+    /// The `--syslog-access` decision made with the ring ([`TaskRing::privileged`]); for a
+    /// named ring, the kernel's rule (CAP_SYSLOG in the container).
     fn policy_for(&self, caller: &Caller<'_>) -> Policy {
-        caller.kernel_policy(self.restrict == Restrict::Root)
+        let mut p = caller.kernel_policy(self.restrict == Restrict::Root);
+        if let Some(privileged) = caller.privileged {
+            p.privileged = privileged;
+        }
+        p
     }
 }
 
