@@ -1,0 +1,127 @@
+//! Podman with the shipped OCI hook (`docs/deploy/hooks.d/kmsgfs.json`) and the real daemon:
+//! two containers side by side with Podman's **default** capabilities (no CAP_SYSLOG), the
+//! hook binding the daemon's `kmsg` over each one's `/dev/kmsg` at createContainer, and the
+//! kmsgfs seccomp profile routing `syslog(2)` to the agent. Each sees only its own records in
+//! `cat /dev/kmsg` and busybox `dmesg`, `dmesg -c` clears only its own ring, the host ring is
+//! never shown. Run with runc and with crun (Podman's default). The hook file is the shipped
+//! one with only its paths pointed at this build and this daemon (`--hooks-dir` of a private
+//! directory: the host's hook directories are not touched). Root only.
+
+mod common;
+mod seccomp_support;
+
+use std::time::Duration;
+
+use seccomp_support::oci::Runtime;
+use seccomp_support::podman::Podman;
+use seccomp_support::{ok, unique_tag};
+
+fn two_containers_through_the_shipped_hook(rt: Runtime) {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("podman")
+        && common::require_tool(rt.bin()))
+    {
+        return;
+    }
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+    let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
+    let mut p = Podman::new(rt, &["sh", "dmesg", "cat", "sleep", "kill", "wc"]);
+    // The shipped hook, pointed at this build and this daemon.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy/hooks.d/kmsgfs.json"),
+    )
+    .unwrap();
+    let mut hook: serde_json::Value = serde_json::from_str(&shipped).unwrap();
+    hook["hook"]["path"] = env!("CARGO_BIN_EXE_kmsgfs").into();
+    hook["hook"]["args"] = serde_json::json!([
+        "kmsgfs",
+        "oci-hook",
+        "--mount",
+        d.dir().display().to_string()
+    ]);
+    let hooks = p.dir.path().join("hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(hooks.join("kmsgfs.json"), hook.to_string()).unwrap();
+    let profile = p.dir.path().join("seccomp.json");
+    std::fs::write(
+        &profile,
+        kmsgfs::frontends::seccomp::seccomp_profile(&socket).to_string(),
+    )
+    .unwrap();
+    let hooks_dir = hooks.display().to_string();
+    let seccomp = format!("seccomp={}", profile.display());
+    let mut tags = Vec::new();
+    for n in 0..2 {
+        let t = unique_tag(&format!("podman-hook-{}-{n}", rt.bin()));
+        let name = format!("kmsgfs-podman-hook-{}-{}-{n}", rt.bin(), std::process::id());
+        p.run_detached(
+            &name,
+            &[
+                "--hooks-dir",
+                &hooks_dir,
+                "--annotation",
+                "io.kmsgfs.enable=true",
+                "--security-opt",
+                &seccomp,
+            ],
+            &[
+                "sh",
+                "-c",
+                &format!("echo '<6>{t}' > /dev/kmsg; exec sleep 120"),
+            ],
+        );
+        let timeout = Duration::from_secs(60);
+        let file = ok(
+            &p.exec(
+                &name,
+                &["sh", "-c", "cat /dev/kmsg & sleep 0.5; kill $!"],
+                timeout,
+            ),
+            "podman exec cat /dev/kmsg",
+        );
+        let sys = ok(&p.exec(&name, &["dmesg"], timeout), "podman exec dmesg");
+        for (what, out) in [("cat /dev/kmsg", &file), ("busybox dmesg", &sys)] {
+            assert_eq!(out.matches(&t).count(), 1, "{what}: {out}");
+            assert!(
+                !out.contains("kmsgfs-host-ring"),
+                "{what} shows the host ring: {out}"
+            );
+            for old in &tags {
+                assert!(
+                    !out.contains(old),
+                    "{what} shows another container's record: {out}"
+                );
+            }
+        }
+        let cleared = ok(
+            &p.exec(
+                &name,
+                &["sh", "-c", "dmesg -c >/dev/null && dmesg | wc -l"],
+                timeout,
+            ),
+            "podman exec dmesg -c",
+        );
+        assert_eq!(cleared.trim(), "0", "dmesg -c clears the container's ring");
+        tags.push(t);
+    }
+    // The first container's ring was cleared by its own dmesg -c only; the host ring still
+    // has its record.
+    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    let host = common::drain(fd);
+    common::close_raw(fd);
+    assert!(host
+        .iter()
+        .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
+}
+
+#[test]
+fn podman_runc_default_capabilities_with_the_shipped_hook() {
+    two_containers_through_the_shipped_hook(Runtime::Runc);
+}
+
+#[test]
+fn podman_crun_default_capabilities_with_the_shipped_hook() {
+    two_containers_through_the_shipped_hook(Runtime::Crun);
+}
