@@ -1,0 +1,94 @@
+//! systemd-nspawn with the recipe of `docs/deploy/nspawn/README.md`: `--bind=DIR/kmsg:/dev/kmsg
+//! --private-network`, default capabilities. Two containers side by side each see only their
+//! own records in `cat /dev/kmsg`; nspawn has no seccomp-notify hook, so `syslog(2)` reaches
+//! the kernel and, without CAP_SYSLOG (nspawn's default), gets EPERM: busybox `dmesg` fails and
+//! never prints the host log. Root only; installs nothing (CI installs systemd-container).
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use seccomp_support::{unique_tag, wait_output, TempDir};
+
+mod seccomp_support;
+
+fn rootfs(dir: &Path) -> std::path::PathBuf {
+    let r = dir.join("rootfs");
+    for d in ["bin", "dev", "proc", "sys", "etc", "tmp", "usr/lib"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::copy(
+        seccomp_support::which("busybox").expect("busybox"),
+        r.join("bin/busybox"),
+    )
+    .unwrap();
+    for a in ["sh", "dmesg", "cat", "sleep", "kill", "echo"] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
+    }
+    // nspawn wants an os-release to accept the directory as an OS tree.
+    std::fs::write(r.join("etc/os-release"), "ID=kmsgfs-test\n").unwrap();
+    r
+}
+
+#[test]
+fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("systemd-nspawn"))
+    {
+        return;
+    }
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+    let mut tags: Vec<String> = Vec::new();
+    for n in 0..2 {
+        let dir = TempDir::new(&format!("nspawn-{n}"));
+        let root = rootfs(dir.path());
+        let t = unique_tag(&format!("nspawn-{n}"));
+        let child = Command::new("systemd-nspawn")
+            // No machined, no scope of its own: this machine's tests run without systemd as
+            // PID 1.
+            .args([
+                "--keep-unit",
+                "--register=no",
+                "--quiet",
+                "--private-network",
+                "-D",
+            ])
+            .arg(&root)
+            .arg(format!("--bind={}:/dev/kmsg", d.kmsg().display()))
+            .args(["/bin/sh", "-c"])
+            .arg(format!(
+                "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
+                 dmesg; echo rc=$?"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn systemd-nspawn");
+        let o = wait_output(child, Duration::from_secs(60));
+        // nspawn may relay through a pty, which turns "\n" into "\r\n".
+        let out = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let (file, sys) = out
+            .split_once("===\n")
+            .unwrap_or_else(|| panic!("{out}\n{err}"));
+        assert_eq!(file.matches(&t).count(), 1, "cat /dev/kmsg: {out}\n{err}");
+        for old in &tags {
+            assert!(
+                !out.contains(old.as_str()),
+                "another container's record: {out}"
+            );
+        }
+        assert!(!out.contains("kmsgfs-host-ring"), "the host ring: {out}");
+        assert!(
+            // nspawn passes the container's stderr through its own stdout.
+            sys.contains("rc=1") && format!("{sys}{err}").contains("Operation not permitted"),
+            "busybox dmesg (syslog(2), no CAP_SYSLOG) must fail with EPERM: {out}\n{err}"
+        );
+        tags.push(t);
+    }
+}
