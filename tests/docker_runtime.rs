@@ -1,0 +1,252 @@
+//! Docker (Debian's docker.io 20.10) with the recipe of `docs/deploy/docker/README.md`: a
+//! private `dockerd` of this test (`--iptables=false --bridge=none`, its own data and exec
+//! roots and socket: the host's network, firewall and Docker state are not touched),
+//! containers with `--network none` and Docker's **default** capabilities and seccomp profile,
+//! `-v DIR/kmsg:/dev/kmsg`. Two containers side by side each see only their own records in
+//! `cat /dev/kmsg`; `syslog(2)` and `/proc/kmsg` get EPERM (never the host log); a profile
+//! with `listenerPath` is refused by Docker 20.10 with exit 125, as documented. Root only.
+
+mod common;
+mod seccomp_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use seccomp_support::{unique_tag, wait_output, TempDir};
+
+/// A private dockerd, stopped (with its containers) on drop.
+struct Dockerd {
+    child: Child,
+    sock: PathBuf,
+    root: PathBuf,
+    _dir: TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = TempDir::new("dockerd");
+        // dockerd's exec root holds a unix socket path: keep it short.
+        let root = PathBuf::from(format!("/tmp/kmsgfs-dk-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let sock = root.join("docker.sock");
+        let child = Command::new("dockerd")
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--ip-forward=false",
+                "--ip-masq=false",
+                "--exec-opt",
+                "native.cgroupdriver=cgroupfs",
+            ])
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(root.join("exec"))
+            .arg("--pidfile")
+            .arg(root.join("pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("spawn dockerd");
+        let d = Dockerd {
+            child,
+            sock,
+            root,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !d.docker(&["info"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "dockerd did not come up: {}",
+                std::fs::read_to_string(d._dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        let child = Command::new("docker")
+            .env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn docker");
+        wait_output(child, Duration::from_secs(120))
+    }
+
+    /// `docker import` of a busybox rootfs as image `name`.
+    fn import(&self, name: &str, rootfs: &Path) {
+        let tar = self._dir.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(rootfs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let o = self.docker(&["import", tar.to_str().unwrap(), name]);
+        assert!(o.status.success(), "docker import: {o:?}");
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        let ids = self.docker(&["ps", "-aq"]);
+        for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
+            let _ = self.docker(&["rm", "-f", id]);
+        }
+        // SAFETY: plain kill(2) of our child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = wait_output_child(&mut self.child, Duration::from_secs(20));
+        for m in mounts_under(&self.root)
+            .into_iter()
+            .chain(mounts_under(self._dir.path()))
+        {
+            common::detach(Path::new(&m));
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+fn wait_output_child(child: &mut Child, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
+}
+
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let prefix = format!("{}/", dir.display());
+    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect();
+    v.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    v
+}
+
+fn rootfs(dir: &Path) -> PathBuf {
+    let r = dir.join("rootfs");
+    for d in ["bin", "dev", "proc", "sys", "etc"] {
+        std::fs::create_dir_all(r.join(d)).unwrap();
+    }
+    std::fs::copy(
+        seccomp_support::which("busybox").expect("busybox"),
+        r.join("bin/busybox"),
+    )
+    .unwrap();
+    for a in ["sh", "dmesg", "cat", "sleep", "kill", "echo"] {
+        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
+    }
+    r
+}
+
+#[test]
+fn docker_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("dockerd")
+        && common::require_tool("docker"))
+    {
+        return;
+    }
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+    let dk = Dockerd::start();
+    let scratch = TempDir::new("docker-rootfs");
+    dk.import("kmsgfs-test-busybox", &rootfs(scratch.path()));
+    let bind = format!("{}:/dev/kmsg", d.kmsg().display());
+    let mut tags: Vec<String> = Vec::new();
+    for n in 0..2 {
+        let t = unique_tag(&format!("docker-{n}"));
+        let script = format!(
+            "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
+             dmesg; echo rc=$?; cat /proc/kmsg; echo prc=$?"
+        );
+        let o = dk.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-v",
+            &bind,
+            "kmsgfs-test-busybox",
+            "sh",
+            "-c",
+            &script,
+        ]);
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let (file, rest) = out.split_once("===\n").unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(file.matches(&t).count(), 1, "cat /dev/kmsg: {out}");
+        for old in &tags {
+            assert!(
+                !out.contains(old.as_str()),
+                "another container's record: {out}"
+            );
+        }
+        assert!(!out.contains("kmsgfs-host-ring"), "the host ring: {out}");
+        assert!(
+            rest.contains("rc=1")
+                && rest.contains("prc=1")
+                && rest.contains("Operation not permitted"),
+            "syslog(2) and /proc/kmsg without CAP_SYSLOG: EPERM: {out}"
+        );
+        tags.push(t);
+    }
+    // Docker 20.10 has no listenerPath in its profile type: the documented refusal.
+    let profile = scratch.path().join("seccomp.json");
+    std::fs::write(
+        &profile,
+        kmsgfs::frontends::seccomp::seccomp_profile(
+            &kmsgfs::frontends::seccomp::default_socket_for(d.dir()),
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let o = dk.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--security-opt",
+        &format!("seccomp={}", profile.display()),
+        "kmsgfs-test-busybox",
+        "true",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let version = String::from_utf8_lossy(
+        &dk.docker(&["version", "--format", "{{.Server.Version}}"])
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    if version.starts_with("20.") {
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(err.contains("listenerPath is not set"), "{err}");
+    }
+}
