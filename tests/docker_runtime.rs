@@ -148,17 +148,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 
 fn rootfs(dir: &Path) -> PathBuf {
     let r = dir.join("rootfs");
-    for d in ["bin", "dev", "proc", "sys", "etc"] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
-    std::fs::copy(
-        seccomp_support::which("busybox").expect("busybox"),
-        r.join("bin/busybox"),
-    )
-    .unwrap();
-    for a in ["sh", "dmesg", "cat", "sleep", "kill", "echo"] {
-        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
-    }
+    seccomp_support::busybox_rootfs(&r, &["sh", "dmesg", "cat", "sleep", "kill", "echo"]);
     r
 }
 

@@ -112,6 +112,30 @@ fn stat_and_open_promptly(path: &Path, who: &str) -> Duration {
     }
 }
 
+/// The victim container (a new network namespace) writes `secret` into its ring, then it and
+/// host root pull their rings through every page-cache path (sendfile as busybox `cat` does,
+/// splice, mmap) `rounds` times each, in the background.
+fn page_cache_load(bin: &Path, k: &str, secret: &str, rounds: u32) -> (Child, Child) {
+    let b = bin.display();
+    let pull = format!(
+        "i=0; while [ $i -lt {rounds} ]; do {b} steal {k} 1 >/dev/null 2>&1; \
+         {b} sendfile {k} >/dev/null 2>&1; i=$((i+1)); done"
+    );
+    let spawn = |mut c: Command, what: &str| {
+        c.stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"))
+    };
+    let mut victim = Command::new("unshare");
+    victim
+        .args(["-n", "sh", "-c"])
+        .arg(format!("echo '<6>{secret}' > {k}; {pull}"));
+    let mut host = Command::new("sh");
+    host.arg("-c").arg(&pull);
+    (spawn(victim, "victim"), spawn(host, "host reader"))
+}
+
 #[test]
 fn t1_page_cache_never_carries_another_rings_records() {
     if !tools() {
@@ -129,28 +153,7 @@ fn t1_page_cache_never_carries_another_rings_records() {
     let k = kmsg.display().to_string();
     // The victim container writes its secret and pulls its ring through every page-cache path
     // (sendfile as busybox cat does, splice, mmap) in a loop, while host root does the same.
-    let victim = Command::new("unshare")
-        .args(["-n", "sh", "-c"])
-        .arg(format!(
-            "echo '<6>{victim_secret}' > {k}; i=0; while [ $i -lt 150 ]; do \
-             {b} steal {k} 1 >/dev/null 2>&1; {b} sendfile {k} >/dev/null 2>&1; i=$((i+1)); done",
-            b = bin.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn victim");
-    let host = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "i=0; while [ $i -lt 150 ]; do {b} sendfile {k} >/dev/null 2>&1; \
-             {b} steal {k} 1 >/dev/null 2>&1; i=$((i+1)); done",
-            b = bin.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn host reader");
+    let (victim, host) = page_cache_load(&bin, &k, &victim_secret, 150);
     let attack = in_netns(&[bin.to_str().unwrap(), "steal", &k, "400"]);
     let victim = wait_bounded(victim, Duration::from_secs(60));
     let host = wait_bounded(host, Duration::from_secs(60));
@@ -325,26 +328,7 @@ fn t1_t2_attacker_inside_kmsgfs_run_with_and_without_a_user_namespace() {
     d.wait_host_records(20);
     let k = d.kmsg().display().to_string();
     for unshare in [None, Some("user,net,pid")] {
-        let victim = Command::new("unshare")
-            .args(["-n", "sh", "-c"])
-            .arg(format!(
-                "echo '<6>{victim_secret}' > {k}; i=0; while [ $i -lt 100 ]; do \
-                 {b} steal {k} 1 >/dev/null 2>&1; {b} sendfile {k} >/dev/null 2>&1; i=$((i+1)); done"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn victim");
-        let host = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "i=0; while [ $i -lt 100 ]; do {b} sendfile {k} >/dev/null 2>&1; \
-                 {b} steal {k} 1 >/dev/null 2>&1; i=$((i+1)); done"
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn host reader");
+        let (victim, host) = page_cache_load(&bin, &k, &victim_secret, 100);
         let attack = in_run(&d, unshare, &[b, "steal", "/dev/kmsg", "200"]);
         let victim = wait_bounded(victim, Duration::from_secs(60));
         let host = wait_bounded(host, Duration::from_secs(60));

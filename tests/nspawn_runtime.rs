@@ -16,17 +16,8 @@ mod seccomp_support;
 
 fn rootfs(dir: &Path) -> std::path::PathBuf {
     let r = dir.join("rootfs");
-    for d in ["bin", "dev", "proc", "sys", "etc", "tmp", "usr/lib"] {
-        std::fs::create_dir_all(r.join(d)).unwrap();
-    }
-    std::fs::copy(
-        seccomp_support::which("busybox").expect("busybox"),
-        r.join("bin/busybox"),
-    )
-    .unwrap();
-    for a in ["sh", "dmesg", "cat", "sleep", "kill", "echo"] {
-        std::os::unix::fs::symlink("busybox", r.join("bin").join(a)).unwrap();
-    }
+    seccomp_support::busybox_rootfs(&r, &["sh", "dmesg", "cat", "sleep", "kill", "echo"]);
+    std::fs::create_dir_all(r.join("usr/lib")).unwrap();
     // nspawn wants an os-release to accept the directory as an OS tree.
     std::fs::write(r.join("etc/os-release"), "ID=kmsgfs-test\n").unwrap();
     r

@@ -125,6 +125,18 @@ fn getsockopt<T>(fd: BorrowedFd<'_>, opt: libc::c_int, what: &str, out: &mut T) 
     Ok(())
 }
 
+/// `SO_PEERCRED` of the connected socket `fd`: (pid, uid) as the caller's namespaces see them,
+/// taken by the kernel at `connect()`, so valid after the peer exited.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> Result<(u32, u32)> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    getsockopt(fd, libc::SO_PEERCRED, "SO_PEERCRED", &mut cred)?;
+    Ok((u32::try_from(cred.pid).unwrap_or(0), cred.uid))
+}
+
 /// Identify the peer of the connected socket `fd` (module docs).
 pub fn peer_namespaces(fd: BorrowedFd<'_>) -> Result<Peer> {
     let mut cred = libc::ucred {

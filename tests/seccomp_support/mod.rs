@@ -93,6 +93,20 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A rootfs at `root` holding only the static busybox and a symlink to it for each of
+/// `applets`, plus the empty directories runtimes mount over (`dev`, `proc`, `sys`, `etc`,
+/// `tmp`).
+pub fn busybox_rootfs(root: &Path, applets: &[&str]) {
+    for d in ["bin", "dev", "proc", "sys", "etc", "tmp"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    let busybox = which("busybox").expect("busybox");
+    fs::copy(&busybox, root.join("bin/busybox")).expect("copy busybox into the rootfs");
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(PathBuf);
 

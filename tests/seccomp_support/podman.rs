@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use super::oci::Runtime;
-use super::{wait_output, which, TempDir};
+use super::{wait_output, TempDir};
 
 /// Limits every container gets (see the module docs).
 const ULIMITS: [&str; 4] = [
@@ -42,15 +42,7 @@ impl Podman {
     /// Private state and a busybox rootfs with `applets`.
     pub fn new(rt: Runtime, applets: &[&str]) -> Podman {
         let dir = TempDir::new(&format!("podman-{}", rt.bin()));
-        let rootfs = dir.path().join("rootfs");
-        for d in ["bin", "dev", "proc", "sys", "etc", "tmp"] {
-            fs::create_dir_all(rootfs.join(d)).unwrap();
-        }
-        let busybox = which("busybox").expect("busybox");
-        fs::copy(&busybox, rootfs.join("bin/busybox")).expect("copy busybox into the rootfs");
-        for applet in applets {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
+        super::busybox_rootfs(&dir.path().join("rootfs"), applets);
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let run = PathBuf::from(format!("/tmp/kmsgfs-pm-{}-{n}", std::process::id()));

@@ -437,6 +437,9 @@ struct Conn {
     since: Instant,
     /// The sender's pid in the agent's PID namespace (SO_PEERCRED).
     peer_pid: u32,
+    /// Whether the sender's namespaces were checked (false: it exited before it could be
+    /// inspected; see [`Worker::peer_allowed`]).
+    verified: bool,
     buf: Vec<u8>,
     fds: Vec<OwnedFd>,
 }
@@ -654,7 +657,14 @@ impl Worker {
 
     /// Whether a peer may hand over listeners: it runs in the agent's own pid **and** user
     /// namespaces (so it is no container, whatever its uid), checked through its pidfd.
-    fn peer_allowed(&mut self, stream: &UnixStream) -> Option<u32> {
+    ///
+    /// A runtime may connect, send and exit before the agent gets to it (`runc exec` does);
+    /// an exited process has no namespaces to read. Such a peer is accepted only if it was
+    /// root in the agent's user namespace when it connected (`SO_PEERCRED`, fixed at
+    /// `connect()`; a container's root under a user namespace is not), and unverified: its
+    /// listener's calls get rings chosen per call from the calling task, never a ring named
+    /// by its `io.kmsgfs.key` (docs/security.md T4).
+    fn peer_allowed(&mut self, stream: &UnixStream) -> Option<(u32, bool)> {
         let mut result = peer::peer_namespaces(stream.as_fd());
         // The check itself needs fds (pidfd, nsfs): out of them, shrink the connection bound
         // and try once more.
@@ -665,6 +675,26 @@ impl Worker {
         }
         let peer = match result {
             Ok(p) => p,
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH)) => {
+                return match peer::peer_cred(stream.as_fd()) {
+                    Ok((pid, 0)) if pid != 0 => {
+                        rl_log!(
+                            self.rl,
+                            log::Level::Debug,
+                            "seccomp socket: pid {pid} (uid 0) exited before it could be inspected; accepted unverified"
+                        );
+                        Some((pid, false))
+                    }
+                    _ => {
+                        rl_log!(
+                            self.rl,
+                            log::Level::Warn,
+                            "seccomp socket: refusing a peer that exited before it could be inspected: {e}"
+                        );
+                        None
+                    }
+                };
+            }
             Err(e) => {
                 rl_log!(
                     self.rl,
@@ -693,7 +723,7 @@ impl Worker {
             );
             return None;
         }
-        Some(peer.pid)
+        Some((peer.pid, true))
     }
 
     /// Out of file descriptors: lower the bound on unfinished connections to
@@ -764,7 +794,7 @@ impl Worker {
                     return;
                 }
             };
-            let Some(peer_pid) = self.peer_allowed(&stream) else {
+            let Some((peer_pid, verified)) = self.peer_allowed(&stream) else {
                 bump(&self.shared.counters.rejected);
                 continue;
             };
@@ -806,6 +836,7 @@ impl Worker {
                     buf: Vec::new(),
                     fds: Vec::new(),
                     peer_pid,
+                    verified,
                 },
             );
         }
@@ -890,6 +921,22 @@ impl Worker {
                     bump(&self.shared.counters.rejected);
                     return;
                 };
+                let mut state = state;
+                if !conn.verified
+                    && state
+                        .state
+                        .annotations
+                        .remove(super::KEY_ANNOTATION)
+                        .is_some()
+                {
+                    rl_log!(
+                        self.rl,
+                        log::Level::Warn,
+                        "seccomp socket: container {}: ignoring {} from an unverified peer",
+                        state.state.id,
+                        super::KEY_ANNOTATION
+                    );
+                }
                 match conn.fds.into_iter().nth(idx) {
                     Some(fd) => self.register(fd, &state, conn.peer_pid, true),
                     None => {
