@@ -30,6 +30,7 @@ kmsgfs_install_deps() {
     kmsgfs_need podman podman
     kmsgfs_need systemd-nspawn systemd-container
     kmsgfs_need dockerd docker.io
+    kmsgfs_need containerd containerd
     kmsgfs_need nsenter util-linux
     kmsgfs_need strace strace
     if ((${#KMSGFS_MISSING[@]})); then

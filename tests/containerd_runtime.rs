@@ -1,0 +1,185 @@
+//! containerd 1.6 with `ctr` (the recipe of `docs/deploy/containerd/README.md`): a private
+//! containerd of this test (its own root, state and socket; the host's containerd is not
+//! touched), containers from a busybox rootfs directory (`ctr run --rootfs`, no image
+//! registry) in their own network namespaces (ctr's default), default capabilities, the
+//! daemon's `kmsg` bound over `/dev/kmsg` and the kmsgfs seccomp profile (`--seccomp-profile`,
+//! whose `listenerPath` containerd passes through). Two containers side by side each see only
+//! their own records in `cat /dev/kmsg` and busybox `dmesg`, and `dmesg -c` clears only their
+//! own ring. Root only.
+
+mod common;
+mod seccomp_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use seccomp_support::{unique_tag, wait_output, TempDir};
+
+/// A private containerd, stopped on drop.
+struct Containerd {
+    child: Child,
+    sock: PathBuf,
+    dir: TempDir,
+}
+
+impl Containerd {
+    fn start() -> Containerd {
+        let dir = TempDir::new("containerd");
+        let sock = dir.path().join("c.sock");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{}\"\nstate = \"{}\"\n[grpc]\n  address = \"{}\"\n",
+                dir.path().join("root").display(),
+                dir.path().join("state").display(),
+                sock.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("containerd.log")).unwrap())
+            .spawn()
+            .expect("spawn containerd");
+        let c = Containerd { child, sock, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.ctr(&["version"]).status.success() {
+            assert!(Instant::now() < deadline, "containerd did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    fn ctr(&self, args: &[&str]) -> Output {
+        let child = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.sock)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ctr");
+        wait_output(child, Duration::from_secs(120))
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let tasks = self.ctr(&["task", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&tasks.stdout).split_whitespace() {
+            let _ = self.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+        }
+        let cs = self.ctr(&["containers", "ls", "-q"]);
+        for id in String::from_utf8_lossy(&cs.stdout).split_whitespace() {
+            let _ = self.ctr(&["task", "delete", "-f", id]);
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let prefix = format!("{}/", self.dir.path().display());
+        let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            common::detach(Path::new(&p));
+        }
+    }
+}
+
+#[test]
+fn ctr_containers_see_and_clear_only_their_own_rings() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("containerd")
+        && common::require_tool("ctr"))
+    {
+        return;
+    }
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+    let c = Containerd::start();
+    let rootfs = c.dir.path().join("rootfs");
+    seccomp_support::busybox_rootfs(
+        &rootfs,
+        &["sh", "dmesg", "cat", "sleep", "kill", "echo", "wc"],
+    );
+    let profile = c.dir.path().join("seccomp.json");
+    std::fs::write(
+        &profile,
+        kmsgfs::frontends::seccomp::seccomp_profile(
+            &kmsgfs::frontends::seccomp::default_socket_for(d.dir()),
+        )
+        .to_string(),
+    )
+    .unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/dev/kmsg,options=rbind:rw",
+        d.kmsg().display()
+    );
+    let mut tags: Vec<String> = Vec::new();
+    for n in 0..2 {
+        let t = unique_tag(&format!("ctr-{n}"));
+        let id = format!("kmsgfs-ctr-{}-{n}", std::process::id());
+        let script = format!(
+            "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
+             dmesg; echo ===; dmesg -c >/dev/null; echo crc=$?; dmesg | wc -l"
+        );
+        let o = c.ctr(&[
+            "run",
+            "--rm",
+            "--env",
+            "PATH=/bin",
+            "--mount",
+            &mount,
+            "--seccomp",
+            "--seccomp-profile",
+            profile.to_str().unwrap(),
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            &id,
+            "/bin/sh",
+            "-c",
+            &script,
+        ]);
+        let out = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let parts: Vec<&str> = out.split("===\n").collect();
+        assert_eq!(parts.len(), 3, "{out}\n{err}");
+        assert_eq!(
+            parts[0].matches(&t).count(),
+            1,
+            "cat /dev/kmsg: {out}\n{err}"
+        );
+        assert_eq!(
+            parts[1].matches(&t).count(),
+            1,
+            "busybox dmesg: {out}\n{err}"
+        );
+        assert!(parts[2].starts_with("crc=0\n0"), "dmesg -c: {out}\n{err}");
+        assert!(!out.contains("kmsgfs-host-ring"), "the host ring: {out}");
+        for old in &tags {
+            assert!(
+                !out.contains(old.as_str()),
+                "another container's record: {out}"
+            );
+        }
+        tags.push(t);
+    }
+    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    let host = common::drain(fd);
+    common::close_raw(fd);
+    assert!(host
+        .iter()
+        .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
+}
