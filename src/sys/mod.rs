@@ -9,6 +9,7 @@
 //!   recovery after a crash, fuse-notes §5).
 //! * [`signal`]: blocking SIGINT/SIGTERM in every thread and waiting for them synchronously.
 //! * [`cpu`]: CPU count and thread affinity (event-loop placement, fuse-notes §19).
+//! * [`fuse_dev`]: `/dev/fuse`: open, mount, read, writev, clone, poll (the FUSE transport).
 //! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
 //! * [`memory`]: the allocator settings that return a reclaimed ring's memory to the kernel.
 //! * [`scm`]: fds over Unix sockets (`SCM_RIGHTS`).
@@ -16,6 +17,7 @@
 
 pub mod clock;
 pub mod cpu;
+pub mod fuse_dev;
 pub mod maps;
 pub mod memory;
 pub mod mount;

@@ -4,6 +4,7 @@
 //! * [`cursor`]: the per-open-file position over FUSE's kernel-owned `f_pos` (A3, A4, E1).
 //! * [`policy`]: which ring an opener gets and what it may do (E6, docs/security.md).
 //! * [`interrupt`]: FUSE_INTERRUPT delivery through fuser's request log line (E5).
+//! * [`wire`]: kmsgfs's own FUSE transport (adoption of a live connection after a restart).
 //!
 //! [`mount`] mounts with fuser's pure-Rust `mount(2)` path (no fusermount), `allow_other`
 //! (`SessionACL::All`) and the source name `kmsgfs`, by which stale mounts are recognised.
@@ -14,6 +15,7 @@ pub mod fs;
 pub mod interrupt;
 pub mod open_table;
 pub mod policy;
+pub mod wire;
 
 use std::path::Path;
 use std::sync::Arc;
