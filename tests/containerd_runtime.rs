@@ -10,7 +10,7 @@
 mod common;
 mod seccomp_support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -82,18 +82,7 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let prefix = format!("{}/", self.dir.path().display());
-        let mut points: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| p.starts_with(&prefix))
-            .map(str::to_owned)
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for p in points {
-            common::detach(Path::new(&p));
-        }
+        seccomp_support::detach_under(self.dir.path());
     }
 }
 

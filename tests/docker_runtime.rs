@@ -110,12 +110,8 @@ impl Drop for Dockerd {
         // SAFETY: plain kill(2) of our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = wait_output_child(&mut self.child, Duration::from_secs(20));
-        for m in mounts_under(&self.root)
-            .into_iter()
-            .chain(mounts_under(self._dir.path()))
-        {
-            common::detach(Path::new(&m));
-        }
+        seccomp_support::detach_under(&self.root);
+        seccomp_support::detach_under(self._dir.path());
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -131,19 +127,6 @@ fn wait_output_child(child: &mut Child, limit: Duration) -> bool {
     let _ = child.kill();
     let _ = child.wait();
     false
-}
-
-fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = format!("{}/", dir.display());
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect();
-    v.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    v
 }
 
 fn rootfs(dir: &Path) -> PathBuf {

@@ -107,6 +107,26 @@ pub fn busybox_rootfs(root: &Path, applets: &[&str]) {
     }
 }
 
+/// Lazily unmounts every mount below `dir` (deepest first), so the directory can be removed.
+pub fn detach_under(dir: &Path) {
+    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let prefix = format!("{}/", dir.display());
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p) {
+            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(PathBuf);
 

@@ -13,7 +13,7 @@
 //!   containers get limits below them (`--ulimit`).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -141,34 +141,14 @@ impl Drop for Podman {
                 .stderr(Stdio::null())
                 .status();
         }
-        detach_under(self.dir.path());
-        detach_under(&self.run);
+        super::detach_under(self.dir.path());
+        super::detach_under(&self.run);
         // Podman's helpers may still be leaving files there for a moment.
         for _ in 0..20 {
             if fs::remove_dir_all(&self.run).is_ok() || !self.run.exists() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-/// Lazily unmounts every mount below `dir` (deepest first), so the directory can be removed.
-fn detach_under(dir: &Path) {
-    let Ok(info) = fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let prefix = format!("{}/", dir.display());
-    let mut points: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        if let Ok(c) = std::ffi::CString::new(p) {
-            // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
 }
