@@ -141,6 +141,14 @@ impl Drop for Podman {
                 .stderr(Stdio::null())
                 .status();
         }
+        // conmon starts `podman container cleanup` when a container exits, asynchronously;
+        // it mounts the storage again. Wait for every process that names this instance's
+        // state (at most 10 s), then detach what is mounted under it.
+        let marker = self.dir.path().display().to_string();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline && processes_naming(&marker) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         super::detach_under(self.dir.path());
         super::detach_under(&self.run);
         // Podman's helpers may still be leaving files there for a moment.
@@ -151,4 +159,16 @@ impl Drop for Podman {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Whether some process other than this one has `marker` in its command line.
+fn processes_naming(marker: &str) -> bool {
+    let me = std::process::id().to_string();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(Result::ok)
+        .filter(|e| e.file_name() != me.as_str())
+        .filter_map(|e| fs::read(e.path().join("cmdline")).ok())
+        .any(|c| String::from_utf8_lossy(&c).contains(marker))
 }
