@@ -233,6 +233,45 @@ fn t1_busybox_cat_prints_the_ring_and_follows_like_the_device() {
     );
 }
 
+/// `echo … > /dev/kmsg` opens with O_TRUNC. With FUSE's atomic O_TRUNC the kernel then sets the
+/// one shared inode's cached size to 0 itself, and until the next GETATTR every other opener's
+/// sendfile or splice sees end of file (returns 0): busybox `cat` in another container prints
+/// nothing and exits. The size must stay what the daemon reports.
+#[test]
+fn t1_a_writer_with_o_trunc_cannot_make_other_readers_see_end_of_file() {
+    if !tools() {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf"]);
+    let k = d.kmsg().display().to_string();
+    let mut pipe = [0i32; 2];
+    // SAFETY: `pipe` is a valid two-element array the call fills.
+    let made = unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_NONBLOCK) };
+    assert_eq!(made, 0, "pipe2");
+    for i in 0..5 {
+        // The reader opens first, as a following busybox `cat` has; then another container
+        // opens with `>`, writing a record and writing nothing.
+        let fd = open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+        let w = Command::new("unshare")
+            .args(["-n", "sh", "-c"])
+            .arg(format!(": > {k}; echo '<6>trunc-{i}' > {k}; : > {k}"))
+            .output()
+            .expect("unshare");
+        assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+        // SAFETY: both fds are open; a null offset uses and moves the file position.
+        let n = unsafe { libc::sendfile(pipe[1], fd, std::ptr::null_mut(), 65536) };
+        let errno = std::io::Error::last_os_error().raw_os_error();
+        close_raw(fd);
+        assert!(
+            n == -1 && errno == Some(libc::EINVAL),
+            "round {i}: after another opener's O_TRUNC write, sendfile returned {n} ({errno:?}); \
+             0 would be end of file, and busybox cat would print nothing"
+        );
+    }
+    close_raw(pipe[0]);
+    close_raw(pipe[1]);
+}
+
 #[test]
 fn t2_readahead_and_fadvise_leave_nobody_waiting() {
     if !tools() {

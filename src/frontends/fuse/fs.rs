@@ -35,10 +35,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, InitFlags, IoctlFlags, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock,
-    ReplyLseek, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenAccMode,
+    OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
+    ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -1105,12 +1105,12 @@ fn resting_size(ino: u64) -> u64 {
 }
 
 impl Filesystem for KmsgFs {
-    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
-        // `echo … > kmsg` opens with O_TRUNC; with atomic O_TRUNC the flag arrives in OPEN
-        // instead of a separate SETATTR (fuse-notes §16). setattr is implemented too.
-        if let Err(e) = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC) {
-            log::debug!("kernel lacks {e:?}; O_TRUNC arrives as SETATTR");
-        }
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> io::Result<()> {
+        // `echo … > kmsg` opens with O_TRUNC. Atomic O_TRUNC is deliberately not asked for:
+        // with it the kernel sets the one shared inode's cached size to 0 after OPEN, and every
+        // other opener's sendfile/splice then sees end of file (returns 0) until the next
+        // GETATTR, so busybox `cat` in another container prints nothing (security.md T1).
+        // Without it O_TRUNC arrives as SETATTR, whose reply keeps the resting size.
         Ok(())
     }
 
@@ -1179,7 +1179,8 @@ impl Filesystem for KmsgFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // O_TRUNC from `>` without atomic O_TRUNC: a no-op, like truncating the device.
+        // O_TRUNC from `>` (atomic O_TRUNC is off, see `init`): a no-op, like truncating the
+        // device; the reply's size becomes the inode's cached size.
         reply.attr(&TTL, &self.0.attr(ino.0, resting_size(ino.0)));
     }
 
