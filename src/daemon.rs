@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::frontends::fuse::interrupt::{self, Interrupts};
+use crate::frontends::fuse::interrupt::Interrupts;
 use crate::frontends::fuse::policy::{HostIdentity, Restrict};
 use crate::frontends::fuse::{self as fusefe, FsConfig, Shared};
 use crate::ratelimit::DevkmsgMode;
@@ -205,9 +205,9 @@ pub enum DaemonError {
     Mount {
         /// The mount point.
         dir: PathBuf,
-        /// The error from fuser.
+        /// The transport's error.
         #[source]
-        source: std::io::Error,
+        source: crate::frontends::fuse::wire::SessionError,
     },
     /// An invalid option.
     #[error("invalid option: {0}")]
@@ -352,7 +352,6 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
 
     let threads = args.threads.max(1);
     let interrupts = Arc::new(Interrupts::new(threads > 1));
-    interrupt::register(Arc::clone(&interrupts));
     let shared = Shared::new(
         FsConfig {
             devkmsg: args.devkmsg.into(),
@@ -450,29 +449,25 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     let _ = stop_tx.send(());
     let _ = reclaimer.join();
 
-    // umount(2) first; it fails with EBUSY while clients hold files open (a container's
-    // `dmesg -w`), and then the mount is detached lazily instead. The join is abandoned if the
-    // connection stays alive (open files, or copies of the mount in other mount namespaces);
-    // exiting closes /dev/fuse, which aborts the connection.
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    std::thread::spawn(move || {
-        let _ = done_tx.send(session.umount_and_join());
-    });
-    match done_rx.recv_timeout(Duration::from_secs(2)) {
-        Ok(Ok(())) => log::info!("unmounted {}", mountpoint.display()),
-        Ok(Err(e)) => {
-            log::info!("umount({}): {e}; detaching lazily", mountpoint.display());
-            match sys::mount::detach(&mountpoint) {
-                Ok(()) => log::info!("unmounted {} (lazily)", mountpoint.display()),
-                Err(e) => log::warn!("{e}"),
-            }
-        }
-        Err(_) => log::warn!(
-            "unmounted {}, but the connection is still in use; exiting aborts it",
-            mountpoint.display()
-        ),
+    // Detach the mount. The kernel ends the connection once nothing uses it any more; copies
+    // of the mount in containers' mount namespaces keep it alive, and exiting closes
+    // /dev/fuse, which aborts it (their calls then fail with ENOTCONN).
+    let mut session = session;
+    match session.unmount() {
+        Ok(()) => log::info!("unmounted {}", mountpoint.display()),
+        Err(e) => log::warn!("unmounting {}: {e}", mountpoint.display()),
     }
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while !session.is_finished() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !session.is_finished() {
+        log::info!(
+            "the connection of {} is still in use; exiting aborts it",
+            mountpoint.display()
+        );
+    }
+    drop(session);
     drop(agent);
-    interrupt::unregister();
     Ok(())
 }

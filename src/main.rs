@@ -126,9 +126,7 @@ fn write_man_pages(out: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = kmsgfs::frontends::fuse::interrupt::install_logger() {
-        eprintln!("kmsgfs: cannot install logger: {e}");
-    }
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
         Command::Serve(args) => kmsgfs::daemon::serve(args).map_err(Into::into),
         Command::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),

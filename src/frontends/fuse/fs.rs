@@ -1,4 +1,4 @@
-//! The `fuser::Filesystem` implementation: layout, open-time resolution, and the kmsg file
+//! The [`super::wire::Filesystem`] implementation: layout, open-time resolution, and the kmsg file
 //! operations (kmsg-semantics A3-A8 through the constraints of E).
 //!
 //! Layout under the mount point:
@@ -33,12 +33,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use fuser::{
-    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenAccMode,
-    OpenFlags, PollEvents, PollFlags, PollNotifier, RenameFlags, ReplyAttr, ReplyBmap, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyIoctl, ReplyLock, ReplyLseek,
-    ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+use super::wire::{
+    AccessFlags, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
+    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, Notifier, OpenAccMode, OpenFlags,
+    PollEvents, PollFlags, PollNotifier, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyIoctl, ReplyLseek, ReplyOpen, ReplyPoll, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
@@ -93,7 +93,7 @@ pub struct FsConfig {
     pub restrict: Restrict,
     /// `--syslog-access`: who counts as privileged for a ring ([`policy::privileged`]).
     pub syslog_access: policy::SyslogAccess,
-    /// Pin event-loop thread `fuser-i` to the i-th allowed CPU.
+    /// Pin event-loop thread `fuse-i` to the i-th allowed CPU.
     pub pin_threads: bool,
     /// Number of event-loop threads.
     pub threads: usize,
@@ -452,6 +452,7 @@ pub struct Shared {
     next_fh: AtomicU64,
     cpus: Vec<usize>,
     started: SystemTime,
+    notifier: std::sync::OnceLock<Notifier>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -482,7 +483,13 @@ impl Shared {
             next_fh: AtomicU64::new(1),
             cpus: sys::cpu::allowed_cpus(),
             started: SystemTime::now(),
+            notifier: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The session's notifier (set once the session runs).
+    pub fn set_notifier(&self, n: Notifier) {
+        let _ = self.notifier.set(n);
     }
 
     /// The interrupt table.
@@ -804,14 +811,17 @@ impl Shared {
         let cur = std::thread::current();
         let Some(i) = cur
             .name()
-            .and_then(|n| n.strip_prefix("fuser-"))
+            .and_then(|n| n.strip_prefix(super::THREAD_NAME)?.strip_prefix('-'))
             .and_then(|n| n.parse::<usize>().ok())
         else {
             return;
         };
         let cpu = self.cpus[i % self.cpus.len()];
         match sys::cpu::pin_current_thread(cpu) {
-            Ok(()) => log::info!("event-loop thread fuser-{i} pinned to CPU {cpu}"),
+            Ok(()) => log::info!(
+                "event-loop thread {}-{i} pinned to CPU {cpu}",
+                super::THREAD_NAME
+            ),
             Err(e) => log::warn!("{e}"),
         }
     }
@@ -1053,7 +1063,7 @@ impl Shared {
     }
 }
 
-/// The filesystem handed to fuser.
+/// The filesystem served by the FUSE session.
 #[derive(Debug)]
 pub struct KmsgFs(pub Arc<Shared>);
 
@@ -1499,8 +1509,8 @@ impl Filesystem for KmsgFs {
         reply.offset(i64::try_from(pos).unwrap_or(i64::MAX));
     }
 
-    // Everything below is reachable by any client and answered without a log line: fuser's
-    // defaults log a warning per request, which a container could turn into a log flood.
+    // Everything below is reachable by any client and answered without a log line, which a
+    // container could otherwise turn into a log flood (T8).
 
     fn ioctl(
         &self,
@@ -1517,194 +1527,34 @@ impl Filesystem for KmsgFs {
         reply.error(Errno::ENOTTY);
     }
 
-    fn readlink(&self, _req: &Request, _ino: INodeNo, reply: ReplyData) {
-        reply.error(Errno::EINVAL);
+    fn interrupt(&self, unique: u64) {
+        // FUSE_INTERRUPT gets no reply: the interrupted READ, if parked, is answered EINTR.
+        self.0.interrupts.interrupt(unique);
     }
 
-    fn mknod(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _rdev: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn mkdir(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn create(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _mode: u32,
-        _umask: u32,
-        _flags: i32,
-        reply: ReplyCreate,
-    ) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn symlink(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _link_name: &OsStr,
-        _target: &std::path::Path,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn rename(
-        &self,
-        _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn link(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        reply: ReplyEntry,
-    ) {
-        reply.error(Errno::EACCES);
-    }
-
-    fn fsync(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        // The device has no fsync: EINVAL.
-        reply.error(Errno::EINVAL);
-    }
-
-    fn fsyncdir(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.ok();
-    }
-
-    fn setxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
-        _position: u32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn getlk(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        reply: ReplyLock,
-    ) {
-        // ENOSYS: the kernel then keeps POSIX locks locally (no_lock), as for the device.
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn setlk(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        _start: u64,
-        _end: u64,
-        _typ: i32,
-        _pid: u32,
-        _sleep: bool,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn bmap(&self, _req: &Request, _ino: INodeNo, _blocksize: u32, _idx: u64, reply: ReplyBmap) {
-        reply.error(Errno::ENOSYS);
-    }
-
-    fn fallocate(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _length: u64,
-        _mode: i32,
-        reply: ReplyEmpty,
-    ) {
-        reply.error(Errno::EOPNOTSUPP);
-    }
-
-    fn copy_file_range(
-        &self,
-        _req: &Request,
-        _ino_in: INodeNo,
-        _fh_in: FileHandle,
-        _offset_in: u64,
-        _ino_out: INodeNo,
-        _fh_out: FileHandle,
-        _offset_out: u64,
-        _len: u64,
-        _flags: CopyFileRangeFlags,
-        reply: ReplyWrite,
-    ) {
-        // ENOSYS: the kernel falls back to splice, which the page-cache rule refuses.
-        reply.error(Errno::ENOSYS);
+    fn unsupported(&self, _req: &Request, opcode: u32) -> Errno {
+        use super::wire::abi;
+        match opcode {
+            // Nothing can be created, removed or renamed here: EACCES, as DAC on a read-only
+            // root-owned directory would say.
+            abi::FUSE_MKNOD
+            | abi::FUSE_MKDIR
+            | abi::FUSE_CREATE
+            | abi::FUSE_UNLINK
+            | abi::FUSE_RMDIR
+            | abi::FUSE_SYMLINK
+            | abi::FUSE_RENAME
+            | abi::FUSE_RENAME2
+            | abi::FUSE_LINK
+            | abi::FUSE_TMPFILE => Errno::EACCES,
+            abi::FUSE_READLINK => Errno::EINVAL,
+            // The device has no fsync: EINVAL.
+            abi::FUSE_FSYNC => Errno::EINVAL,
+            abi::FUSE_FALLOCATE => Errno::EOPNOTSUPP,
+            // ENOSYS makes the kernel stop asking (no_setxattr, no_lock: POSIX locks stay local
+            // as for the device, no_copy_file_range: the fallback is splice, which the
+            // page-cache rule refuses, …).
+            _ => Errno::ENOSYS,
+        }
     }
 }

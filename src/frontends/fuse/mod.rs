@@ -3,12 +3,14 @@
 //! * [`fs`]: the filesystem (layout, open-time ring resolution, read/write/poll/lseek).
 //! * [`cursor`]: the per-open-file position over FUSE's kernel-owned `f_pos` (A3, A4, E1).
 //! * [`policy`]: which ring an opener gets and what it may do (E6, docs/security.md).
-//! * [`interrupt`]: FUSE_INTERRUPT delivery through fuser's request log line (E5).
+//! * [`interrupt`]: FUSE_INTERRUPT delivery to parked READs (E5).
+//! * [`open_table`]: the open files, in memory a restarted daemon adopts.
 //! * [`wire`]: kmsgfs's own FUSE transport (adoption of a live connection after a restart).
 //!
-//! [`mount`] mounts with fuser's pure-Rust `mount(2)` path (no fusermount), `allow_other`
-//! (`SessionACL::All`) and the source name `kmsgfs`, by which stale mounts are recognised.
-//! docs/semantics.md lists every remaining difference from the character device.
+//! [`mount`] mounts with `mount(2)` directly (no fusermount), `allow_other`, nosuid, nodev
+//! and the source name `kmsgfs`, by which stale mounts are recognised; [`adopt`] serves a
+//! connection a previous daemon left. docs/semantics.md lists every remaining difference from
+//! the character device.
 
 pub mod cursor;
 pub mod fs;
@@ -17,28 +19,57 @@ pub mod open_table;
 pub mod policy;
 pub mod wire;
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use fuser::{MountOption, SessionACL};
-
 pub use fs::{FsConfig, KmsgFs, Shared};
 
-/// Mount `shared` at `mountpoint` with `threads` event-loop threads and start serving in the
-/// background.
+/// Prefix of the event-loop threads' names (`fuse-<i>`, used by `--pin-threads`).
+pub const THREAD_NAME: &str = "fuse";
+
+fn session_options(threads: usize) -> wire::SessionOptions {
+    wire::SessionOptions {
+        threads: threads.max(1),
+        thread_name: THREAD_NAME.into(),
+        ..wire::SessionOptions::default()
+    }
+}
+
+/// Mount `shared` at `mountpoint` with `threads` event-loop threads (each reading its own
+/// clone of the `/dev/fuse` fd) and start serving in the background.
 pub fn mount(
     shared: Arc<Shared>,
     mountpoint: &Path,
     threads: usize,
-) -> std::io::Result<fuser::BackgroundSession> {
-    let mut cfg = fuser::Config::default();
-    cfg.mount_options = vec![
-        MountOption::FSName("kmsgfs".into()),
-        MountOption::NoSuid,
-        MountOption::NoDev,
-    ];
-    cfg.acl = SessionACL::All;
-    cfg.n_threads = Some(threads.max(1));
-    cfg.clone_fd = threads > 1;
-    fuser::Session::new(KmsgFs(shared), mountpoint, &cfg)?.spawn()
+) -> Result<wire::Session, wire::SessionError> {
+    let s = wire::Session::mount(
+        KmsgFs(Arc::clone(&shared)),
+        mountpoint,
+        &wire::MountOptions::default(),
+        &session_options(threads),
+    )?;
+    shared.set_notifier(s.notifier());
+    Ok(s)
+}
+
+/// Serve the live connection a previous daemon left (`fds`: its original fd and clones, as
+/// the holder kept them), mounted at `mountpoint`, and have the kernel resend what the
+/// predecessor read but did not answer.
+pub fn adopt(
+    shared: Arc<Shared>,
+    fds: Vec<OwnedFd>,
+    params: wire::InitParams,
+    mountpoint: &Path,
+    threads: usize,
+) -> Result<wire::Session, wire::SessionError> {
+    let mut s = wire::Session::adopt_all(
+        KmsgFs(Arc::clone(&shared)),
+        fds,
+        params,
+        &session_options(threads),
+    )?;
+    s.set_mountpoint(mountpoint);
+    shared.set_notifier(s.notifier());
+    Ok(s)
 }
