@@ -19,6 +19,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::frontends::fuse::interrupt::Interrupts;
+use crate::frontends::fuse::open_table::{OpenEntry, OpenTable};
 use crate::frontends::fuse::policy::{HostIdentity, Restrict};
 use crate::frontends::fuse::{self as fusefe, FsConfig, Shared};
 use crate::ratelimit::DevkmsgMode;
@@ -164,6 +165,9 @@ pub struct ServeArgs {
     /// host record ingested). Without it a restart starts with empty rings.
     #[arg(long, value_name = "PATH")]
     pub holder_socket: Option<PathBuf>,
+    /// Most open `kmsg` and `proc-kmsg` files (ENFILE beyond); one ring has at most 4096.
+    #[arg(long, value_name = "N", default_value_t = 1 << 18)]
+    pub max_open_files: usize,
     /// Unix socket of the syslog(2) seccomp agent (OCI `listenerPath`, root only). Default:
     /// the mount point with `.seccomp.sock` appended (`/run/kmsgfs.seccomp.sock`).
     #[arg(long, value_name = "PATH")]
@@ -279,6 +283,60 @@ fn routing(
     })
 }
 
+/// The open-file table: adopted from the holder when the connection was (`adopting`), else a
+/// new one, kept by the holder when there is one.
+fn open_file_table(
+    holder: Option<&crate::restart::client::HolderClient>,
+    adopting: bool,
+    kept: Option<std::os::fd::OwnedFd>,
+    slots: usize,
+) -> Result<(OpenTable, Vec<(u64, OpenEntry)>), DaemonError> {
+    use std::os::fd::AsFd;
+    if let (true, Some(fd)) = (adopting, kept) {
+        match OpenTable::adopt(fd) {
+            Some(adopted) => return Ok(adopted),
+            None => log::warn!(
+                "holder: the kept open-file table has another layout; open files of the \
+                 previous daemon get EBADF"
+            ),
+        }
+    }
+    let Some(h) = holder else {
+        return Ok((OpenTable::new(slots), Vec::new()));
+    };
+    let table = OpenTable::new_shared(slots)?;
+    let fd = table.memfd().expect("a shared table has a memfd");
+    h.put(
+        crate::restart::session::OPEN_FILES,
+        serde_json::json!({ "slots": slots }),
+        Some(fd.as_fd()),
+    )?;
+    Ok((table, Vec::new()))
+}
+
+/// Give the holder every fd of the session's connection; how many (0 if that failed: a
+/// restart then loses the connection, as without a holder).
+fn keep_connection(
+    holder: &crate::restart::client::HolderClient,
+    session: &crate::frontends::fuse::wire::Session,
+) -> usize {
+    let kept = session
+        .dup_fds()
+        .map_err(|e| e.to_string())
+        .and_then(|fds| {
+            crate::restart::session::keep_connection(holder, &fds, session.init_params())
+                .map(|()| fds.len())
+                .map_err(|e| e.to_string())
+        });
+    match kept {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("holder: the FUSE connection is not kept ({e}); a restart breaks it");
+            0
+        }
+    }
+}
+
 /// Run `kmsgfs serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     sys::signal::block_termination()?;
@@ -291,13 +349,6 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Usage(format!("--ring-size {}: {e}", args.ring_size)))?;
     check_fuse_request_timeout()?;
     let mountpoint = sys::mount::absolute_mount_point(&args.mount)?;
-    let stale = sys::mount::recover_stale(&mountpoint)?;
-    if stale > 0 {
-        log::warn!(
-            "removed {stale} stale kmsgfs mount(s) at {} left by a previous daemon",
-            mountpoint.display()
-        );
-    }
 
     let key: NsKind = args.key.into();
     let host = HostIdentity::current(key)?;
@@ -305,8 +356,15 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         max_rings: args.max_rings,
         max_rings_per_uid: args.max_rings_per_uid,
     };
-    // Entries of the holder that are not rings (the seccomp listeners), for the agent.
+    // Entries of the holder that are not rings (the connection, the open files, the seccomp
+    // listeners).
     let mut held_others = Vec::new();
+    // The daemon's own link for the connection and the open files.
+    let holder = args
+        .holder_socket
+        .as_deref()
+        .map(crate::restart::client::HolderClient::connect)
+        .transpose()?;
     let registry = Arc::new(match &args.holder_socket {
         None => Registry::new(ring_config, host.host_key(), host.host_ns_id()).with_limits(limits),
         Some(path) => {
@@ -335,6 +393,32 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             reg
         }
     });
+    // The connection a previous daemon left, if the holder kept all of it.
+    let kept = match crate::restart::session::take_connection(&mut held_others) {
+        Ok(kept) => kept,
+        Err(why) => {
+            log::warn!(
+                "holder: the kept FUSE connection cannot be served ({why}); mounting afresh"
+            );
+            None
+        }
+    };
+    if kept.is_none() {
+        let stale = sys::mount::recover_stale(&mountpoint)?;
+        if stale > 0 {
+            log::warn!(
+                "removed {stale} stale kmsgfs mount(s) at {} left by a previous daemon",
+                mountpoint.display()
+            );
+        }
+    }
+    let (table, open_files) = open_file_table(
+        holder.as_ref(),
+        kept.is_some(),
+        crate::restart::session::take_open_files(&mut held_others),
+        args.max_open_files,
+    )?;
+
     // Held for the daemon's lifetime: dropping it (return from here, also after SIGINT or
     // SIGTERM) restores the previous value. Without it, attribution start-up warns when the
     // sysctl is 0.
@@ -365,7 +449,9 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         Arc::clone(&registry),
         Arc::clone(&host_stats),
         interrupts,
+        table,
     );
+    let mut adopted_listeners = 0;
     // The syslog(2) agent answers from the same rings (kmsg-semantics B, C8); dropped after
     // the unmount at the end of this function.
     let agent = if args.no_seccomp {
@@ -397,18 +483,67 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
                 kept_listeners.len()
             );
         }
+        adopted_listeners = kept_listeners.len() as u64;
         for (fd, state) in kept_listeners {
             agent.adopt(fd, state);
         }
         Some(agent)
     };
 
-    let session = fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {
-        DaemonError::Mount {
-            dir: mountpoint.clone(),
-            source,
+    let mut counts = fusefe::AdoptionCounts {
+        listeners: adopted_listeners,
+        ..Default::default()
+    };
+    let session = match kept {
+        Some(conn) => {
+            // Before the first request is read: READs of adopted handles may be the first.
+            let files = shared.adopt_open_files(&open_files);
+            counts.fuse_fds = conn.fds.len() as u64;
+            counts.open_files = files.files as u64;
+            counts.lost_open_files = files.lost as u64;
+            let s = fusefe::adopt(
+                Arc::clone(&shared),
+                conn.fds,
+                conn.params,
+                &mountpoint,
+                threads,
+            )
+            .map_err(|source| {
+                if let Some(h) = &holder {
+                    let _ = crate::restart::session::forget_connection(h, counts.fuse_fds as usize);
+                }
+                DaemonError::Mount {
+                    dir: mountpoint.clone(),
+                    source,
+                }
+            })?;
+            shared.wake_pollers(&files.pollers);
+            log::info!(
+                "holder: serving the FUSE connection of the previous daemon again ({} fd(s), {} \
+                 open file(s){}, {} poll waiter(s) woken)",
+                counts.fuse_fds,
+                files.files,
+                if files.lost > 0 {
+                    format!(", {} lost with their ring", files.lost)
+                } else {
+                    String::new()
+                },
+                files.pollers.len()
+            );
+            s
         }
-    })?;
+        None => fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {
+            DaemonError::Mount {
+                dir: mountpoint.clone(),
+                source,
+            }
+        })?,
+    };
+    shared.set_adoption(counts);
+    let kept_fds = match &holder {
+        Some(h) => keep_connection(h, &session),
+        None => 0,
+    };
 
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let reclaimer = {
@@ -444,10 +579,27 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     crate::sdnotify::notify("READY=1");
 
     let sig = sys::signal::wait_termination()?;
-    log::info!("signal {sig}: answering parked reads with EINTR and unmounting");
-    shared.shutdown();
     let _ = stop_tx.send(());
     let _ = reclaimer.join();
+    if holder.is_some() && sig == libc::SIGTERM {
+        // The restart path: every request read and not answered (parked READs) stays with the
+        // kernel for the successor, which the holder's fds keep the connection alive for.
+        log::info!(
+            "signal {sig}: handing the connection of {} over (left mounted; the next daemon on \
+             the same holder serves it)",
+            mountpoint.display()
+        );
+        session.hand_over();
+        drop(agent);
+        return Ok(());
+    }
+    log::info!("signal {sig}: answering parked reads with EINTR and unmounting");
+    shared.shutdown();
+    if let Some(h) = &holder {
+        if let Err(e) = crate::restart::session::forget_connection(h, kept_fds) {
+            log::warn!("{e}");
+        }
+    }
 
     // Detach the mount. The kernel ends the connection once nothing uses it any more; copies
     // of the mount in containers' mount namespaces keep it alive, and exiting closes

@@ -220,6 +220,38 @@ pub fn render(stats: &Value) -> String {
             "Rings the holder could not keep (served from memory, lost on a restart).",
             &l,
         );
+        out.field(
+            r,
+            "adopted_fuse_fds",
+            "kmsgfs_restart_adopted_fuse_fds",
+            Gauge,
+            "/dev/fuse fds of the live connection this daemon adopted from the holder (0: it mounted afresh).",
+            &l,
+        );
+        out.field(
+            r,
+            "adopted_open_files",
+            "kmsgfs_restart_adopted_open_files",
+            Gauge,
+            "Open kmsg and proc-kmsg files this daemon took over from the previous daemon.",
+            &l,
+        );
+        out.field(
+            r,
+            "lost_open_files",
+            "kmsgfs_restart_lost_open_files",
+            Gauge,
+            "Open files of the previous daemon whose ring did not survive (their reads get EBADF).",
+            &l,
+        );
+        out.field(
+            r,
+            "adopted_listeners",
+            "kmsgfs_restart_adopted_listeners",
+            Gauge,
+            "seccomp listeners this daemon's syslog(2) agent took over from the holder.",
+            &l,
+        );
     }
 
     for ring in stats

@@ -756,6 +756,19 @@ impl Registry {
         self.rings.lock().get(&key).cloned()
     }
 
+    /// The ring whose keeper serial (`restart::keeper::META_SERIAL`) is `serial`: what an
+    /// open file adopted from a previous daemon names. `None` for serial 0 (not kept).
+    pub fn by_serial(&self, serial: u64) -> Option<Arc<RingSlot>> {
+        if serial == 0 {
+            return None;
+        }
+        let is = |s: &Arc<RingSlot>| {
+            s.ring.meta()[crate::restart::keeper::META_SERIAL].load(Ordering::Relaxed) == serial
+        };
+        let found = self.rings.lock().values().find(|s| is(s)).cloned();
+        found.or_else(|| self.retired().into_iter().find(is))
+    }
+
     /// The existing ring whose namespace inode is `inode` (any kind).
     pub fn by_inode(&self, inode: u64) -> Option<Arc<RingSlot>> {
         self.rings

@@ -65,6 +65,11 @@ impl HolderClient {
         })
     }
 
+    /// The holder's socket.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Keep `fd` (if any) and `meta` under `name` in the holder, replacing that entry.
     pub fn put(
         &self,

@@ -18,6 +18,8 @@
 //!
 //! [`listeners`]: the agent's seccomp listeners, kept and served again after a restart.
 //!
+//! [`session`]: the FUSE connection's fds and the open-file table, adopted after a restart.
+//!
 //! [`client`]: the daemon's side: [`client::HolderClient::put`] an fd as soon as it exists,
 //! [`client::HolderClient::take`] everything at start-up.
 //!
@@ -29,6 +31,7 @@ pub mod client;
 pub mod holder;
 pub mod keeper;
 pub mod listeners;
+pub mod session;
 
 use serde::{Deserialize, Serialize};
 

@@ -45,6 +45,7 @@ use serde::Serialize;
 
 use super::cursor::{Cursor, Step};
 use super::interrupt::{Cancel, Interrupts};
+use super::open_table::{FileKind, OpenEntry, OpenTable};
 use super::policy::{self, HostIdentity, Opener, Restrict, Target};
 use crate::frontends::proc_kmsg::{self, ReadResult};
 use crate::frontends::seccomp::printk_time;
@@ -101,6 +102,13 @@ pub struct FsConfig {
     pub source: std::path::PathBuf,
 }
 
+/// Handles of `stats` and `metrics` have this bit set; [`OpenTable`] handles never do.
+const STATS_FH: u64 = 1 << 63;
+
+/// Most open files of one ring (EMFILE beyond), so one container cannot take every slot of
+/// the open-file table (`--max-open-files`, ENFILE beyond) from the others.
+pub const MAX_OPEN_PER_RING: usize = 4096;
+
 /// Per open file of a kmsg file.
 struct HandleState {
     cursor: Cursor,
@@ -109,6 +117,9 @@ struct HandleState {
     notifier: Option<PollNotifier>,
     rl: RateLimit,
     comm: Option<String>,
+    /// Left by the previous daemon: the first READ picks the cursor its offset matches
+    /// ([`OpenEntry::resume_at`]).
+    adopted: Option<OpenEntry>,
 }
 
 /// The parts of a READ request the kmsg file needs.
@@ -141,6 +152,8 @@ pub struct RingFront {
     slot: Arc<RingSlot>,
     state: Mutex<FrontState>,
     interrupts: Arc<Interrupts>,
+    /// Where every cursor is also stored, before each reply that moves it.
+    table: Arc<OpenTable>,
 }
 
 impl std::fmt::Debug for RingFront {
@@ -214,6 +227,20 @@ thread_local! {
     static PINNED: Cell<bool> = const { Cell::new(false) };
 }
 
+impl HandleState {
+    fn new(cursor: Cursor, read: bool, write: bool) -> Self {
+        HandleState {
+            cursor,
+            read,
+            write,
+            notifier: None,
+            rl: RateLimit::default(),
+            comm: None,
+            adopted: None,
+        }
+    }
+}
+
 impl RingFront {
     /// A record was appended: answer parked READs that can now complete and fire armed poll
     /// notifiers (A3.2, A5, E3).
@@ -234,6 +261,7 @@ impl RingFront {
                     continue;
                 };
                 let mut out = Vec::new();
+                let from = h.cursor;
                 let a = match h.cursor.step(&self.slot.ring, p.size, &mut buf, &mut out) {
                     Step::Empty => {
                         st.parked.push(p);
@@ -243,6 +271,7 @@ impl RingFront {
                     Step::Overrun => Answer::Err(Errno::EPIPE),
                     Step::TooSmall => Answer::Err(Errno::EINVAL),
                 };
+                self.table.advance(p.fh, from, h.cursor);
                 self.interrupts.unpark(p.unique);
                 answers.push((p.reply, a));
             }
@@ -308,6 +337,8 @@ impl ParkedRead for ProcParked {
 struct ProcState {
     parked: Vec<ProcParked>,
     notifiers: HashMap<u64, PollNotifier>,
+    /// Open files of this `proc-kmsg`.
+    open: usize,
 }
 
 /// The `proc-kmsg` side of one ring: parked READs and armed poll notifiers. The mutex is held
@@ -417,6 +448,27 @@ struct RestartReport {
     adopted_rings: u64,
     refused_rings: u64,
     unkept_rings: u64,
+    /// `/dev/fuse` fds of the connection this daemon adopted (0: it mounted afresh).
+    adopted_fuse_fds: u64,
+    /// Open files this daemon took over from its predecessor.
+    adopted_open_files: u64,
+    /// Open files of the predecessor whose ring did not survive.
+    lost_open_files: u64,
+    /// seccomp listeners this daemon's agent took over.
+    adopted_listeners: u64,
+}
+
+/// What this daemon took over at start-up besides rings (for the stats file).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AdoptionCounts {
+    /// `/dev/fuse` fds.
+    pub fuse_fds: u64,
+    /// Open files.
+    pub open_files: u64,
+    /// Open files lost.
+    pub lost_open_files: u64,
+    /// seccomp listeners.
+    pub listeners: u64,
 }
 
 /// One named ring in the stats file.
@@ -438,6 +490,17 @@ struct DeliveryReport {
     refused_max_rings: u64,
 }
 
+/// What [`Shared::adopt_open_files`] took over.
+#[derive(Debug, Default)]
+pub struct AdoptedFiles {
+    /// Open files served again.
+    pub files: usize,
+    /// Open files whose ring did not survive (freed).
+    pub lost: usize,
+    /// Poll handles to wake.
+    pub pollers: Vec<u64>,
+}
+
 /// State shared by the filesystem, the daemon and the append listeners.
 pub struct Shared {
     cfg: FsConfig,
@@ -449,10 +512,13 @@ pub struct Shared {
     fronts: Mutex<HashMap<NsKey, Arc<RingFront>>>,
     proc_fronts: Mutex<HashMap<NsKey, Arc<ProcFront>>>,
     opens: RwLock<HashMap<u64, Open>>,
-    next_fh: AtomicU64,
+    /// Every open `kmsg` and `proc-kmsg` file; its handles are the ones the kernel holds.
+    table: Arc<OpenTable>,
+    next_stats_fh: AtomicU64,
     cpus: Vec<usize>,
     started: SystemTime,
     notifier: std::sync::OnceLock<Notifier>,
+    adoption: Mutex<AdoptionCounts>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -462,13 +528,14 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// New filesystem state.
+    /// New filesystem state, its open files recorded in `table`.
     pub fn new(
         cfg: FsConfig,
         host: HostIdentity,
         registry: Arc<Registry>,
         host_stats: Arc<HostStats>,
         interrupts: Arc<Interrupts>,
+        table: OpenTable,
     ) -> Arc<Self> {
         Arc::new(Shared {
             cfg,
@@ -480,10 +547,12 @@ impl Shared {
             fronts: Mutex::new(HashMap::new()),
             proc_fronts: Mutex::new(HashMap::new()),
             opens: RwLock::new(HashMap::new()),
-            next_fh: AtomicU64::new(1),
+            table: Arc::new(table),
+            next_stats_fh: AtomicU64::new(1),
             cpus: sys::cpu::allowed_cpus(),
             started: SystemTime::now(),
             notifier: std::sync::OnceLock::new(),
+            adoption: Mutex::new(AdoptionCounts::default()),
         })
     }
 
@@ -512,6 +581,65 @@ impl Shared {
         for (unique, owner) in self.interrupts.take_all() {
             owner.cancel(unique);
         }
+    }
+
+    /// Take over the open files a previous daemon left in the table (`open`, from
+    /// [`OpenTable::adopt`]), before the adopted connection is served: each handle gets its
+    /// ring (by keeper serial), its access, its cursor and a hold on the ring, as at its
+    /// open. Handles whose ring is gone are freed (their READs get EBADF). Returns the poll
+    /// handles to wake once the session runs ([`Shared::wake_pollers`]).
+    pub fn adopt_open_files(&self, open: &[(u64, OpenEntry)]) -> AdoptedFiles {
+        let mut out = AdoptedFiles::default();
+        for &(fh, e) in open {
+            let Some(slot) = self.registry.by_serial(e.ring_serial) else {
+                self.table.remove(fh);
+                out.lost += 1;
+                continue;
+            };
+            self.registry.hold(&slot);
+            match e.kind {
+                FileKind::Kmsg => {
+                    let front = self.front_for(&slot);
+                    let mut h = HandleState::new(e.cursor, e.read, e.write);
+                    h.adopted = Some(e);
+                    front.state.lock().handles.insert(fh, h);
+                    if e.read {
+                        slot.readers.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.opens.write().insert(fh, Open::Kmsg(front));
+                }
+                FileKind::ProcKmsg => {
+                    let front = self.proc_front_for(&slot);
+                    front.state.lock().open += 1;
+                    slot.readers.fetch_add(1, Ordering::Relaxed);
+                    self.opens.write().insert(fh, Open::ProcKmsg(front));
+                }
+            }
+            out.files += 1;
+            out.pollers.extend(e.poll_kh);
+        }
+        out
+    }
+
+    /// Make the kernel poll every adopted file again that was polled before: its waiters
+    /// (epoll in journald, the kubelet) re-poll, which registers them with this daemon.
+    pub fn wake_pollers(&self, pollers: &[u64]) {
+        let Some(n) = self.notifier.get() else { return };
+        for &kh in pollers {
+            if let Err(e) = n.poll_wakeup(kh) {
+                log::debug!("waking adopted poll handle {kh}: {e}");
+            }
+        }
+    }
+
+    /// Record what the daemon took over at start-up (the stats file's `restart` object).
+    pub fn set_adoption(&self, counts: AdoptionCounts) {
+        *self.adoption.lock() = counts;
+    }
+
+    /// The open files, in the table a successor adopts.
+    pub fn open_table(&self) -> &OpenTable {
+        &self.table
     }
 
     /// Drop the FUSE state of reclaimed rings.
@@ -575,11 +703,18 @@ impl Shared {
                 refused_max_rings: self.registry.delivery_refused(),
             },
             restart: self.registry.restart_counts().map(
-                |(restarts, adopted_rings, refused_rings, unkept_rings)| RestartReport {
-                    restarts,
-                    adopted_rings,
-                    refused_rings,
-                    unkept_rings,
+                |(restarts, adopted_rings, refused_rings, unkept_rings)| {
+                    let a = *self.adoption.lock();
+                    RestartReport {
+                        restarts,
+                        adopted_rings,
+                        refused_rings,
+                        unkept_rings,
+                        adopted_fuse_fds: a.fuse_fds,
+                        adopted_open_files: a.open_files,
+                        lost_open_files: a.lost_open_files,
+                        adopted_listeners: a.listeners,
+                    }
                 },
             ),
             attribution: self.host_stats.attribution(),
@@ -607,6 +742,7 @@ impl Shared {
             slot: Arc::clone(slot),
             state: Mutex::new(FrontState::default()),
             interrupts: Arc::clone(&self.interrupts),
+            table: Arc::clone(&self.table),
         });
         slot.ring
             .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
@@ -685,7 +821,27 @@ impl Shared {
             return Err(Errno::from_i32(e));
         }
         let front = self.proc_front_for(&slot);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = {
+            let mut st = front.state.lock();
+            let fh = self.table_insert(
+                st.open,
+                &slot,
+                FileKind::ProcKmsg,
+                true,
+                false,
+                Cursor::at_open(0),
+            );
+            let fh = match fh {
+                Ok(fh) => fh,
+                Err(e) => {
+                    drop(st);
+                    self.registry.release(&slot);
+                    return Err(e);
+                }
+            };
+            st.open += 1;
+            fh
+        };
         slot.readers.fetch_add(1, Ordering::Relaxed);
         self.opens.write().insert(fh, Open::ProcKmsg(front));
         log::debug!(
@@ -695,6 +851,25 @@ impl Shared {
             slot.key
         );
         Ok(fh)
+    }
+
+    /// A handle for a new open file of `slot` whose ring already has `open_of_ring` of them.
+    fn table_insert(
+        &self,
+        open_of_ring: usize,
+        slot: &RingSlot,
+        kind: FileKind,
+        read: bool,
+        write: bool,
+        cursor: Cursor,
+    ) -> Result<u64, Errno> {
+        if open_of_ring >= MAX_OPEN_PER_RING {
+            return Err(Errno::EMFILE);
+        }
+        let serial = slot.ring.meta()[crate::restart::keeper::META_SERIAL].load(Ordering::Relaxed);
+        self.table
+            .insert(&OpenEntry::new(kind, serial, read, write, cursor))
+            .ok_or(Errno::ENFILE)
     }
 
     fn read_proc_kmsg(&self, front: &Arc<ProcFront>, r: ReadArgs, reply: ReplyData) {
@@ -875,21 +1050,29 @@ impl Shared {
             return Err(e);
         }
         let front = self.front_for(&slot);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        {
+        let fh = {
             let mut st = front.state.lock();
-            st.handles.insert(
-                fh,
-                HandleState {
-                    cursor: Cursor::at_open(slot.ring.first_seq()),
-                    read: want_read,
-                    write: want_write,
-                    notifier: None,
-                    rl: RateLimit::default(),
-                    comm: None,
-                },
+            let cursor = Cursor::at_open(slot.ring.first_seq());
+            let fh = self.table_insert(
+                st.handles.len(),
+                &slot,
+                FileKind::Kmsg,
+                want_read,
+                want_write,
+                cursor,
             );
-        }
+            let fh = match fh {
+                Ok(fh) => fh,
+                Err(e) => {
+                    drop(st);
+                    self.registry.release(&slot);
+                    return Err(e);
+                }
+            };
+            st.handles
+                .insert(fh, HandleState::new(cursor, want_read, want_write));
+            fh
+        };
         if want_read {
             slot.readers.fetch_add(1, Ordering::Relaxed);
         }
@@ -925,7 +1108,14 @@ impl Shared {
             drop(st);
             return reply.error(Errno::EBADF);
         };
+        let stored = h.cursor;
+        if let Some(e) = h.adopted.take() {
+            if let Some(c) = e.resume_at(offset) {
+                h.cursor = c;
+            }
+        }
         h.cursor.sync(offset, first);
+        let synced = h.cursor;
         let step = SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             let (buf, out) = &mut *s;
@@ -934,6 +1124,11 @@ impl Shared {
                 other => Err(other),
             }
         });
+        if h.cursor != stored {
+            // Before the reply: a crash after it was sent must not repeat it, one before must
+            // not lose it (open_table, "Exactly once").
+            self.table.advance(fh, synced, h.cursor);
+        }
         match step {
             Ok(data) => {
                 drop(st);
@@ -1035,6 +1230,7 @@ impl Shared {
         let h = {
             let mut st = front.state.lock();
             let h = st.handles.remove(&fh);
+            self.table.remove(fh);
             if h.as_ref().is_some_and(|h| h.notifier.is_some()) {
                 st.armed = st.armed.saturating_sub(1);
             }
@@ -1161,7 +1357,12 @@ impl Filesystem for KmsgFs {
                     let mut st = front.state.lock();
                     let next = front.slot.ring.next_seq();
                     if let Some(h) = st.handles.get_mut(&fh) {
+                        // An adopted handle's stored cursor is the one the kernel's f_pos
+                        // follows once this reply arrives (the seek adds 1 to it).
+                        h.adopted = None;
+                        let from = h.cursor;
                         size = h.cursor.seek_end(next);
+                        s.table.advance(fh, from, h.cursor);
                     }
                 }
                 Some(Open::Stats(b)) => size = b.len() as u64,
@@ -1218,7 +1419,7 @@ impl Filesystem for KmsgFs {
             if !host_root {
                 return reply.error(Errno::EACCES);
             }
-            let fh = s.next_fh.fetch_add(1, Ordering::Relaxed);
+            let fh = STATS_FH | s.next_stats_fh.fetch_add(1, Ordering::Relaxed);
             let snap = Arc::new(if ino == INO_METRICS {
                 s.metrics_text()
             } else {
@@ -1337,7 +1538,12 @@ impl Filesystem for KmsgFs {
         match open {
             Some(Open::Kmsg(front)) => s.release_kmsg(&front, fh.0),
             Some(Open::ProcKmsg(front)) => {
-                front.state.lock().notifiers.remove(&fh.0);
+                {
+                    let mut st = front.state.lock();
+                    st.notifiers.remove(&fh.0);
+                    st.open = st.open.saturating_sub(1);
+                    s.table.remove(fh.0);
+                }
                 front.slot.readers.fetch_sub(1, Ordering::Relaxed);
                 s.registry.release(&front.slot);
             }
@@ -1441,6 +1647,7 @@ impl Filesystem for KmsgFs {
             // Readable while unread records exist; never POLLERR (C5).
             let mut st = front.state.lock();
             if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
+                s.table.set_poll_handle(fh.0, ph.kh());
                 st.notifiers.insert(fh.0, ph);
             }
             let mask = if proc_kmsg::readable(&front.slot.ring) {
@@ -1464,6 +1671,7 @@ impl Filesystem for KmsgFs {
                 Some(h) => {
                     if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
                         newly_armed = h.notifier.is_none();
+                        s.table.set_poll_handle(fh.0, ph.kh());
                         h.notifier = Some(ph);
                     }
                     h.cursor.poll_mask(first, next)
@@ -1502,7 +1710,13 @@ impl Filesystem for KmsgFs {
             let mut st = front.state.lock();
             let clear = front.slot.ring.clear_seq();
             match st.handles.get_mut(&fh.0) {
-                Some(h) => h.cursor.seek_data(clear),
+                Some(h) => {
+                    h.adopted = None;
+                    let from = h.cursor;
+                    let pos = h.cursor.seek_data(clear);
+                    s.table.advance(fh.0, from, h.cursor);
+                    pos
+                }
                 None => return reply.error(Errno::EBADF),
             }
         };

@@ -23,7 +23,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use fs::{FsConfig, KmsgFs, Shared};
+pub use fs::{AdoptedFiles, AdoptionCounts, FsConfig, KmsgFs, Shared};
 
 /// Prefix of the event-loop threads' names (`fuse-<i>`, used by `--pin-threads`).
 pub const THREAD_NAME: &str = "fuse";

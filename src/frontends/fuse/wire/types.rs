@@ -55,6 +55,8 @@ errnos!(
     EISDIR,
     EINVAL,
     ENOSPC,
+    EMFILE,
+    ENFILE,
     ESPIPE,
     EPIPE,
     ERANGE,
