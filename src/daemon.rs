@@ -264,6 +264,7 @@ fn routing(
     args: &ServeArgs,
     key: NsKind,
     registry: &Arc<Registry>,
+    kept_bpf: bpfsrc::KeptBpf,
 ) -> Result<Routing, DaemonError> {
     let mut rc = RouterConfig::new(bpfsrc::host_namespaces()?);
     rc.key = match args.key {
@@ -280,6 +281,7 @@ fn routing(
         },
         router: rc,
         delivery: Delivery::new(Arc::clone(registry), key),
+        kept_bpf,
     })
 }
 
@@ -427,12 +429,18 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .then(NfLogAllNetnsGuard::enable)
         .transpose()?;
     let host_stats = Arc::new(HostStats::default());
-    host::spawn(
+    let kept_bpf = crate::restart::attribution::take_bpf(&mut held_others);
+    let old_links: Vec<String> = kept_bpf.links.iter().map(|(n, _)| n.clone()).collect();
+    let mut ingestion = host::spawn(
         args.source.clone(),
         Arc::clone(&registry.host().ring),
         Arc::clone(&host_stats),
-        Some(routing(&args, key, &registry)?),
+        Some(routing(&args, key, &registry, kept_bpf)?),
     )?;
+    if let Some(h) = &holder {
+        crate::restart::attribution::keep_bpf(h, &ingestion.kept_bpf, &old_links);
+    }
+    drop(std::mem::take(&mut ingestion.kept_bpf));
 
     let threads = args.threads.max(1);
     let interrupts = Arc::new(Interrupts::new(threads > 1));
@@ -470,8 +478,12 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         );
         let mut options = seccomp::AgentOptions::default();
         let mut kept_listeners = Vec::new();
-        if let Some(path) = &args.holder_socket {
+        let mut kept_calls = Vec::new();
+        if let (Some(path), Some(h)) = (&args.holder_socket, &holder) {
             use crate::restart::{client::HolderClient, listeners::ListenerKeeper};
+            let (table, calls) = crate::restart::listeners::call_table(h, &mut held_others)?;
+            kept_calls = calls;
+            options.calls = Some(Arc::new(parking_lot::Mutex::new(table)));
             let keeper = Arc::new(ListenerKeeper::new(HolderClient::connect(path)?));
             kept_listeners = keeper.adopt(std::mem::take(&mut held_others));
             options.on_listener = Some(Arc::new(move |fd, state| keeper.keep(fd, state)));
@@ -487,6 +499,13 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         for (fd, state) in kept_listeners {
             agent.adopt(fd, state);
         }
+        if !kept_calls.is_empty() {
+            log::info!(
+                "holder: answering {} blocked syslog(2) call(s) the previous agent held",
+                kept_calls.len()
+            );
+        }
+        agent.resume(kept_calls);
         Some(agent)
     };
 
@@ -589,8 +608,11 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
              the same holder serves it)",
             mountpoint.display()
         );
+        ingestion.hand_off();
         session.hand_over();
-        drop(agent);
+        if let Some(a) = agent {
+            a.hand_over();
+        }
         return Ok(());
     }
     log::info!("signal {sig}: answering parked reads with EINTR and unmounting");

@@ -12,8 +12,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::client::{HolderClient, Taken};
+use super::client::{ClientError, HolderClient, Taken};
+use crate::frontends::seccomp::calls::{CallTable, DEFAULT_SLOTS};
+use crate::frontends::seccomp::notify::Notification;
 use crate::frontends::seccomp::ContainerProcessState;
+
+/// Name of the parked-call table's entry ([`crate::frontends::seccomp::calls`]).
+pub const SYSLOG_CALLS: &str = "syslog-calls";
+
+/// The agent's parked-call table: the previous agent's (with the calls it held, for
+/// `AgentHandle::resume`) if `taken` has it, else a new one given to the holder.
+pub fn call_table(
+    holder: &HolderClient,
+    taken: &mut Vec<Taken>,
+) -> Result<(CallTable, Vec<Notification>), ClientError> {
+    use std::os::fd::AsFd;
+    if let Some(i) = taken.iter().position(|t| t.name == SYSLOG_CALLS) {
+        if let Some(adopted) = taken.swap_remove(i).fd.and_then(CallTable::adopt) {
+            return Ok(adopted);
+        }
+        log::warn!("holder: the kept syslog(2) call table has another layout; replacing it");
+    }
+    let table = CallTable::new_shared(DEFAULT_SLOTS).map_err(|e| ClientError::Protocol {
+        path: holder.path().to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let fd = table.memfd().expect("a shared table has a memfd");
+    holder.put(SYSLOG_CALLS, serde_json::Value::Null, Some(fd.as_fd()))?;
+    Ok((table, Vec::new()))
+}
 
 /// The agent's link to the holder.
 pub struct ListenerKeeper {

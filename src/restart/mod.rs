@@ -20,6 +20,9 @@
 //!
 //! [`session`]: the FUSE connection's fds and the open-file table, adopted after a restart.
 //!
+//! [`attribution`]: the BPF programs' links and event ring buffer, so that records printed
+//! while no daemon runs are still attributed.
+//!
 //! [`client`]: the daemon's side: [`client::HolderClient::put`] an fd as soon as it exists,
 //! [`client::HolderClient::take`] everything at start-up.
 //!
@@ -27,6 +30,7 @@
 //! ([`crate::sys::scm`]), on a socket only root peers in the holder's own pid and user
 //! namespaces may use (the same rule as the agent's socket, docs/security.md T4).
 
+pub mod attribution;
 pub mod client;
 pub mod holder;
 pub mod keeper;

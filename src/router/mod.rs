@@ -623,6 +623,14 @@ impl Router {
         self.set_k(k, Some(id));
     }
 
+    /// The host seq of the newest record whose event is stored (not yet joined): a daemon
+    /// handing over reads records up to it, so that no record's event is consumed by one
+    /// daemon and its record by the next. `None` without K or without stored events.
+    pub fn newest_event_seq(&self) -> Option<u64> {
+        let k = self.k?;
+        self.events.newest_id().map(|id| id.wrapping_sub(k))
+    }
+
     /// When [`Router::poll`] should next be called even if nothing arrives.
     pub fn next_deadline(&self) -> Option<Instant> {
         let mut d: Option<Instant> = None;

@@ -72,6 +72,13 @@ impl EventStore {
     }
 
     /// Drop events with ids up to and including `id`. Returns how many were dropped.
+    /// The largest descriptor id of a stored event (printk or continuation).
+    pub(crate) fn newest_id(&self) -> Option<u64> {
+        let a = self.printk.keys().next_back().copied();
+        let b = self.conts.keys().next_back().copied();
+        a.max(b)
+    }
+
     pub(crate) fn prune_through(&mut self, id: u64) -> usize {
         let keep = match id.checked_add(1) {
             Some(next) => self.printk.split_off(&next),

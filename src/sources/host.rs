@@ -25,7 +25,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +42,7 @@ use crate::router::RouterConfig;
 use crate::sources::bpf::pipeline::Attribution;
 use crate::sources::bpf::BpfConfig;
 use crate::sources::deliver::Delivery;
+use crate::sys::eventfd::EventFd;
 
 /// How often the attribution statistics are republished for the stats file.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -135,6 +136,39 @@ pub struct Routing {
     pub router: RouterConfig,
     /// Where routed records go.
     pub delivery: Delivery,
+    /// What a previous daemon's BPF source left with the holder.
+    pub kept_bpf: crate::sources::bpf::KeptBpf,
+}
+
+/// What [`spawn`] started.
+#[derive(Debug)]
+pub struct Started {
+    /// The ingestion thread.
+    thread: std::thread::JoinHandle<()>,
+    /// Wakes the device reader for [`Started::hand_off`]; `None` for other sources.
+    stop: Option<Arc<EventFd>>,
+    /// The fds a holder must keep for the BPF source to survive the daemon
+    /// ([`crate::sources::bpf::BpfSource::kept_fds`]; empty without BPF).
+    pub kept_bpf: Vec<(String, std::os::fd::OwnedFd)>,
+}
+
+/// Longest a hand-off waits for the records of events it already took ([`Sink::hand_off`]).
+const HAND_OFF_READ_WAIT: Duration = Duration::from_millis(100);
+/// Longest a hand-off waits for held records to be decided (the OOM hold is 2 s).
+const HAND_OFF_ROUTE_WAIT: Duration = Duration::from_millis(2500);
+
+impl Started {
+    /// Stop ingestion for a successor (a planned upgrade) and wait for the thread: events stop
+    /// being taken from the BPF ring buffer, records are read up to the newest event taken
+    /// (and no further), everything read is routed, and the host ring's resume point is left
+    /// where the successor continues. Every record is then ingested and attributed by exactly
+    /// one of the two daemons. A source that is not the device just runs on until exit.
+    pub fn hand_off(self) {
+        if let Some(stop) = &self.stop {
+            stop.signal();
+            let _ = self.thread.join();
+        }
+    }
 }
 
 /// The ingestion thread's attribution state.
@@ -148,12 +182,37 @@ struct Attributing {
 /// Word of the host ring's [`Ring::meta`] holding the host seq after the newest record
 /// ingested (0: none yet), so that a restarted daemon that adopted the ring resumes there.
 pub const META_HOST_NEXT_SEQ: usize = 1;
+/// Word of the host ring's meta set while one record is being appended: the ring seq it gets,
+/// plus 1 (0: no append under way). With [`META_HOST_APPENDING_SEQ`] it tells a successor
+/// whether a record being appended when the daemon died made it into the ring, so it is
+/// neither lost nor appended twice ([`resume_seq`]).
+pub const META_HOST_APPENDING: usize = 3;
+/// Word of the host ring's meta: the host seq of the record being appended.
+pub const META_HOST_APPENDING_SEQ: usize = 4;
+
+/// The host seq a daemon that adopted `ring` resumes ingestion at (0: from the start): after
+/// the newest record the ring holds, including one whose append was interrupted after it was
+/// stored.
+pub fn resume_seq(ring: &Ring) -> u64 {
+    let m = ring.meta();
+    let next = m[META_HOST_NEXT_SEQ].load(Ordering::Acquire);
+    let appending = m[META_HOST_APPENDING].load(Ordering::Acquire);
+    if appending != 0 && ring.next_seq() >= appending {
+        next.max(m[META_HOST_APPENDING_SEQ].load(Ordering::Acquire) + 1)
+    } else {
+        next
+    }
+}
 
 struct Sink {
     ring: Arc<Ring>,
     stats: Arc<HostStats>,
     expected: Option<u64>,
     routing: Option<Attributing>,
+    /// Where ingestion resumes ([`resume_seq`], computed once at start).
+    resume: u64,
+    /// A record was read since the device was opened.
+    started: bool,
 }
 
 impl Sink {
@@ -163,7 +222,8 @@ impl Sink {
                 // A host ring adopted from a previous daemon already holds every record
                 // before this host seq (docs/architecture.md "Restart"): skip them, and count
                 // a gap from there.
-                let resume = self.ring.meta()[META_HOST_NEXT_SEQ].load(Ordering::Relaxed);
+                self.started = true;
+                let resume = self.resume;
                 if resume > 0 {
                     if rec.seq < resume {
                         self.stats.records_resumed.fetch_add(1, Ordering::Relaxed);
@@ -182,8 +242,15 @@ impl Sink {
                     }
                 }
                 self.expected = Some(rec.seq + 1);
+                // The marker first, the append, then the resume point, then the marker off: a
+                // crash anywhere in between lets `resume_seq` tell whether the record is in.
+                let meta = self.ring.meta();
+                meta[META_HOST_APPENDING_SEQ].store(rec.seq, Ordering::Release);
+                meta[META_HOST_APPENDING].store(self.ring.next_seq() + 1, Ordering::Release);
                 self.ring.append(&rec.as_ref());
-                self.ring.meta()[META_HOST_NEXT_SEQ].store(rec.seq + 1, Ordering::Relaxed);
+                meta[META_HOST_NEXT_SEQ].store(rec.seq + 1, Ordering::Release);
+                meta[META_HOST_APPENDING].store(0, Ordering::Release);
+                self.resume = 0;
                 self.stats.records_read.fetch_add(1, Ordering::Relaxed);
                 if let Some(a) = &mut self.routing {
                     a.attr.on_host_record(rec, Instant::now());
@@ -201,6 +268,60 @@ impl Sink {
 }
 
 impl Sink {
+    /// The device reader's part of [`Started::hand_off`].
+    fn hand_off(&mut self, path: &Path, f: &mut File, buf: &mut [u8]) {
+        let limit = self.routing.as_mut().and_then(|a| a.attr.freeze());
+        if let Some(last) = limit {
+            let deadline = Instant::now() + HAND_OFF_READ_WAIT;
+            while self.expected.is_none_or(|e| e <= last) {
+                match f.read(buf) {
+                    Ok(0) => break,
+                    Ok(len) => match record::parse_kmsg(&buf[..len]) {
+                        // Its event is still in the ring buffer: the successor reads both
+                        // (the resume point stays before it).
+                        Ok(rec) if rec.seq > last => break,
+                        _ => self.record(&buf[..len]),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if Instant::now() >= deadline {
+                            log::warn!(
+                                "host source {}: hand-off: the records up to host seq {last} \
+                                 did not appear; the successor attributes them without events",
+                                path.display()
+                            );
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        let deadline = Instant::now() + HAND_OFF_ROUTE_WAIT;
+        loop {
+            self.route();
+            let Some(a) = &self.routing else { break };
+            let Some(next) = a.attr.router().next_deadline() else {
+                break;
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            std::thread::sleep(
+                next.saturating_duration_since(now)
+                    .clamp(Duration::from_millis(1), deadline - now),
+            );
+        }
+        log::info!(
+            "host source {}: handed off after host seq {}",
+            path.display(),
+            self.expected.map_or(0, |e| e.saturating_sub(1))
+        );
+    }
+
     /// Route what the router has decided and deliver it to the namespace rings.
     fn route(&mut self) {
         let Some(a) = &mut self.routing else { return };
@@ -248,7 +369,7 @@ pub fn spawn(
     ring: Arc<Ring>,
     stats: Arc<HostStats>,
     routing: Option<Routing>,
-) -> Result<std::thread::JoinHandle<()>, SourceError> {
+) -> Result<Started, SourceError> {
     let md = std::fs::metadata(&path).map_err(|source| SourceError::Io {
         call: "stat",
         path: path.clone(),
@@ -257,17 +378,22 @@ pub fn spawn(
     let ft = md.file_type();
     let device = ft.is_char_device();
     let mut sink = Sink {
+        resume: resume_seq(&ring),
         ring,
         stats,
         expected: None,
         routing: None,
+        started: false,
     };
-    let (started_tx, started_rx) = crossbeam_channel::bounded::<()>(1);
+    type Kept = Vec<(String, std::os::fd::OwnedFd)>;
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<Kept>(1);
     // The BPF source is not `Send`: it is created on the ingestion thread.
-    let start_routing = move |sink: &mut Sink, path: &Path| {
-        let Some(r) = routing else { return };
+    let start_routing = move |sink: &mut Sink, path: &Path| -> Kept {
+        let Some(r) = routing else {
+            return Vec::new();
+        };
         let attr = if device {
-            Attribution::start(&r.bpf, r.router, Instant::now())
+            Attribution::start_after(&r.bpf, r.router, Instant::now(), r.kept_bpf)
         } else {
             let reason = format!(
                 "the host source {} is not a character device, so its records cannot be joined \
@@ -278,27 +404,39 @@ pub fn spawn(
             Attribution::without_bpf(reason, r.router)
         };
         sink.stats.publish_attribution(&attr);
+        let kept = attr.source().map(|s| s.kept_fds()).unwrap_or_default();
         sink.routing = Some(Attributing {
             attr,
             delivery: r.delivery,
             published: Instant::now(),
         });
+        kept
     };
     let thread = std::thread::Builder::new().name("kmsgfs-host".into());
+    let stop = device
+        .then(EventFd::new)
+        .transpose()
+        .map_err(|e| SourceError::Io {
+            call: "eventfd for",
+            path: path.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+        .map(Arc::new);
     let h = if device {
         let f = open(&path)?;
         set_nonblocking(&f, &path)?;
+        let stop = Arc::clone(stop.as_ref().expect("made for a device"));
         thread.spawn(move || {
             raise_priority();
-            start_routing(&mut sink, &path);
-            let _ = started_tx.send(());
-            read_device(&path, f, sink)
+            let kept = start_routing(&mut sink, &path);
+            let _ = started_tx.send(kept);
+            read_device(&path, f, sink, &stop)
         })
     } else {
         let fifo = ft.is_fifo();
         thread.spawn(move || {
-            start_routing(&mut sink, &path);
-            let _ = started_tx.send(());
+            let kept = start_routing(&mut sink, &path);
+            let _ = started_tx.send(kept);
             read_lines(&path, fifo, sink)
         })
     };
@@ -308,8 +446,12 @@ pub fn spawn(
         source,
     })?;
     // An Err means the thread ended early; it logged why.
-    let _ = started_rx.recv();
-    Ok(h)
+    let kept_bpf = started_rx.recv().unwrap_or_default();
+    Ok(Started {
+        thread: h,
+        stop,
+        kept_bpf,
+    })
 }
 
 fn set_nonblocking(f: &File, path: &Path) -> Result<(), SourceError> {
@@ -335,7 +477,7 @@ fn open(path: &Path) -> Result<File, SourceError> {
     })
 }
 
-fn read_device(path: &Path, mut f: File, mut sink: Sink) {
+fn read_device(path: &Path, mut f: File, mut sink: Sink, stop: &EventFd) {
     log::info!(
         "host source {}: character device, one record per read",
         path.display()
@@ -357,11 +499,20 @@ fn read_device(path: &Path, mut f: File, mut sink: Sink) {
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: stop.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let timeout = sink.poll_timeout_ms();
-        // SAFETY: `fds` is a valid array of two pollfds (a negative fd is ignored) and both
+        // SAFETY: `fds` is a valid array of three pollfds (a negative fd is ignored) and all
         // fds stay open for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout) };
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
+        if rc > 0 && fds[2].revents != 0 {
+            sink.hand_off(path, &mut f, &mut buf);
+            return;
+        }
         if rc < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() != std::io::ErrorKind::Interrupted {
@@ -386,6 +537,15 @@ fn read_device(path: &Path, mut f: File, mut sink: Sink) {
                 Ok(len) => {
                     sink.record(&buf[..len]);
                     n += 1;
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) && !sink.started => {
+                    // The oldest record went between open and the first read (the log is
+                    // full and something printed): nothing was read yet, so nothing is lost
+                    // that was not already gone; the gap check counts real losses.
+                    log::debug!(
+                        "host source {}: EPIPE before the first record",
+                        path.display()
+                    );
                 }
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {
                     sink.stats.overruns.fetch_add(1, Ordering::Relaxed);
@@ -562,5 +722,38 @@ mod tests {
         assert_eq!(n, 0, "the record waits for possible dictionary lines");
         asm.flush(&mut |_| n += 1);
         assert_eq!(n, 1);
+    }
+
+    /// A successor resumes after the newest record in the host ring, whether the previous
+    /// daemon died before, during or after appending it.
+    #[test]
+    fn resume_seq_neither_loses_nor_repeats_a_record_whose_append_was_interrupted() {
+        let rec = |seq| crate::record::RecordRef {
+            seq,
+            ts_usec: 1,
+            prio: 6,
+            cont: false,
+            caller: None,
+            text: b"x",
+            subsystem: b"",
+            device: b"",
+        };
+        let ring = Ring::new(crate::ring::RingConfig::with_bytes(1 << 16));
+        let m = ring.meta();
+        assert_eq!(resume_seq(&ring), 0, "nothing ingested yet");
+        ring.append(&rec(40));
+        m[META_HOST_NEXT_SEQ].store(41, Ordering::Relaxed);
+        assert_eq!(resume_seq(&ring), 41);
+        // Died after the marker, before the append: host seq 41 is not in the ring.
+        m[META_HOST_APPENDING_SEQ].store(41, Ordering::Relaxed);
+        m[META_HOST_APPENDING].store(ring.next_seq() + 1, Ordering::Relaxed);
+        assert_eq!(resume_seq(&ring), 41);
+        // Died after the append, before the resume point moved: it is, do not append again.
+        ring.append(&rec(41));
+        assert_eq!(resume_seq(&ring), 42);
+        // Done: the marker is off.
+        m[META_HOST_NEXT_SEQ].store(42, Ordering::Relaxed);
+        m[META_HOST_APPENDING].store(0, Ordering::Relaxed);
+        assert_eq!(resume_seq(&ring), 42);
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod clock;
 pub mod cpu;
+pub mod eventfd;
 pub mod fuse_dev;
 pub mod maps;
 pub mod memory;

@@ -50,9 +50,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::caller;
+use super::calls::CallTable;
 use super::filter;
 use super::logrl::LogLimit;
-use super::notify::{self, WriteError};
+use super::notify::{self, Notification, WriteError};
 use super::oci::{self, ContainerProcessState, Parsed};
 use super::writer::{self, Completions, Job, Writers};
 use super::{printk_time, Caller, Container, RingResolver, SeccompError};
@@ -124,6 +125,9 @@ pub struct AgentOptions {
     /// daemon gives a copy to the restart holder (`crate::restart::listeners`), so that the
     /// container's `syslog(2)` outlives this agent. Not called for [`AgentHandle::adopt`].
     pub on_listener: Option<ListenerHook>,
+    /// Where parked calls are recorded for a successor ([`CallTable`]; a daemon with a holder
+    /// keeps it in a memfd there).
+    pub calls: Option<Arc<Mutex<CallTable>>>,
 }
 
 /// See [`AgentOptions::on_listener`].
@@ -135,6 +139,7 @@ impl Default for AgentOptions {
             socket_mode: 0o600,
             hooks: None,
             on_listener: None,
+            calls: None,
         }
     }
 }
@@ -180,6 +185,10 @@ struct Shared {
     wake: OwnedFd,
     stop: AtomicBool,
     incoming: Mutex<Vec<(OwnedFd, ContainerProcessState)>>,
+    /// Calls a previous agent received and had not answered ([`AgentHandle::resume`]).
+    resumed: Mutex<Vec<Notification>>,
+    /// Set by [`AgentHandle::hand_over`]: on stop, parked calls stay unanswered and recorded.
+    handing_over: AtomicBool,
     counters: Counters,
 }
 
@@ -305,6 +314,8 @@ impl Agent {
             wake,
             stop: AtomicBool::new(false),
             incoming: Mutex::new(Vec::new()),
+            resumed: Mutex::new(Vec::new()),
+            handing_over: AtomicBool::new(false),
             counters: Counters::default(),
         });
         let weak = Arc::downgrade(&shared);
@@ -330,6 +341,7 @@ impl Agent {
             resolver,
             hooks: options.hooks,
             on_listener: options.on_listener,
+            calls: options.calls,
             conns: HashMap::new(),
             listeners: HashMap::new(),
             parked: Vec::new(),
@@ -386,6 +398,27 @@ impl AgentHandle {
             parked: get(&c.parked),
             faults: get(&c.faults),
         }
+    }
+
+    /// Answer calls a previous agent received but had not answered (blocked `syslog(2)`
+    /// READs it had parked, from its [`AgentHandle::hand_over`]): a received notification is
+    /// never received again, so without this its caller would wait until a signal. Each is
+    /// matched to the listener that issued it (`SECCOMP_IOCTL_NOTIF_ID_VALID` holds only there)
+    /// once adopted listeners are registered, and answered like a new call; those no listener
+    /// knows any more (the caller left) are dropped.
+    pub fn resume(&self, calls: Vec<Notification>) {
+        if calls.is_empty() {
+            return;
+        }
+        self.shared.resumed.lock().extend(calls);
+        self.shared.wake();
+    }
+
+    /// Stop for a successor: like dropping the handle, but the calls parked (blocked READs)
+    /// stay unanswered and recorded in [`AgentOptions::calls`], for the successor's
+    /// [`AgentHandle::resume`]. The listeners' copies kept by the holder keep them alive.
+    pub fn hand_over(self) {
+        self.shared.handing_over.store(true, Ordering::SeqCst);
     }
 
     /// Stop the agent and close every listener (the same as dropping the handle).
@@ -457,6 +490,8 @@ struct Held {
 #[derive(Clone)]
 struct Pending {
     token: u64,
+    /// The notification as received (handed to a successor if still parked at a hand-over).
+    n: Notification,
     id: u64,
     tid: u32,
     call: Call,
@@ -486,6 +521,7 @@ struct Worker {
     resolver: Arc<dyn RingResolver>,
     hooks: Option<Arc<dyn AgentHooks>>,
     on_listener: Option<ListenerHook>,
+    calls: Option<Arc<Mutex<CallTable>>>,
     conns: HashMap<u64, Conn>,
     listeners: HashMap<u64, Held>,
     parked: Vec<Pending>,
@@ -554,9 +590,27 @@ impl Worker {
             }
             self.retry_parked();
             self.housekeeping();
+            self.sync_calls();
         }
         let n = self.listeners.len();
+        if self.shared.handing_over.load(Ordering::SeqCst) {
+            if !self.parked.is_empty() {
+                log::info!(
+                    "seccomp agent: {} blocked call(s) left for the next agent",
+                    self.parked.len()
+                );
+            }
+            self.parked.clear();
+            self.listeners.clear();
+            for (ring, waker) in self.hooked_rings.drain(..) {
+                if let Some(ring) = ring.upgrade() {
+                    ring.remove_listener(&waker);
+                }
+            }
+            return;
+        }
         self.parked.clear();
+        self.sync_calls();
         self.listeners.clear();
         for (ring, waker) in self.hooked_rings.drain(..) {
             if let Some(ring) = ring.upgrade() {
@@ -636,6 +690,20 @@ impl Worker {
         t
     }
 
+    /// Record the parked calls for a successor ([`CallTable`]).
+    fn sync_calls(&mut self) {
+        let Some(t) = &self.calls else { return };
+        let missed = t.lock().sync(self.parked.iter().map(|p| &p.n));
+        if missed > 0 {
+            rl_log!(
+                self.rl,
+                log::Level::Warn,
+                "{missed} blocked syslog(2) call(s) are not recorded (table full); a crash of \
+                 the daemon leaves them waiting until a signal"
+            );
+        }
+    }
+
     fn drain_wake(&mut self) {
         let mut v = 0u64;
         // SAFETY: reads 8 bytes into a valid u64 from our nonblocking eventfd.
@@ -649,6 +717,21 @@ impl Worker {
         let incoming = std::mem::take(&mut *self.shared.incoming.lock());
         for (fd, state) in incoming {
             self.register(fd, &state, 0, false);
+        }
+        let resumed = std::mem::take(&mut *self.shared.resumed.lock());
+        for n in resumed {
+            let owner = self
+                .listeners
+                .iter()
+                .find(|(_, h)| notify::id_valid(h.fd.as_fd(), n.id))
+                .map(|(&t, _)| t);
+            match owner {
+                Some(t) => {
+                    bump(&self.shared.counters.received);
+                    self.handle(t, n);
+                }
+                None => bump(&self.shared.counters.stale),
+            }
         }
         for (job, result) in self.completions.take() {
             self.write_finished(job, result);
@@ -1087,6 +1170,12 @@ impl Worker {
             }
         };
         bump(&self.shared.counters.received);
+        self.handle(t, n);
+    }
+
+    /// Answer (or park) the call `n` received on listener `t`.
+    fn handle(&mut self, t: u64, n: Notification) {
+        let held = &self.listeners[&t];
         let fd = Arc::clone(&held.fd);
         let container = Arc::clone(&held.container);
         let fixed = held.ring.clone();
@@ -1174,6 +1263,7 @@ impl Worker {
         };
         let p = Pending {
             token: t,
+            n,
             id: n.id,
             tid: n.tid,
             call: Call {

@@ -16,6 +16,7 @@
 //! * [`filter`]: the BPF filter for processes kmsgfs starts itself ([`install_filter`]).
 //! * [`oci`]: the `ContainerProcessState` message and fd passing ([`send_listener`]).
 //! * [`notify`]: the listener ioctls and the PID-reuse-safe write into the caller.
+//! * [`calls`]: the parked calls, in memory a restarted agent answers them from.
 //! * [`caller`]: the caller's capabilities and user namespace, from `/proc`.
 //! * [`profile`]: the OCI seccomp profile fragment (`kmsgfs seccomp-profile`).
 //!
@@ -35,6 +36,7 @@ use crate::syslog::Policy;
 mod logrl;
 pub mod agent;
 pub mod caller;
+pub mod calls;
 pub mod filter;
 pub mod notify;
 pub mod oci;

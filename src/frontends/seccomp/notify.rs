@@ -25,7 +25,7 @@ use crate::sys::SysError;
 use super::filter::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, NR_SYSLOG, X32_SYSCALL_BIT};
 
 /// One received notification, decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Notification {
     /// Cookie for `ID_VALID` and `SEND`.
     pub id: u64,

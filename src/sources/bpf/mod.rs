@@ -366,6 +366,32 @@ const FENTRY_PROGS: [&str; 8] = [
     "kmsgfs_nf_netdev_out",
 ];
 
+/// What a previous daemon's BPF source left with the holder: its attached programs (link
+/// fds: while one is open its program stays attached and goes on tagging printks) and its
+/// event ring buffer (the map fd), which holds the tags of every record printed while no
+/// daemon ran (docs/architecture.md "Restart").
+#[derive(Debug, Default)]
+pub struct KeptBpf {
+    /// The event ring buffer map.
+    pub events: Option<std::os::fd::OwnedFd>,
+    /// The links, by program name.
+    pub links: Vec<(String, std::os::fd::OwnedFd)>,
+}
+
+/// Holder entry of the event ring buffer ([`KeptBpf::events`]).
+pub const KEPT_EVENTS: &str = "bpf-events";
+/// Prefix of the holder entries of the links ([`KeptBpf::links`]).
+pub const KEPT_LINK_PREFIX: &str = "bpf-link:";
+
+/// The map id of a BPF map fd (`/proc/self/fdinfo`), to open it as a [`libbpf_rs::MapHandle`]
+/// (libbpf-rs makes a handle from an fd only through its id).
+fn map_id(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    let info = fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("map_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// The loaded programs and their event stream.
 pub struct BpfSource {
     // Field order is drop order: the ring buffer and links go before the object.
@@ -419,6 +445,15 @@ impl BpfSource {
     /// Probe, load and attach. Optional programs that fail are dropped and noted in the
     /// status; failure of the required `tp_btf/console` program is an error naming the cause.
     pub fn start(cfg: &BpfConfig) -> Result<BpfSource, BpfError> {
+        Self::start_after(cfg, KeptBpf::default())
+    }
+
+    /// [`BpfSource::start`] after a previous daemon whose programs and event ring buffer the
+    /// holder kept (`kept`): once this source's programs are attached, the previous ring
+    /// buffer is read too (the tags of records printed while no daemon ran, and of those
+    /// printed until the previous programs are detached), and the previous links are closed
+    /// here (they detach once the holder's copies are replaced, [`BpfSource::kept_fds`]).
+    pub fn start_after(cfg: &BpfConfig, kept: KeptBpf) -> Result<BpfSource, BpfError> {
         if !cfg.enabled {
             return Err(BpfError::Disabled);
         }
@@ -510,25 +545,59 @@ impl BpfSource {
 
         let queue: Arc<Mutex<Vec<Event>>> = Arc::default();
         let decode_errors = Arc::new(AtomicU64::new(0));
+        let mut notes_info: Vec<&'static str> = Vec::new();
         let ring = {
             let q = Arc::clone(&queue);
             let errs = Arc::clone(&decode_errors);
             let mut b = RingBufferBuilder::new();
-            b.add(&skel.maps.events, move |data: &[u8]| {
-                match event::decode(data) {
-                    Ok(ev) => q.lock().push(ev),
-                    Err(e) => {
-                        if errs.fetch_add(1, Ordering::Relaxed) == 0 {
-                            log::warn!("kmsgfs attribution: {e}");
+            let callback = move |q: Arc<Mutex<Vec<Event>>>, errs: Arc<AtomicU64>| {
+                move |data: &[u8]| {
+                    match event::decode(data) {
+                        Ok(ev) => q.lock().push(ev),
+                        Err(e) => {
+                            if errs.fetch_add(1, Ordering::Relaxed) == 0 {
+                                log::warn!("kmsgfs attribution: {e}");
+                            }
                         }
                     }
+                    0
                 }
-                0
-            })
+            };
+            b.add(
+                &skel.maps.events,
+                callback(Arc::clone(&q), Arc::clone(&errs)),
+            )
             .map_err(|source| BpfError::RingBuffer {
                 op: "ring_buffer__add",
                 source,
             })?;
+            // The predecessor's ring buffer, read like ours. Its handle is leaked: the ring
+            // buffer borrows it for 'static, and it is one map per daemon lifetime.
+            let previous = kept
+                .events
+                .as_ref()
+                .and_then(|fd| map_id(fd.as_fd()))
+                .and_then(|id| libbpf_rs::MapHandle::from_map_id(id).ok());
+            match previous {
+                Some(m) => {
+                    let m: &'static libbpf_rs::MapHandle = Box::leak(Box::new(m));
+                    match b.add(m, callback(q, errs)) {
+                        Ok(_) => notes_info.push(
+                            "reading the previous daemon's event ring buffer (records printed \
+                             while no daemon ran)",
+                        ),
+                        Err(e) => notes.push(format!(
+                            "the previous daemon's event ring buffer cannot be read: {e}"
+                        )),
+                    }
+                }
+                None if kept.events.is_some() => notes.push(
+                    "the previous daemon's event ring buffer cannot be opened: records \
+                     printed while no daemon ran are not attributed"
+                        .into(),
+                ),
+                None => {}
+            }
             b.build().map_err(|source| BpfError::RingBuffer {
                 op: "ring_buffer__new",
                 source,
@@ -536,6 +605,12 @@ impl BpfSource {
         };
         // Not needed after load; keep the skeleton's memory small.
         let _ = &mut skel;
+        // This daemon's programs run: the predecessor's may go (the holder's copies are
+        // replaced by `kept_fds`; a link of a program not attached here is closed there).
+        drop(kept.links);
+        for n in notes_info {
+            log::info!("kmsgfs attribution: {n}");
+        }
 
         let status = AttributionStatus {
             bpf: true,
@@ -562,6 +637,22 @@ impl BpfSource {
             status,
             reported_drops: 0,
         })
+    }
+
+    /// Copies of the fds a holder must keep so that this source's programs stay attached and
+    /// its events stay readable after the daemon dies ([`KeptBpf`]): the event ring buffer
+    /// ([`KEPT_EVENTS`]) and each link (`bpf-link:<program>`).
+    pub fn kept_fds(&self) -> Vec<(String, std::os::fd::OwnedFd)> {
+        let mut out = Vec::new();
+        if let Ok(fd) = self.skel.maps.events.as_fd().try_clone_to_owned() {
+            out.push((KEPT_EVENTS.to_string(), fd));
+        }
+        for (name, link) in &self.links {
+            if let Ok(fd) = link.as_fd().try_clone_to_owned() {
+                out.push((format!("{KEPT_LINK_PREFIX}{name}"), fd));
+            }
+        }
+        out
     }
 
     /// What is active.
@@ -750,7 +841,15 @@ fn attach_fentry(
 /// Load and attach, or degrade: on any error, log one warning naming the cause and return the
 /// status with everything off. Logs the active features at info level.
 pub fn start_or_degrade(cfg: &BpfConfig) -> (Option<BpfSource>, AttributionStatus) {
-    match BpfSource::start(cfg) {
+    start_or_degrade_after(cfg, KeptBpf::default())
+}
+
+/// [`start_or_degrade`] after a previous daemon ([`BpfSource::start_after`]).
+pub fn start_or_degrade_after(
+    cfg: &BpfConfig,
+    kept: KeptBpf,
+) -> (Option<BpfSource>, AttributionStatus) {
+    match BpfSource::start_after(cfg, kept) {
         Ok(src) => {
             let st = src.status().clone();
             if st.notes.is_empty() {

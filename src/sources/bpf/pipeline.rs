@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{
-    start_or_degrade, write_calibration_nonce, AttributionStatus, BpfConfig, BpfSource, KernelStats,
-};
+use super::{write_calibration_nonce, AttributionStatus, BpfConfig, BpfSource, KernelStats};
 use crate::record::Record;
 use crate::router::{Counters, Event, Routed, Router, RouterConfig, RouterStatus};
 
@@ -42,14 +40,27 @@ pub struct Attribution {
     router: Router,
     status: AttributionStatus,
     buf: Vec<Event>,
+    /// Handing over: events are left in the ring buffer for the next daemon.
+    frozen: bool,
 }
 
 impl Attribution {
     /// Start the BPF source (degrading with one warning if it cannot run) and the router;
     /// `router.bpf` is overridden by whether the source runs. Writes the first calibration
     /// nonce.
-    pub fn start(bpf: &BpfConfig, mut router: RouterConfig, now: Instant) -> Self {
-        let (source, status) = start_or_degrade(bpf);
+    pub fn start(bpf: &BpfConfig, router: RouterConfig, now: Instant) -> Self {
+        Self::start_after(bpf, router, now, super::KeptBpf::default())
+    }
+
+    /// [`Attribution::start`] after a previous daemon whose BPF state the holder kept
+    /// ([`super::BpfSource::start_after`]).
+    pub fn start_after(
+        bpf: &BpfConfig,
+        mut router: RouterConfig,
+        now: Instant,
+        kept: super::KeptBpf,
+    ) -> Self {
+        let (source, status) = super::start_or_degrade_after(bpf, kept);
         if source.is_some() && status.nf_log_all_netns == Some(false) {
             super::netns_log::warn_if_disabled();
         }
@@ -59,6 +70,7 @@ impl Attribution {
             router: Router::new(router),
             status,
             buf: Vec::new(),
+            frozen: false,
         };
         a.maybe_calibrate(now);
         a
@@ -74,6 +86,7 @@ impl Attribution {
             router: Router::new(router),
             status: AttributionStatus::off(reason),
             buf: Vec::new(),
+            frozen: false,
         }
     }
 
@@ -107,8 +120,20 @@ impl Attribution {
         self.source.as_ref().map(BpfSource::epoll_fd)
     }
 
+    /// Stop taking events from the ring buffer (a hand-over: the next daemon takes the rest,
+    /// [`super::BpfSource::start_after`]); returns the host seq up to which this daemon must
+    /// still read records ([`Router::newest_event_seq`]) after a last drain.
+    pub fn freeze(&mut self) -> Option<u64> {
+        self.drain_events();
+        self.frozen = true;
+        self.router.newest_event_seq()
+    }
+
     /// Move available BPF events into the router.
     pub fn drain_events(&mut self) {
+        if self.frozen {
+            return;
+        }
         let Some(src) = &mut self.source else { return };
         if let Err(e) = src.drain(&mut self.buf) {
             log::warn!("kmsgfs attribution: {e}");
