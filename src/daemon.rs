@@ -367,6 +367,19 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         .as_deref()
         .map(crate::restart::client::HolderClient::connect)
         .transpose()?;
+    if let Some(h) = &holder {
+        use crate::restart::upgrade::{replace_running, Predecessor};
+        match replace_running(h)? {
+            Predecessor::None => {}
+            Predecessor::HandedOver(pid, took) => log::info!(
+                "upgrade: the previous daemon (pid {pid}) handed over in {} ms",
+                took.as_millis()
+            ),
+            Predecessor::Killed(pid) => {
+                log::warn!("upgrade: the previous daemon (pid {pid}) was killed; taking its state as after a crash")
+            }
+        }
+    }
     let registry = Arc::new(match &args.holder_socket {
         None => Registry::new(ring_config, host.host_key(), host.host_ns_id()).with_limits(limits),
         Some(path) => {
@@ -586,6 +599,11 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             .map_err(|e| SysError::new("spawn(kmsgfs-reclaim)", e))?
     };
 
+    if let Some(h) = &holder {
+        if let Err(e) = crate::restart::upgrade::register_self(h) {
+            log::warn!("holder: {e}; a new daemon on this holder cannot replace this one");
+        }
+    }
     log::info!(
         "ready: serving {} (source {}, key {}, ring {} bytes, {} thread(s){})",
         mountpoint.display(),

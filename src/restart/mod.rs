@@ -20,6 +20,8 @@
 //!
 //! [`session`]: the FUSE connection's fds and the open-file table, adopted after a restart.
 //!
+//! [`upgrade`]: a starting daemon replaces the running one (planned upgrade).
+//!
 //! [`attribution`]: the BPF programs' links and event ring buffer, so that records printed
 //! while no daemon runs are still attributed.
 //!
@@ -36,6 +38,7 @@ pub mod holder;
 pub mod keeper;
 pub mod listeners;
 pub mod session;
+pub mod upgrade;
 
 use serde::{Deserialize, Serialize};
 

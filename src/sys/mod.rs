@@ -23,6 +23,7 @@ pub mod maps;
 pub mod memory;
 pub mod mount;
 pub mod peer;
+pub mod pidfd;
 pub mod proc;
 pub mod scm;
 pub mod shm;
