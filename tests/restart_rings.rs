@@ -11,39 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{close_raw, drain, open_raw, require_root, require_tool, text_of, Daemon, Options};
-
-/// A running `kmsgfs holder`, killed on drop.
-struct Holder {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Holder {
-    fn start(dir: &Path) -> Holder {
-        let socket = dir.join("holder.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_kmsgfs"))
-            .args(["holder", "--socket"])
-            .arg(&socket)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn kmsgfs holder");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::symlink_metadata(&socket).is_err() {
-            assert!(Instant::now() < deadline, "the holder made no socket");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Holder { child, socket }
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{
+    close_raw, drain, open_raw, require_root, require_tool, text_of, Daemon, Holder, Options,
+};
 
 /// A process in a new network namespace, killed on drop.
 struct NetnsMember(Child);

@@ -250,7 +250,7 @@ impl Sink {
                 self.ring.append(&rec.as_ref());
                 meta[META_HOST_NEXT_SEQ].store(rec.seq + 1, Ordering::Release);
                 meta[META_HOST_APPENDING].store(0, Ordering::Release);
-                self.resume = 0;
+                self.resume = rec.seq + 1;
                 self.stats.records_read.fetch_add(1, Ordering::Relaxed);
                 if let Some(a) = &mut self.routing {
                     a.attr.on_host_record(rec, Instant::now());

@@ -184,6 +184,8 @@ pub struct Daemon {
     host_seq: AtomicU64,
     /// Number of `ready` lines seen before this start (restart support).
     ready_seen: usize,
+    /// The daemon binary, when not the one cargo built ([`Daemon::upgrade`]).
+    binary: Option<PathBuf>,
 }
 
 impl Daemon {
@@ -232,13 +234,18 @@ impl Daemon {
             log: Arc::new((Mutex::new(LogBuf::default()), Condvar::new())),
             host_seq: AtomicU64::new(0),
             ready_seen: 0,
+            binary: None,
         };
         d.spawn(&opts);
         d
     }
 
     fn spawn(&mut self, opts: &Options) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsgfs"));
+        let mut cmd = Command::new(
+            self.binary
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_kmsgfs"))),
+        );
         cmd.arg("serve")
             .arg("--mount")
             .arg(&self.mount)
@@ -287,6 +294,26 @@ impl Daemon {
     pub fn restart(&mut self, opts: Options) {
         assert!(self.child.is_none(), "restart needs a stopped daemon");
         self.spawn(&opts);
+    }
+
+    /// A planned upgrade: start `binary` (a copy of the daemon, standing for a new version)
+    /// with `opts` while the daemon runs; the new process makes the running one hand over,
+    /// waits for its exit and becomes ready. Returns the old process's exit status.
+    pub fn upgrade(&mut self, binary: &Path, opts: Options) -> std::process::ExitStatus {
+        let mut old = self.child.take().expect("upgrade needs a running daemon");
+        self.binary = Some(binary.to_path_buf());
+        self.spawn(&opts);
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(st) = old.try_wait().expect("wait for the old daemon") {
+                return st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the old daemon did not exit after the upgrade"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// The mount directory.
@@ -656,5 +683,45 @@ pub fn wait_blocked_in_fuse(pid: u32) {
             "pid {pid} did not block in a FUSE request (wchan {w:?})"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A running `kmsgfs holder` on `DIR/holder.sock`, killed on drop (which ends every FUSE
+/// connection and listener it kept).
+pub struct Holder {
+    child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl Holder {
+    /// Start one in `dir` and wait for its socket.
+    pub fn start(dir: &Path) -> Holder {
+        let socket = dir.join("holder.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_kmsgfs"))
+            .args(["holder", "--socket"])
+            .arg(&socket)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn kmsgfs holder");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fs::symlink_metadata(&socket).is_err() {
+            assert!(Instant::now() < deadline, "the holder made no socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Holder { child, socket }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
