@@ -349,7 +349,6 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     ring_config
         .validate()
         .map_err(|e| DaemonError::Usage(format!("--ring-size {}: {e}", args.ring_size)))?;
-    check_fuse_request_timeout()?;
     let mountpoint = sys::mount::absolute_mount_point(&args.mount)?;
 
     let key: NsKind = args.key.into();
@@ -418,7 +417,14 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             None
         }
     };
-    if kept.is_none() {
+    if kept.is_some() {
+        // The kernel fixes a connection's request timeout at INIT: the adopted one has none,
+        // whatever the sysctls say now (they apply to connections made later).
+        if let Err(e) = check_fuse_request_timeout() {
+            log::info!("adopting a connection made without a request timeout; {e}");
+        }
+    } else {
+        check_fuse_request_timeout()?;
         let stale = sys::mount::recover_stale(&mountpoint)?;
         if stale > 0 {
             log::warn!(
