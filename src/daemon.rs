@@ -168,6 +168,10 @@ pub struct ServeArgs {
     /// Most open `kmsg` and `proc-kmsg` files (ENFILE beyond); one ring has at most 4096.
     #[arg(long, value_name = "N", default_value_t = 1 << 18)]
     pub max_open_files: usize,
+    /// Hand over as on a kernel without FUSE_NOTIFY_RESEND (before 6.9): the old daemon
+    /// answers the reads it holds while the new one serves (the drain path, for tests).
+    #[arg(long, hide = true)]
+    pub no_resend: bool,
     /// Unix socket of the syslog(2) seccomp agent (OCI `listenerPath`, root only). Default:
     /// the mount point with `.seccomp.sock` appended (`/run/kmsgfs.seccomp.sock`).
     #[arg(long, value_name = "PATH")]
@@ -338,6 +342,9 @@ fn keep_connection(
         }
     }
 }
+
+/// Longest a daemon handing over without resend keeps answering the reads it holds.
+const DRAIN_LIMIT: Duration = Duration::from_secs(600);
 
 /// Run `kmsgfs serve` until SIGINT or SIGTERM.
 pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
@@ -570,12 +577,19 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             );
             s
         }
-        None => fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {
-            DaemonError::Mount {
-                dir: mountpoint.clone(),
-                source,
+        None => {
+            let mut s =
+                fusefe::mount(Arc::clone(&shared), &mountpoint, threads).map_err(|source| {
+                    DaemonError::Mount {
+                        dir: mountpoint.clone(),
+                        source,
+                    }
+                })?;
+            if args.no_resend {
+                s.forget_resend();
             }
-        })?,
+            s
+        }
     };
     shared.set_adoption(counts);
     let kept_fds = match &holder {
@@ -633,9 +647,36 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             mountpoint.display()
         );
         ingestion.hand_off();
-        session.hand_over();
         if let Some(a) = agent {
             a.hand_over();
+        }
+        let mark = |h: &crate::restart::client::HolderClient| {
+            if let Err(e) = crate::restart::upgrade::mark_handed_over(h) {
+                log::debug!("holder: {e}");
+            }
+        };
+        if session.init_params().can_resend() {
+            session.hand_over();
+            if let Some(h) = &holder {
+                mark(h);
+            }
+        } else {
+            // No resend (a kernel before 6.9): answer what this daemon holds while the
+            // successor serves everything new.
+            session.drain_over();
+            if let Some(h) = &holder {
+                mark(h);
+            }
+            let left = shared.drain_parked(DRAIN_LIMIT);
+            if left > 0 {
+                log::warn!(
+                    "drain: {left} blocked read(s) still unanswered after {} s; they wait until \
+                     interrupted",
+                    DRAIN_LIMIT.as_secs()
+                );
+            } else {
+                log::info!("drain: every request this daemon held is answered");
+            }
         }
         return Ok(());
     }

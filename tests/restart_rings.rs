@@ -245,6 +245,102 @@ fn syslog_of_a_running_container_survives_kill_9() {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// The drain path of a kernel without FUSE_NOTIFY_RESEND (before 6.9; `--no-resend` makes the
+/// daemons behave so here): at an upgrade the old daemon stops reading requests but stays to
+/// answer the READs it holds, the new one serves everything new, and an INTERRUPT for a READ
+/// the old one holds (its caller was killed) is answered by the new one, so the caller does
+/// not stay in D state until a record arrives.
+#[test]
+fn without_resend_the_old_daemon_drains_its_reads_while_the_new_one_serves() {
+    if !(require_root() && require_tool("dd")) {
+        return;
+    }
+    let scratch = tempdir();
+    let holder = Holder::start(&scratch);
+    let sock = holder.socket.to_str().unwrap().to_owned();
+    let args = [
+        "--holder-socket",
+        sock.as_str(),
+        "--no-resend",
+        "--no-seccomp",
+    ];
+    let mut d = Daemon::start_with(Options::args(&args));
+    let dd = |d: &Daemon| {
+        Command::new("dd")
+            .arg(format!("if={}", d.kmsg().display()))
+            .args(["bs=8192", "count=1", "status=none"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn dd")
+    };
+    let waiting = dd(&d);
+    let mut killed = dd(&d);
+    common::wait_blocked_in_fuse(waiting.id());
+    common::wait_blocked_in_fuse(killed.id());
+
+    let mut old = d.upgrade_detached(
+        Path::new(env!("CARGO_BIN_EXE_kmsgfs")),
+        Options::args(&args),
+    );
+    let log = d.log_text();
+    assert!(log.contains("without FUSE_HAS_RESEND"), "{log}");
+    assert!(
+        old.try_wait().unwrap().is_none(),
+        "the old daemon left without answering the READs it holds"
+    );
+
+    // Killed while the old daemon holds its READ: the new one answers the INTERRUPT.
+    let t = Instant::now();
+    killed.kill().unwrap();
+    let deadline = t + Duration::from_secs(5);
+    while killed.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "a reader killed during the drain stays blocked (state {:?})",
+            common::proc_stat_field(killed.id(), 3)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+
+    // A record, ingested by the new daemon: the old one answers its READ with it and exits.
+    d.feed(6, "after the upgrade");
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(
+        text_of(String::from_utf8_lossy(&out.stdout).trim_end()),
+        "after the upgrade"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = old.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old daemon did not finish its drain"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "{st}");
+    assert!(
+        d.log_text()
+            .contains("drain: every request this daemon held is answered"),
+        "{}",
+        d.log_text()
+    );
+    // The new daemon serves new opens and reads.
+    let fresh = dd(&d);
+    d.feed(6, "served by the new daemon");
+    let out = fresh.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("after the upgrade"),
+        "{out:?}"
+    );
+    drop(d);
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 /// Without a reachable holder, `--holder-socket` fails at start with a message naming it.
 #[test]
 fn an_unreachable_holder_is_a_clear_start_up_error() {

@@ -98,6 +98,22 @@ impl HolderClient {
         self.expect_ok()
     }
 
+    /// The JSON of entry `name` (`None`: no such entry). A holder older than this request
+    /// answers with an error.
+    pub fn meta(&self, name: &str) -> Result<Option<serde_json::Value>, ClientError> {
+        self.send(
+            &Request::Meta {
+                name: name.to_owned(),
+            },
+            None,
+        )?;
+        match self.recv()?.0 {
+            Reply::Meta { meta } => Ok(meta),
+            Reply::Error { message } => Err(self.protocol(message)),
+            other => Err(self.protocol(format!("unexpected reply to meta: {other:?}"))),
+        }
+    }
+
     /// Every entry the holder keeps, with copies of its fds (the holder keeps its own).
     pub fn take(&self) -> Result<Vec<Taken>, ClientError> {
         self.send(&Request::Take, None)?;

@@ -228,6 +228,9 @@ impl Holder {
                 Reply::Ok
             }
             Ok(Request::Take) => return self.send_all(i),
+            Ok(Request::Meta { name }) => Reply::Meta {
+                meta: self.entries.get(&name).map(|e| e.meta.clone()),
+            },
         };
         send(&self.conns[i], &reply, None).is_ok()
     }

@@ -63,6 +63,11 @@ pub enum Request {
     },
     /// Send every entry, one [`Reply::Entry`] message each (with its fd), then [`Reply::End`].
     Take,
+    /// Send the JSON of one entry, without its fd ([`Reply::Meta`]).
+    Meta {
+        /// The entry.
+        name: String,
+    },
 }
 
 /// A message from the holder.
@@ -84,6 +89,11 @@ pub enum Reply {
         meta: serde_json::Value,
         /// Whether an fd is attached.
         fd: bool,
+    },
+    /// The answer to [`Request::Meta`]: the entry's JSON, `None` if there is no such entry.
+    Meta {
+        /// Its JSON.
+        meta: Option<serde_json::Value>,
     },
     /// The end of a [`Request::Take`]: `entries` were sent.
     End {

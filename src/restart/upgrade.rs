@@ -3,9 +3,10 @@
 //!
 //! Every daemon with a holder keeps a pidfd of itself there ([`DAEMON`]). A starting daemon
 //! that finds one whose process still runs asks it to hand over (SIGTERM through the pidfd,
-//! so a reused pid is never signalled), waits until it has exited, and only then takes the
-//! holder's state: the predecessor's last act was to leave every unanswered request, cursor,
-//! parked call and unread event there. Clients see a pause, never an error: FUSE requests
+//! so a reused pid is never signalled), waits until it has handed over ([`mark_handed_over`]:
+//! on a kernel with FUSE_NOTIFY_RESEND it exits right after; without, it stays to answer the
+//! reads it holds) or exited, and only then takes the holder's state: the predecessor's last
+//! act was to leave every unanswered request, cursor, parked call and unread event there. Clients see a pause, never an error: FUSE requests
 //! queue in the kernel and are read (or resent) by the successor, seccomp notifications queue
 //! on their listeners.
 
@@ -53,8 +54,19 @@ pub fn replace_running(holder: &HolderClient) -> Result<Predecessor, ClientError
         log::info!("upgrade: {e}");
         return Ok(Predecessor::None);
     }
-    if pidfd::wait_exit(fd.as_fd(), HAND_OVER_TIMEOUT) {
-        return Ok(Predecessor::HandedOver(pid, started.elapsed()));
+    let deadline = started + HAND_OVER_TIMEOUT;
+    while Instant::now() < deadline {
+        if pidfd::wait_exit(fd.as_fd(), Duration::from_millis(2)) {
+            return Ok(Predecessor::HandedOver(pid, started.elapsed()));
+        }
+        // A holder without the request: wait for the exit alone.
+        let handed = holder.meta(DAEMON).ok().flatten().is_some_and(|m| {
+            m.get("pid").and_then(|p| p.as_u64()) == Some(u64::from(pid))
+                && m.get("handed_over").and_then(|h| h.as_bool()) == Some(true)
+        });
+        if handed {
+            return Ok(Predecessor::HandedOver(pid, started.elapsed()));
+        }
     }
     log::warn!(
         "upgrade: the running daemon (pid {pid}) did not hand over within {} s; killing it",
@@ -63,6 +75,21 @@ pub fn replace_running(holder: &HolderClient) -> Result<Predecessor, ClientError
     let _ = pidfd::send_signal(fd.as_fd(), libc::SIGKILL);
     pidfd::wait_exit(fd.as_fd(), HAND_OVER_TIMEOUT);
     Ok(Predecessor::Killed(pid))
+}
+
+/// Tell a waiting successor that this daemon no longer reads requests or ingests records
+/// (it may still answer requests it holds: the drain of a kernel without resend).
+pub fn mark_handed_over(holder: &HolderClient) -> Result<(), ClientError> {
+    let pid = std::process::id();
+    let fd = pidfd::open(pid).map_err(|e| ClientError::Protocol {
+        path: holder.path().to_path_buf(),
+        message: e.to_string(),
+    })?;
+    holder.put(
+        DAEMON,
+        serde_json::json!({ "pid": pid, "handed_over": true }),
+        Some(fd.as_fd()),
+    )
 }
 
 /// Name this process as the running daemon in the holder (after it is ready).

@@ -145,8 +145,8 @@ pub struct Routing {
 pub struct Started {
     /// The ingestion thread.
     thread: std::thread::JoinHandle<()>,
-    /// Wakes the device reader for [`Started::hand_off`]; `None` for other sources.
-    stop: Option<Arc<EventFd>>,
+    /// Wakes the reader for [`Started::hand_off`].
+    stop: Arc<EventFd>,
     /// The fds a holder must keep for the BPF source to survive the daemon
     /// ([`crate::sources::bpf::BpfSource::kept_fds`]; empty without BPF).
     pub kept_bpf: Vec<(String, std::os::fd::OwnedFd)>,
@@ -162,12 +162,10 @@ impl Started {
     /// being taken from the BPF ring buffer, records are read up to the newest event taken
     /// (and no further), everything read is routed, and the host ring's resume point is left
     /// where the successor continues. Every record is then ingested and attributed by exactly
-    /// one of the two daemons. A source that is not the device just runs on until exit.
+    /// one of the two daemons. A FIFO or file source stops after the records it has read.
     pub fn hand_off(self) {
-        if let Some(stop) = &self.stop {
-            stop.signal();
-            let _ = self.thread.join();
-        }
+        self.stop.signal();
+        let _ = self.thread.join();
     }
 }
 
@@ -413,19 +411,15 @@ pub fn spawn(
         kept
     };
     let thread = std::thread::Builder::new().name("kmsgfs-host".into());
-    let stop = device
-        .then(EventFd::new)
-        .transpose()
-        .map_err(|e| SourceError::Io {
-            call: "eventfd for",
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?
-        .map(Arc::new);
+    let stop = Arc::new(EventFd::new().map_err(|e| SourceError::Io {
+        call: "eventfd for",
+        path: path.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?);
     let h = if device {
         let f = open(&path)?;
         set_nonblocking(&f, &path)?;
-        let stop = Arc::clone(stop.as_ref().expect("made for a device"));
+        let stop = Arc::clone(&stop);
         thread.spawn(move || {
             raise_priority();
             let kept = start_routing(&mut sink, &path);
@@ -434,10 +428,11 @@ pub fn spawn(
         })
     } else {
         let fifo = ft.is_fifo();
+        let stop = Arc::clone(&stop);
         thread.spawn(move || {
             let kept = start_routing(&mut sink, &path);
             let _ = started_tx.send(kept);
-            read_lines(&path, fifo, sink)
+            read_lines(&path, fifo, sink, &stop)
         })
     };
     let h = h.map_err(|source| SourceError::Io {
@@ -626,7 +621,7 @@ impl LineAssembler {
     }
 }
 
-fn read_lines(path: &Path, fifo: bool, mut sink: Sink) {
+fn read_lines(path: &Path, fifo: bool, mut sink: Sink, stop: &EventFd) {
     log::info!(
         "host source {}: {}, read line-wise",
         path.display(),
@@ -643,6 +638,27 @@ fn read_lines(path: &Path, fifo: bool, mut sink: Sink) {
             }
         };
         loop {
+            // Wait for input or the hand-off (a FIFO read would block past it).
+            let mut fds = [
+                libc::pollfd {
+                    fd: f.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: stop.as_fd().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds; both fds stay open for the call.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if rc > 0 && fds[1].revents != 0 {
+                asm.flush(&mut |r| sink.record(r));
+                sink.route();
+                log::info!("host source {}: handed off", path.display());
+                return;
+            }
             match f.read(&mut chunk) {
                 Ok(0) => {
                     asm.flush(&mut |r| sink.record(r));

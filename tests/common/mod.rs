@@ -316,6 +316,15 @@ impl Daemon {
         }
     }
 
+    /// [`Daemon::upgrade`] without waiting for the old process to exit (it may stay to drain
+    /// the reads it holds); returns it.
+    pub fn upgrade_detached(&mut self, binary: &Path, opts: Options) -> Child {
+        let old = self.child.take().expect("upgrade needs a running daemon");
+        self.binary = Some(binary.to_path_buf());
+        self.spawn(&opts);
+        old
+    }
+
     /// The mount directory.
     pub fn dir(&self) -> &Path {
         &self.mount

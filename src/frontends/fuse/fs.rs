@@ -621,6 +621,46 @@ impl Shared {
         out
     }
 
+    /// Parked READs (of `kmsg` and `proc-kmsg` files) not answered yet.
+    pub fn parked_reads(&self) -> usize {
+        let k: usize = self
+            .fronts
+            .lock()
+            .values()
+            .map(|f| f.state.lock().parked.len())
+            .sum();
+        let p: usize = self
+            .proc_fronts
+            .lock()
+            .values()
+            .map(|f| f.state.lock().parked.len())
+            .sum();
+        k + p
+    }
+
+    /// The drain of a hand-over without resend (`wire::Session::drain_over`): answer the
+    /// parked READs as records arrive, until none is left or `limit` passed. Records are now
+    /// appended by the successor, in the same shared rings, so no append listener fires here;
+    /// the rings are looked at every 10 ms instead. Returns how many were still parked.
+    pub fn drain_parked(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let fronts: Vec<Arc<RingFront>> = self.fronts.lock().values().cloned().collect();
+            for f in fronts {
+                f.on_append();
+            }
+            let procs: Vec<Arc<ProcFront>> = self.proc_fronts.lock().values().cloned().collect();
+            for f in procs {
+                f.on_append();
+            }
+            let left = self.parked_reads();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Make the kernel poll every adopted file again that was polled before: its waiters
     /// (epoll in journald, the kubelet) re-poll, which registers them with this daemon.
     pub fn wake_pollers(&self, pollers: &[u64]) {
@@ -1109,8 +1149,10 @@ impl Shared {
             return reply.error(Errno::EBADF);
         };
         let stored = h.cursor;
-        if let Some(e) = h.adopted.take() {
-            if let Some(c) = e.resume_at(offset) {
+        // The table, not the copy taken at adoption: a draining predecessor may have answered
+        // a READ of this file since (and stored the cursor before its reply).
+        if h.adopted.take().is_some() {
+            if let Some(c) = self.table.get(fh).and_then(|e| e.resume_at(offset)) {
                 h.cursor = c;
             }
         }

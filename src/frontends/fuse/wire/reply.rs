@@ -53,6 +53,12 @@ impl Channel {
         self.muted.load(Ordering::Acquire)
     }
 
+    /// Answer request `unique` with `-errno` (no payload), muted or not: for requests a
+    /// predecessor read ([`super::session`], "drain"). ENOENT: not on this fd's processing list.
+    pub(crate) fn send_error(&self, unique: u64, errno: Errno) -> Result<(), SysError> {
+        self.send(unique, -errno.code(), &[])
+    }
+
     /// Write one message: header plus `parts`.
     fn send(&self, unique: u64, error: i32, parts: &[&[u8]]) -> Result<(), SysError> {
         let payload: usize = parts.iter().map(|p| p.len()).sum();

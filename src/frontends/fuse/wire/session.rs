@@ -37,7 +37,7 @@
 use std::mem::size_of;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -313,6 +313,45 @@ struct Shared {
     muted: Arc<AtomicBool>,
     wake_r: OwnedFd,
     wake_w: OwnedFd,
+    /// Set when a connection was adopted without FUSE_NOTIFY_RESEND ("drain" below).
+    drain: std::sync::OnceLock<Drain>,
+}
+
+/// Adopted without resend (a kernel before 6.9): the predecessor still holds the requests it
+/// read and answers them itself as records arrive, while this session reads new requests.
+/// Their INTERRUPTs reach this session, though (the predecessor reads nothing any more), and
+/// its filesystem does not know them: a request is interrupted only after it was read
+/// (FR_SENT), requests are read in the order their uniques were given, and the predecessor
+/// read a prefix, so an INTERRUPT for a unique below every unique this session read is for a
+/// predecessor's request. It is answered EINTR here, on whichever fd's processing list holds
+/// it (the predecessor's fds are the same open files as ours); the predecessor's later answer
+/// then gets ENOENT, which it ignores.
+#[derive(Debug)]
+struct Drain {
+    /// The smallest unique this session read.
+    first_unique: AtomicU64,
+    channels: Vec<Arc<Channel>>,
+}
+
+impl Drain {
+    fn saw(&self, unique: u64) {
+        self.first_unique
+            .fetch_min(unique & !abi::FUSE_UNIQUE_RESEND, Ordering::AcqRel);
+    }
+
+    /// Answer `unique` EINTR if it is a predecessor's request; whether it was.
+    fn interrupt(&self, unique: u64) -> bool {
+        if unique >= self.first_unique.load(Ordering::Acquire) {
+            return false;
+        }
+        for ch in &self.channels {
+            if ch.send_error(unique, super::types::Errno::EINTR).is_ok() {
+                return true;
+            }
+        }
+        // Already answered by the predecessor (or never read): nothing to do.
+        true
+    }
 }
 
 impl Shared {
@@ -323,6 +362,7 @@ impl Shared {
             muted: Arc::new(AtomicBool::new(false)),
             wake_r,
             wake_w,
+            drain: std::sync::OnceLock::new(),
         }))
     }
 
@@ -430,9 +470,13 @@ impl Session {
         if params.can_resend() {
             s.notifier().resend()?;
         } else {
+            let _ = s.shared.drain.set(Drain {
+                first_unique: AtomicU64::new(u64::MAX),
+                channels: s.channels.clone(),
+            });
             log::info!(
-                "FUSE 7.{} without FUSE_HAS_RESEND: requests in flight at the restart stay \
-                 unanswered until interrupted",
+                "FUSE 7.{} without FUSE_HAS_RESEND: the previous daemon answers the requests \
+                 it holds (drain); their interrupts are answered here",
                 params.minor
             );
         }
@@ -477,6 +521,21 @@ impl Session {
     /// The negotiated parameters (give them to a successor's [`Session::adopt`]).
     pub fn init_params(&self) -> InitParams {
         self.params
+    }
+
+    /// Behave as on a kernel without FUSE_NOTIFY_RESEND (before 6.9): a successor does not
+    /// ask for resends and the predecessor drains ([`Session::drain_over`]). For testing the
+    /// drain path on a newer kernel.
+    pub fn forget_resend(&mut self) {
+        self.params.flags &= !abi::FUSE_HAS_RESEND;
+    }
+
+    /// The restart path without resend: stop reading requests but keep answering (no mute),
+    /// leave the mount. The filesystem then answers the requests it holds as it can; the
+    /// successor reads everything new ([`Drain`]).
+    pub fn drain_over(mut self) {
+        self.unmount_on_drop = false;
+        self.stop();
     }
 
     /// A handle that sends notifications on this connection.
@@ -611,6 +670,15 @@ fn worker<F: Filesystem>(
         };
         match request::parse(&buf[..n]) {
             Ok(req) => {
+                if let Some(d) = shared.drain.get() {
+                    if let super::request::Operation::Interrupt(i) = &req.operation {
+                        if d.interrupt(i.unique) {
+                            continue;
+                        }
+                    } else {
+                        d.saw(req.unique().0);
+                    }
+                }
                 if dispatch(fs, ch, notifier, &req) == Flow::Destroyed {
                     shared.stop();
                     return;
