@@ -341,6 +341,49 @@ fn without_resend_the_old_daemon_drains_its_reads_while_the_new_one_serves() {
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
+/// Only root of the holder's own pid and user namespaces may use it (docs/security.md T12): a
+/// root of another user namespace, and a process of another pid namespace, that can open the
+/// socket get no entry, while a root peer of the holder's namespaces does.
+#[test]
+fn the_holder_answers_no_peer_outside_its_namespaces() {
+    if !(require_root() && require_tool("unshare") && require_tool("python3")) {
+        return;
+    }
+    let scratch = tempdir();
+    let holder = Holder::start(&scratch);
+    let client = format!(
+        "import socket,sys\n\
+         s=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n\
+         s.connect({:?})\n\
+         s.settimeout(5)\n\
+         try:\n  s.send(b'\"take\"'); r=s.recv(65536)\n\
+         except OSError as e: r=b''\n\
+         print('ANSWER' if r else 'REFUSED')\n",
+        holder.socket.display().to_string()
+    );
+    let run = |prefix: &[&str]| {
+        let o = Command::new(prefix[0])
+            .args(&prefix[1..])
+            .args(["python3", "-c", &client])
+            .output()
+            .expect("run the client");
+        String::from_utf8_lossy(&o.stdout).trim().to_owned()
+    };
+    assert_eq!(run(&["env"]), "ANSWER", "root of the holder's namespaces");
+    assert_eq!(
+        run(&["unshare", "-U", "-r", "--"]),
+        "REFUSED",
+        "root of another user namespace"
+    );
+    assert_eq!(
+        run(&["unshare", "-p", "-f", "--"]),
+        "REFUSED",
+        "another pid namespace"
+    );
+    drop(holder);
+    let _ = std::fs::remove_dir_all(&scratch);
+}
+
 /// Without a reachable holder, `--holder-socket` fails at start with a message naming it.
 #[test]
 fn an_unreachable_holder_is_a_clear_start_up_error() {
