@@ -259,7 +259,11 @@ pub struct Registry {
     dead_ids: Mutex<HashSet<(NsKey, u64)>>,
     /// Rings named by a listener's `io.kmsgfs.key` annotation (`syslog(2)` only), alive while
     /// a listener holds them ([`Registry::named_ring`]).
-    named: Mutex<HashMap<String, std::sync::Weak<Ring>>>,
+    /// With the ring's keeper serial (0: not kept), to tell the holder when it is gone.
+    named: Mutex<HashMap<String, (std::sync::Weak<Ring>, u64)>>,
+    /// Named rings adopted from the holder, held until a listener with their name claims them
+    /// again or the first reclaim scan finds none did ([`Registry::reclaim`]).
+    adopted_named: Mutex<HashMap<String, Arc<Ring>>>,
     /// Where namespace rings are kept across restarts (`--holder-socket`), if anywhere.
     keeper: Option<Arc<crate::restart::keeper::RingKeeper>>,
     /// Rings adopted from, and refused of, the holder at start-up.
@@ -295,6 +299,7 @@ impl Registry {
             delivery_refused: AtomicU64::new(0),
             dead_ids: Mutex::new(HashSet::new()),
             named: Mutex::new(HashMap::new()),
+            adopted_named: Mutex::new(HashMap::new()),
             keeper: None,
             adopted: (AtomicU64::new(0), AtomicU64::new(0)),
         }
@@ -314,7 +319,12 @@ impl Registry {
     ) -> Self {
         let mut host_ring = None;
         let mut others = Vec::new();
+        let mut named = HashMap::new();
         for (ident, ring) in adopted {
+            if let Some(name) = &ident.name {
+                named.insert(name.clone(), ring);
+                continue;
+            }
             let kind = NsKind::from_name(&ident.kind);
             if ident.host && kind == Some(host_key.kind) && ident.inode == host_key.inode {
                 host_ring = Some(ring);
@@ -348,6 +358,7 @@ impl Registry {
                     ns_id: host_ns_id,
                     owner_userns: None,
                     host: true,
+                    name: None,
                 },
             ))
         });
@@ -377,6 +388,7 @@ impl Registry {
         }
         r.host = host;
         r.keeper = Some(keeper);
+        *r.adopted_named.lock() = named;
         r
     }
 
@@ -391,6 +403,7 @@ impl Registry {
                     ns_id,
                     owner_userns,
                     host: false,
+                    name: None,
                 },
             ),
             None => Ring::new(self.config),
@@ -467,18 +480,21 @@ impl Registry {
     /// every listener with that name and alive while one holds it. It counts against
     /// [`RingLimits::max_rings`] like any ring: `None` when a new one would exceed it.
     pub fn named_ring(&self, name: &str) -> Option<Arc<Ring>> {
-        if let Some(r) = self
-            .named
-            .lock()
-            .get(name)
-            .and_then(std::sync::Weak::upgrade)
-        {
+        if let Some(r) = self.named.lock().get(name).and_then(|(w, _)| w.upgrade()) {
+            return Some(r);
+        }
+        // A ring the previous daemon kept under this name: its records and cursors go on.
+        if let Some(r) = self.adopted_named.lock().remove(name) {
+            let serial = r.meta()[crate::restart::keeper::META_SERIAL].load(Ordering::Relaxed);
+            self.named
+                .lock()
+                .insert(name.to_owned(), (Arc::downgrade(&r), serial));
             return Some(r);
         }
         // Counted before `named` is locked again: `rings` is never taken under `named`.
         let total = self.rings.lock().len() + self.retired_alive() + self.named_alive();
         let mut named = self.named.lock();
-        if let Some(r) = named.get(name).and_then(std::sync::Weak::upgrade) {
+        if let Some(r) = named.get(name).and_then(|(w, _)| w.upgrade()) {
             return Some(r);
         }
         if total >= self.limits.max_rings {
@@ -489,11 +505,38 @@ impl Registry {
             }
             return None;
         }
-        named.retain(|_, w| w.strong_count() > 0);
+        self.forget_dead_named(&mut named);
         ring_log!("new named ring {name:?} for syslog(2)");
-        let r = Arc::new(Ring::new(self.config));
-        named.insert(name.to_owned(), Arc::downgrade(&r));
+        let r = Arc::new(match &self.keeper {
+            Some(k) => k.create(
+                self.config,
+                &crate::restart::keeper::RingIdent {
+                    kind: "named".into(),
+                    inode: 0,
+                    ns_id: None,
+                    owner_userns: None,
+                    host: false,
+                    name: Some(name.to_owned()),
+                },
+            ),
+            None => Ring::new(self.config),
+        });
+        let serial = r.meta()[crate::restart::keeper::META_SERIAL].load(Ordering::Relaxed);
+        named.insert(name.to_owned(), (Arc::downgrade(&r), serial));
         Some(r)
+    }
+
+    /// Drop the named rings no listener holds any more (and their holder entries).
+    fn forget_dead_named(&self, named: &mut HashMap<String, (std::sync::Weak<Ring>, u64)>) {
+        named.retain(|_, (w, serial)| {
+            let alive = w.strong_count() > 0;
+            if !alive {
+                if let Some(k) = &self.keeper {
+                    k.forget_serial(*serial);
+                }
+            }
+            alive
+        });
     }
 
     /// The named rings alive, by name.
@@ -502,7 +545,7 @@ impl Registry {
             .named
             .lock()
             .iter()
-            .filter_map(|(n, w)| w.upgrade().map(|r| (n.clone(), r)))
+            .filter_map(|(n, (w, _))| w.upgrade().map(|r| (n.clone(), r)))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -512,8 +555,9 @@ impl Registry {
         self.named
             .lock()
             .values()
-            .filter(|w| w.strong_count() > 0)
+            .filter(|(w, _)| w.strong_count() > 0)
             .count()
+            + self.adopted_named.lock().len()
     }
 
     fn retired_alive(&self) -> usize {
@@ -575,6 +619,7 @@ impl Registry {
                             ns_id,
                             owner_userns,
                             host: false,
+                            name: None,
                         },
                     );
                 }
@@ -788,6 +833,13 @@ impl Registry {
     /// Remove rings whose namespace is not in `live`, that nobody holds and that are older
     /// than `min_age`; returns the removed keys.
     pub fn reclaim(&self, live: &HashSet<u64>, min_age: Duration) -> Vec<NsKey> {
+        // Kept named rings no adopted listener claimed since start-up: their containers are
+        // gone.
+        for (name, ring) in std::mem::take(&mut *self.adopted_named.lock()) {
+            ring_log!("dropping the kept named ring {name:?}: no listener claimed it");
+            self.forget(&ring);
+        }
+        self.forget_dead_named(&mut self.named.lock());
         let mut rings = self.rings.lock();
         let dead: Vec<NsKey> = rings
             .values()
@@ -1026,5 +1078,35 @@ mod tests {
         assert!(r
             .ring_for_delivery(key(2), Some(2), || (None, None))
             .is_some());
+    }
+
+    /// A named ring a previous daemon kept comes back to the first listener of that name;
+    /// one no listener claims is dropped by the first reclaim scan.
+    #[test]
+    fn kept_named_rings_are_claimed_by_name_or_dropped_at_the_first_scan() {
+        let r = Registry::new(RingConfig::with_bytes(4096), key(1), None);
+        let kept = Arc::new(Ring::new(RingConfig::with_bytes(4096)));
+        let orphan = Arc::new(Ring::new(RingConfig::with_bytes(4096)));
+        r.adopted_named
+            .lock()
+            .insert("team-a".into(), Arc::clone(&kept));
+        r.adopted_named
+            .lock()
+            .insert("gone".into(), Arc::clone(&orphan));
+        let a = r.named_ring("team-a").unwrap();
+        assert!(Arc::ptr_eq(&a, &kept), "the kept ring, not a new one");
+        assert!(Arc::ptr_eq(&a, &r.named_ring("team-a").unwrap()));
+        r.reclaim(&HashSet::new(), Duration::ZERO);
+        assert!(r.adopted_named.lock().is_empty());
+        assert_eq!(
+            Arc::strong_count(&orphan),
+            1,
+            "the registry let the orphan go"
+        );
+        let g = r.named_ring("gone").unwrap();
+        assert!(
+            !Arc::ptr_eq(&g, &orphan),
+            "after the scan a name gets a new ring"
+        );
     }
 }

@@ -34,6 +34,10 @@ pub struct RingIdent {
     pub owner_userns: Option<u64>,
     /// The host ring.
     pub host: bool,
+    /// A ring named by a listener's `io.kmsgfs.key` (kind `named`, inode 0), not a
+    /// namespace's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// The registry's link to the holder.
@@ -168,7 +172,11 @@ impl RingKeeper {
 
     /// The ring is gone from the registry: the holder may close its memfd.
     pub fn forget(&self, ring: &Ring) {
-        let serial = ring.meta()[META_SERIAL].load(Ordering::Relaxed);
+        self.forget_serial(ring.meta()[META_SERIAL].load(Ordering::Relaxed));
+    }
+
+    /// [`RingKeeper::forget`] by keeper serial (the ring itself may be gone already).
+    pub fn forget_serial(&self, serial: u64) {
         if serial == 0 {
             return;
         }
