@@ -1,5 +1,5 @@
-//! Loom models of the publish/read protocol and of the wake-up protocol (see the module
-//! design). Run with `RUSTFLAGS="--cfg loom" cargo test --release loom`.
+//! Loom models of the publish/read protocol, of the wake-up protocol (see the module design)
+//! and of the hand-over to a successor writer (a restarted daemon adopting the memfd). Run with `RUSTFLAGS="--cfg loom" cargo test --release loom`.
 //!
 //! The rings are tiny (96 bytes of data, two descriptors) so that three 40-byte records wrap
 //! the data ring (the third blob straddles the end and overwrites the first) and reuse a
@@ -148,5 +148,58 @@ fn loom_listener_never_misses_append() {
         append_n(&ring, 1);
         let seen = registrar.join().unwrap();
         assert!(seen || flag.0.load(Relaxed));
+    });
+}
+
+/// The hand-over (docs/architecture.md "Restart"): the writer dies in the middle of an append
+/// (blob and descriptor written, `next_seq` not), a successor rebuilds its state from the
+/// published words and appends on, wrapping over the dead writer's words, while a reader of
+/// the old mapping (a draining predecessor) reads throughout. The reader sees every record
+/// intact or an exact overrun, never the unpublished one, and the successor numbers on from
+/// the last published record.
+#[test]
+fn loom_a_successor_writer_continues_where_a_dead_one_stopped() {
+    builder(2).check(|| {
+        let old = Arc::new(Ring::new_model(RingConfig {
+            bytes: 96,
+            records: 2,
+        }));
+        append_n(&old, 1);
+        let dead = [b'x'; 8];
+        old.append_unpublished(&RecordRef {
+            seq: 0,
+            ts_usec: 999,
+            prio: 9,
+            cont: false,
+            caller: None,
+            text: &dead,
+            subsystem: b"",
+            device: b"",
+        });
+        let new = Arc::new(old.successor().expect("the model ring is consistent"));
+        assert_eq!((new.first_seq(), new.next_seq()), (0, 1));
+        let reader = {
+            let old = Arc::clone(&old);
+            thread::spawn(move || read_and_check(&old, 3))
+        };
+        for s in 1..3u64 {
+            let text = text_of(s);
+            let got = new.append(&RecordRef {
+                seq: 0,
+                ts_usec: s * 10,
+                prio: s as u16,
+                cont: false,
+                caller: None,
+                text: &text,
+                subsystem: b"",
+                device: b"",
+            });
+            assert_eq!(
+                got, s,
+                "the successor numbers on from the last published record"
+            );
+        }
+        reader.join().unwrap();
+        read_and_check(&new, 3);
     });
 }

@@ -415,6 +415,10 @@ enum Region {
     /// A sealed memfd that outlives the process ([`Ring::new_shared`], [`Ring::adopt`]).
     #[cfg(not(all(loom, test)))]
     Shared(crate::sys::shm::SharedWords),
+    /// Under the loom model: words two `Ring` values share, standing for the memfd a dead
+    /// writer and its successor map ([`Ring::successor`]).
+    #[cfg(all(loom, test))]
+    Model(std::sync::Arc<[AtomicU64]>),
 }
 
 impl Region {
@@ -423,6 +427,8 @@ impl Region {
             Region::Heap(w) => w,
             #[cfg(not(all(loom, test)))]
             Region::Shared(m) => m.words(),
+            #[cfg(all(loom, test))]
+            Region::Model(w) => w,
         }
     }
 }
@@ -733,9 +739,40 @@ impl Ring {
         None
     }
 
+    /// Under loom: an empty ring whose words a [`Ring::successor`] can share.
+    #[cfg(all(loom, test))]
+    pub(crate) fn new_model(config: RingConfig) -> Self {
+        let words: std::sync::Arc<[AtomicU64]> =
+            sync::zeroed_atomics(Self::region_words(config)).into();
+        Self::assemble(config, Region::Model(words), None)
+    }
+
+    /// Under loom: what [`Ring::adopt`] makes of a memfd, over the same words as `self`: the
+    /// published bounds read from the header, the writer state rebuilt from the records.
+    #[cfg(all(loom, test))]
+    pub(crate) fn successor(&self) -> Result<Self, RingAdoptError> {
+        let Region::Model(words) = &self.region else {
+            unreachable!("successor of a model ring only")
+        };
+        let first = words[layout::FIRST_AT].load(Acquire);
+        let next = words[layout::NEXT_AT].load(Acquire);
+        let r = Self::assemble(
+            self.config,
+            Region::Model(std::sync::Arc::clone(words)),
+            Some((first, next)),
+        );
+        r.rebuild_writer().map(|()| r)
+    }
+
+    /// Under loom: the writer dies in the middle of an append: steps 1 and 2 (reclaim, blob,
+    /// descriptor) happen, the publication (append:C) does not.
+    #[cfg(all(loom, test))]
+    pub(crate) fn append_unpublished(&self, rec: &RecordRef<'_>) {
+        self.append_steps(rec, false);
+    }
+
     /// After [`Ring::adopt`]: check every stored record's header and recompute the writer's
     /// head, bytes in use and blob lengths from them.
-    #[cfg(not(all(loom, test)))]
     fn rebuild_writer(&self) -> Result<(), RingAdoptError> {
         let mut w = self.writer.lock();
         let (first, next) = (w.first, w.next);
@@ -834,6 +871,12 @@ impl Ring {
     /// whole records are dropped to make room. Text and dictionary values longer than the
     /// kernel's limits ([`TEXT_MAX`], [`SUBSYSTEM_MAX`], [`DEVICE_MAX`]) are cut.
     pub fn append(&self, rec: &RecordRef<'_>) -> u64 {
+        self.append_steps(rec, true)
+    }
+
+    /// [`Ring::append`]; without `publish` it stops before step 3 (a writer that dies there,
+    /// for the loom model of the hand-over).
+    fn append_steps(&self, rec: &RecordRef<'_>, publish: bool) -> u64 {
         let rec = self.fit(rec);
         let size = footprint(&rec);
         let nwords = size / 8;
@@ -926,6 +969,9 @@ impl Ring {
         };
         w.used += size;
         w.next = seq + 1;
+        if !publish {
+            return seq;
+        }
 
         // 3. LMM(append:C): publish. Pairs with LMM(read:A).
         self.next_word().store(seq + 1, Release);

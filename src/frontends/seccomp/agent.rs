@@ -65,6 +65,9 @@ use crate::syslog::{self, Call, Effect, Outcome, Policy};
 
 /// Largest message accepted on a connection before it is dropped.
 const MAX_MESSAGE: usize = 1 << 20;
+/// Longest a hand-over waits for the writes into callers under way.
+const HAND_OVER_WRITES: Duration = Duration::from_secs(1);
+
 /// How often parked calls are re-checked for callers that went away.
 const PARKED_SWEEP_MS: i32 = 1000;
 
@@ -352,6 +355,7 @@ impl Agent {
             inflight: HashMap::new(),
             inflight_total: 0,
             waiting: HashMap::new(),
+            answering: HashMap::new(),
             own_ns,
             rl: LogLimit::default(),
             accept_paused_until: None,
@@ -535,6 +539,9 @@ struct Worker {
     inflight_total: usize,
     /// Jobs waiting for a writer slot, per listener token.
     waiting: HashMap<u64, VecDeque<Job<WriteCtx>>>,
+    /// Calls being answered (a write job waiting or running), by notification id, with their
+    /// listener token: recorded for a successor like parked calls ([`Worker::sync_calls`]).
+    answering: HashMap<u64, (u64, Notification)>,
     /// The agent's own pid and user namespaces: only peers in both are served.
     own_ns: Option<(NsId, NsId)>,
     /// Every log line a client can trigger goes through this.
@@ -594,6 +601,16 @@ impl Worker {
         }
         let n = self.listeners.len();
         if self.shared.handing_over.load(Ordering::SeqCst) {
+            // Finish the answers under way (their bytes may be half in the caller): the
+            // successor cannot take over a write job, only a call not yet answered.
+            let deadline = Instant::now() + HAND_OVER_WRITES;
+            while self.inflight_total > 0 && Instant::now() < deadline {
+                for (job, result) in self.completions.take() {
+                    self.write_finished(job, result);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            self.sync_calls();
             if !self.parked.is_empty() {
                 log::info!(
                     "seccomp agent: {} blocked call(s) left for the next agent",
@@ -693,7 +710,12 @@ impl Worker {
     /// Record the parked calls for a successor ([`CallTable`]).
     fn sync_calls(&mut self) {
         let Some(t) = &self.calls else { return };
-        let missed = t.lock().sync(self.parked.iter().map(|p| &p.n));
+        let missed = t.lock().sync(
+            self.parked
+                .iter()
+                .map(|p| &p.n)
+                .chain(self.answering.values().map(|(_, n)| n)),
+        );
         if missed > 0 {
             rl_log!(
                 self.rl,
@@ -1142,6 +1164,7 @@ impl Worker {
         }
         self.parked.retain(|p| p.token != t);
         self.waiting.remove(&t);
+        self.answering.retain(|_, (token, _)| *token != t);
         let c = &self.shared.counters;
         c.listeners
             .store(self.listeners.len() as u64, Ordering::Relaxed);
@@ -1359,6 +1382,7 @@ impl Worker {
                         attempt,
                     },
                 };
+                self.answering.insert(p.id, (p.token, p.n));
                 self.waiting.entry(p.token).or_default().push_back(job);
                 self.pump_writers();
                 Answered::Done
@@ -1384,6 +1408,7 @@ impl Worker {
                     }
                     Err(job) => {
                         // No thread could be started: answer EAGAIN rather than wait.
+                        self.answering.remove(&job.ctx.p.id);
                         let fd = Arc::clone(&job.listener);
                         self.reply(fd.as_fd(), &job.ctx.p, 0, libc::EAGAIN);
                     }
@@ -1399,6 +1424,8 @@ impl Worker {
     /// cursor moved meanwhile is recomputed and written again).
     fn write_finished(&mut self, job: Job<WriteCtx>, result: Result<(), WriteError>) {
         let t = job.ctx.p.token;
+        // Answered now, or parked again by `deliver` (then recorded as parked).
+        self.answering.remove(&job.ctx.p.id);
         self.inflight_total = self.inflight_total.saturating_sub(1);
         if let Some(n) = self.inflight.get_mut(&t) {
             *n = n.saturating_sub(1);
