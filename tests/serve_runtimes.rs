@@ -158,3 +158,85 @@ fn runc_default_capabilities_read_and_clear_their_own_ring() {
 fn crun_default_capabilities_read_and_clear_their_own_ring() {
     default_capabilities(Runtime::Crun);
 }
+
+/// A running container's `/dev/kmsg` and `syslog(2)` across `kill -9` of the daemon (issue
+/// "restart and upgrade", deploy.md table, "daemon restart"): the holder keeps the FUSE
+/// connection the runtime bound at `/dev/kmsg`, the open files, the ring and the listener, so
+/// the container, untouched, reads its records before and after, once each, through the file
+/// and through busybox `dmesg`, and `dmesg -c` clears its ring.
+fn survives_kill_9(rt: Runtime) {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool(rt.bin()))
+    {
+        return;
+    }
+    let scratch = seccomp_support::TempDir::new("runtime-restart");
+    let holder = common::Holder::start(scratch.path());
+    let sock = holder.socket.display().to_string();
+    let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
+    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
+    let mut b = Bundle::new(rt, &["sh", "dmesg", "cat", "echo", "sleep", "wc"]);
+    let t = unique_tag(&format!("{}-restart", rt.bin()));
+    let script = format!(
+        "echo '<6>{t} before' > /dev/kmsg; while [ ! -e /go ]; do sleep 0.05; done; \
+         echo '<6>{t} after' > /dev/kmsg; dmesg; echo ===; cat /dev/kmsg & sleep 0.5; kill $!; \
+         echo ===; dmesg -c > /dev/null; echo rc=$?; dmesg | wc -l; echo done"
+    );
+    configure_caps(&b, &script, d.dir(), &socket, false);
+    let go = b.bundle().join("rootfs/go");
+    let id = format!("kmsgfs-restart-{}-{}", rt.bin(), std::process::id());
+    let runner = std::thread::spawn(move || {
+        let out = b.run(&id, common::TIMEOUT * 3);
+        (out, b)
+    });
+    // The container is up once its ring holds its first record.
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while !d.stats()["rings"].as_array().is_some_and(|r| {
+        r.iter()
+            .any(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    d.kill9();
+    d.restart(common::Options::args(&args));
+    std::fs::write(&go, b"").unwrap();
+    let (out, b) = runner.join().unwrap();
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{}: {}\n{text}",
+        rt.bin(),
+        stderr(&out)
+    );
+    let parts: Vec<&str> = text.split("===\n").collect();
+    assert_eq!(parts.len(), 3, "{text}");
+    for (i, what) in ["busybox dmesg", "cat /dev/kmsg"].iter().enumerate() {
+        for w in ["before", "after"] {
+            assert_eq!(
+                parts[i].matches(&format!("{t} {w}")).count(),
+                1,
+                "{what}, `{w}` once: {text}"
+            );
+        }
+    }
+    assert!(parts[2].starts_with("rc=0\n0\ndone"), "dmesg -c: {text}");
+    drop(b);
+    drop(d);
+    drop(holder);
+}
+
+#[test]
+fn runc_container_keeps_its_log_across_kill_9_of_the_daemon() {
+    survives_kill_9(Runtime::Runc);
+}
+
+#[test]
+fn crun_container_keeps_its_log_across_kill_9_of_the_daemon() {
+    survives_kill_9(Runtime::Crun);
+}
