@@ -1,16 +1,21 @@
 //! `kmsgfs serve`: the foreground daemon tying sources, rings and the FUSE frontend together.
 //!
-//! Start-up: block SIGINT/SIGTERM (so every thread inherits the mask), recover a stale kmsgfs
-//! mount left on the directory by a crashed daemon (mountinfo source `kmsgfs`,
-//! `umount2(MNT_DETACH)`, fuse-notes §5), create the host ring, take the `nf_log_all_netns`
-//! guard (`--enable-netns-log`, restored when `serve` returns), start host ingestion with
-//! attribution (BPF source + router, or the router alone with `--no-bpf` or a non-device
-//! source; docs/attribution.md §5), mount, start the reclaim scanner, and log `ready`.
+//! Start-up: block SIGINT/SIGTERM (so every thread inherits the mask); with `--holder-socket`,
+//! replace a running daemon on that holder (the planned upgrade, `restart::upgrade`) and take
+//! what the previous daemon left there: rings, the FUSE connection and its open files, the
+//! seccomp listeners and parked calls, the BPF links and events (docs/architecture.md
+//! "Restart"). Without a kept connection, check the kernel's FUSE request timeout, recover a
+//! stale kmsgfs mount left on the directory by a crashed daemon without a holder (mountinfo
+//! source `kmsgfs`, `umount2(MNT_DETACH)`, fuse-notes §5) and mount afresh. Then take the
+//! `nf_log_all_netns` guard (`--enable-netns-log`, restored when `serve` returns), start host
+//! ingestion with attribution, the agent, the reclaim scanner, and log `ready`.
 //!
-//! Shutdown on SIGINT/SIGTERM: stop parking reads and answer every parked READ with EINTR
-//! (a dropped `ReplyData` would become EIO, fuse-notes §7), then `umount_and_join`. If open files
-//! keep the connection alive the join is abandoned after a few seconds; process exit closes
-//! `/dev/fuse`, which aborts the connection.
+//! SIGTERM with a holder hands over: host ingestion stops at the newest BPF event taken, the
+//! agent leaves its parked calls recorded, FUSE replies are muted so unanswered requests stay
+//! with the kernel for the successor (or, without FUSE_NOTIFY_RESEND, this daemon drains the
+//! reads it holds), and the mount stays. SIGINT, or SIGTERM without a holder, is the full
+//! stop: parked READs get EINTR (a dropped reply would be EIO, fuse-notes §7), the mount is
+//! detached, and process exit closes `/dev/fuse`, which aborts the connection.
 
 use std::path::PathBuf;
 use std::sync::Arc;
