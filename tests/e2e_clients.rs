@@ -188,30 +188,8 @@ fn assert_not_on_host(d: &Daemon, tag: &str) {
 
 /// Host pids of the descendants of `pid` whose comm is `comm`.
 fn descendants_named(pid: u32, comm: &str) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some(ppid) = common::proc_stat_field(p, 4).and_then(|f| f.parse::<u32>().ok()) {
-            parent_of.push((p, ppid));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let cur = found[i];
-        found.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == cur)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    found
+    common::descendants(pid)
         .into_iter()
-        .skip(1)
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
         })

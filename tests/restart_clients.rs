@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{proc_stat_field, require_root, require_tool, Daemon, Holder, Options};
+use common::{descendants, proc_stat_field, require_root, require_tool, Daemon, Holder, Options};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_EVERY: Duration = Duration::from_millis(20);
@@ -48,33 +48,6 @@ impl Drop for Container {
         let _ = self.run.kill();
         let _ = self.run.wait();
     }
-}
-
-/// Every descendant of `pid` (host pids).
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for entry in fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some(pp) = proc_stat_field(p, 4).and_then(|f| f.parse::<u32>().ok()) {
-            parent_of.push((p, pp));
-        }
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let cur = found[i];
-        found.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == cur)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
 }
 
 fn comm(pid: u32) -> String {

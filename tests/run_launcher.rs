@@ -397,37 +397,6 @@ fn run_forwards_sigint_sigterm_sighup_to_cmd() {
     assert_eq!(wait_status(&mut child.0).code(), Some(128 + libc::SIGTERM));
 }
 
-/// Host pids of all descendants of `pid`, from the ppid field of /proc/*/stat.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-            continue;
-        };
-        // The field after "(comm) S" is the ppid; comm may contain spaces.
-        let after = &stat[stat.rfind(')').unwrap() + 2..];
-        let ppid: u32 = after.split(' ').nth(1).unwrap().parse().unwrap();
-        parent_of.push((p, ppid));
-    }
-    let mut found = vec![pid];
-    let mut i = 0;
-    while i < found.len() {
-        let cur = found[i];
-        found.extend(
-            parent_of
-                .iter()
-                .filter(|(_, pp)| *pp == cur)
-                .map(|(p, _)| *p),
-        );
-        i += 1;
-    }
-    found.remove(0);
-    found
-}
-
 #[test]
 fn run_killed_with_sigkill_takes_the_namespace_down() {
     if !require_root() {
@@ -435,7 +404,7 @@ fn run_killed_with_sigkill_takes_the_namespace_down() {
     }
     let m = FakeMount::new();
     let (mut child, _out) = spawn_ready(&m.dir, "sleep 1000 & echo ready; wait");
-    let inside = descendants(child.0.id());
+    let inside = common::descendants(child.0.id());
     assert!(inside.len() >= 3, "init, sh and sleep: {inside:?}");
     child.0.kill().unwrap();
     child.0.wait().unwrap();

@@ -26,7 +26,13 @@ fn text_of(seq: u64) -> [u8; 8] {
 }
 
 fn append_n(ring: &Ring, n: u64) {
-    for s in 0..n {
+    append_range(ring, 0..n);
+}
+
+/// Append the records `seqs` (text, timestamp and priority derived from the seq) and check
+/// that each gets its seq.
+fn append_range(ring: &Ring, seqs: std::ops::Range<u64>) {
+    for s in seqs {
         let text = text_of(s);
         let got = ring.append(&RecordRef {
             seq: 0,
@@ -182,23 +188,8 @@ fn loom_a_successor_writer_continues_where_a_dead_one_stopped() {
             let old = Arc::clone(&old);
             thread::spawn(move || read_and_check(&old, 3))
         };
-        for s in 1..3u64 {
-            let text = text_of(s);
-            let got = new.append(&RecordRef {
-                seq: 0,
-                ts_usec: s * 10,
-                prio: s as u16,
-                cont: false,
-                caller: None,
-                text: &text,
-                subsystem: b"",
-                device: b"",
-            });
-            assert_eq!(
-                got, s,
-                "the successor numbers on from the last published record"
-            );
-        }
+        // The successor numbers on from the last published record.
+        append_range(&new, 1..3);
         reader.join().unwrap();
         read_and_check(&new, 3);
     });

@@ -154,6 +154,26 @@ impl Drop for SharedWords {
     }
 }
 
+/// A table in a memfd: `header` words starting with `magic`, `version` and the slot count,
+/// then that many slots of `slot_words` words. Maps `fd` and returns it with the slot count if
+/// the layout is that one (an adopter's check before trusting a predecessor's memfd).
+pub fn adopt_table(
+    fd: OwnedFd,
+    magic: u64,
+    version: u64,
+    header: usize,
+    slot_words: usize,
+) -> Option<(SharedWords, usize)> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = SharedWords::from_fd(fd).ok()?;
+    let w = m.words();
+    if w.len() < header.max(3) || w[0].load(Relaxed) != magic || w[1].load(Relaxed) != version {
+        return None;
+    }
+    let slots = usize::try_from(w[2].load(Relaxed)).ok()?;
+    (slots.checked_mul(slot_words)?.checked_add(header)? == w.len()).then_some((m, slots))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

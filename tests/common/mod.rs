@@ -734,3 +734,30 @@ impl Drop for Holder {
         let _ = self.child.wait();
     }
 }
+
+/// Host pids of every descendant of `pid`, from the ppid field of `/proc/*/stat`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for entry in fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(p) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some(pp) = proc_stat_field(p, 4).and_then(|f| f.parse::<u32>().ok()) {
+            parent_of.push((p, pp));
+        }
+    }
+    let mut found = vec![pid];
+    let mut i = 0;
+    while i < found.len() {
+        let cur = found[i];
+        found.extend(
+            parent_of
+                .iter()
+                .filter(|(_, pp)| *pp == cur)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    found.remove(0);
+    found
+}

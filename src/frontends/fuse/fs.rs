@@ -569,11 +569,10 @@ impl Shared {
     /// Stop parking reads and answer every parked READ with EINTR.
     pub fn shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
-        let fronts: Vec<Arc<RingFront>> = self.fronts.lock().values().cloned().collect();
+        let (fronts, procs) = self.all_fronts();
         for f in fronts {
             f.interrupt_all();
         }
-        let procs: Vec<Arc<ProcFront>> = self.proc_fronts.lock().values().cloned().collect();
         for f in procs {
             f.interrupt_all();
         }
@@ -621,20 +620,19 @@ impl Shared {
         out
     }
 
+    /// Every front, `kmsg` and `proc-kmsg` (copies of the maps' values, so no map lock is held
+    /// while they are used).
+    fn all_fronts(&self) -> (Vec<Arc<RingFront>>, Vec<Arc<ProcFront>>) {
+        let fronts = self.fronts.lock().values().cloned().collect();
+        let procs = self.proc_fronts.lock().values().cloned().collect();
+        (fronts, procs)
+    }
+
     /// Parked READs (of `kmsg` and `proc-kmsg` files) not answered yet.
     pub fn parked_reads(&self) -> usize {
-        let k: usize = self
-            .fronts
-            .lock()
-            .values()
-            .map(|f| f.state.lock().parked.len())
-            .sum();
-        let p: usize = self
-            .proc_fronts
-            .lock()
-            .values()
-            .map(|f| f.state.lock().parked.len())
-            .sum();
+        let (fronts, procs) = self.all_fronts();
+        let k: usize = fronts.iter().map(|f| f.state.lock().parked.len()).sum();
+        let p: usize = procs.iter().map(|f| f.state.lock().parked.len()).sum();
         k + p
     }
 
@@ -645,11 +643,10 @@ impl Shared {
     pub fn drain_parked(&self, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         loop {
-            let fronts: Vec<Arc<RingFront>> = self.fronts.lock().values().cloned().collect();
+            let (fronts, procs) = self.all_fronts();
             for f in fronts {
                 f.on_append();
             }
-            let procs: Vec<Arc<ProcFront>> = self.proc_fronts.lock().values().cloned().collect();
             for f in procs {
                 f.on_append();
             }
@@ -871,17 +868,12 @@ impl Shared {
                 false,
                 Cursor::at_open(0),
             );
-            let fh = match fh {
-                Ok(fh) => fh,
-                Err(e) => {
-                    drop(st);
-                    self.registry.release(&slot);
-                    return Err(e);
-                }
-            };
-            st.open += 1;
+            if fh.is_ok() {
+                st.open += 1;
+            }
             fh
-        };
+        }
+        .inspect_err(|_| self.registry.release(&slot))?;
         slot.readers.fetch_add(1, Ordering::Relaxed);
         self.opens.write().insert(fh, Open::ProcKmsg(front));
         log::debug!(
@@ -1101,18 +1093,13 @@ impl Shared {
                 want_write,
                 cursor,
             );
-            let fh = match fh {
-                Ok(fh) => fh,
-                Err(e) => {
-                    drop(st);
-                    self.registry.release(&slot);
-                    return Err(e);
-                }
-            };
-            st.handles
-                .insert(fh, HandleState::new(cursor, want_read, want_write));
+            if let Ok(fh) = fh {
+                st.handles
+                    .insert(fh, HandleState::new(cursor, want_read, want_write));
+            }
             fh
-        };
+        }
+        .inspect_err(|_| self.registry.release(&slot))?;
         if want_read {
             slot.readers.fetch_add(1, Ordering::Relaxed);
         }

@@ -174,15 +174,8 @@ impl OpenTable {
     /// The table a previous daemon left in `fd`, with every open file it holds (by handle).
     /// `None` if `fd` is not a table of this layout.
     pub fn adopt(fd: std::os::fd::OwnedFd) -> Option<(OpenTable, Vec<(u64, OpenEntry)>)> {
-        let m = crate::sys::shm::SharedWords::from_fd(fd).ok()?;
-        let w = m.words();
-        if w.len() < HEADER_WORDS || w[0].load(Relaxed) != MAGIC || w[1].load(Relaxed) != VERSION {
-            return None;
-        }
-        let slots = w[2].load(Relaxed) as usize;
-        if HEADER_WORDS + slots * SLOT_WORDS != w.len() {
-            return None;
-        }
+        let (m, slots) =
+            crate::sys::shm::adopt_table(fd, MAGIC, VERSION, HEADER_WORDS, SLOT_WORDS)?;
         let t = OpenTable {
             words: Words::Shared(m),
             slots,
