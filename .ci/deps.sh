@@ -33,6 +33,11 @@ kmsgfs_install_deps() {
     kmsgfs_need containerd containerd
     kmsgfs_need nsenter util-linux
     kmsgfs_need strace strace
+    # Restart tests: standalone journald and journalctl, python3 for a raw holder client.
+    kmsgfs_need journalctl systemd
+    [ -x /lib/systemd/systemd-journald ] || KMSGFS_MISSING+=(systemd)
+    kmsgfs_need python3 python3
+    kmsgfs_need dd coreutils
     if ((${#KMSGFS_MISSING[@]})); then
         echo "kmsgfs: installing missing packages: ${KMSGFS_MISSING[*]}"
         if [ "$(id -u)" -ne 0 ]; then
