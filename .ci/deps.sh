@@ -33,6 +33,7 @@ kmsgfs_install_deps() {
     kmsgfs_need containerd containerd
     kmsgfs_need nsenter util-linux
     kmsgfs_need strace strace
+    kmsgfs_need lxc-start lxc
     # Restart tests: standalone journald and journalctl, python3 for a raw holder client.
     kmsgfs_need journalctl systemd
     [ -x /lib/systemd/systemd-journald ] || KMSGFS_MISSING+=(systemd)
