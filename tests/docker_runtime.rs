@@ -4,7 +4,8 @@
 //! containers with `--network none` and Docker's **default** capabilities and seccomp profile,
 //! `-v DIR/kmsg:/dev/kmsg`. Two containers side by side each see only their own records in
 //! `cat /dev/kmsg`; `syslog(2)` and `/proc/kmsg` get EPERM (never the host log); a profile
-//! with `listenerPath` is refused by Docker 20.10 with exit 125, as documented. Root only.
+//! with `listenerPath` is refused by Docker 20.10 with exit 125, as documented; `docker exec`
+//! gets the container's ring, and `/dev/kmsg` survives `kill -9` of the daemon. Root only.
 
 mod common;
 mod seccomp_support;
@@ -222,4 +223,79 @@ fn docker_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
         assert_eq!(o.status.code(), Some(125), "{err}");
         assert!(err.contains("listenerPath is not set"), "{err}");
     }
+}
+
+/// `docker exec` opens the container's ring, and a running container keeps its `/dev/kmsg`
+/// (the same FUSE connection and open file) across `kill -9` of the daemon with the holder.
+#[test]
+fn docker_exec_gets_the_containers_ring_and_dev_kmsg_survives_kill_9() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("dockerd")
+        && common::require_tool("docker"))
+    {
+        return;
+    }
+    let scratch = TempDir::new("docker-restart");
+    let holder = common::Holder::start(scratch.path());
+    let sock = holder.socket.display().to_string();
+    let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
+    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let dk = Dockerd::start();
+    dk.import("kmsgfs-test-busybox", &rootfs(scratch.path()));
+    let bind = format!("{}:/dev/kmsg", d.kmsg().display());
+    let t = unique_tag("docker-exec");
+    // The container holds /dev/kmsg open in a reader for its whole life.
+    let o = dk.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "-v",
+        &bind,
+        "kmsgfs-test-busybox",
+        "sh",
+        "-c",
+        &format!("echo '<6>{t} init' > /dev/kmsg; exec cat /dev/kmsg > /tmp/log"),
+    ]);
+    assert!(o.status.success(), "docker run -d: {o:?}");
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let exec = |script: &str| {
+        let o = dk.docker(&["exec", &id, "sh", "-c", script]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    };
+    let dump = "cat /dev/kmsg & sleep 0.5; kill $!";
+    let before = exec(dump);
+    assert_eq!(
+        before.matches(&format!("{t} init")).count(),
+        1,
+        "docker exec: {before}"
+    );
+    d.kill9();
+    d.restart(common::Options::args(&args));
+    let after = exec(&format!(
+        "echo '<6>{t} after' > /dev/kmsg; {dump}; echo ===; cat /tmp/log"
+    ));
+    let (fresh, held) = after
+        .split_once("===\n")
+        .unwrap_or_else(|| panic!("{after}"));
+    for w in ["init", "after"] {
+        assert_eq!(
+            fresh.matches(&format!("{t} {w}")).count(),
+            1,
+            "new open: {after}"
+        );
+        assert_eq!(
+            held.matches(&format!("{t} {w}")).count(),
+            1,
+            "the reader open since before the restart: {after}"
+        );
+    }
+    drop(dk);
+    drop(d);
+    drop(holder);
 }
