@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 use seccomp_support::{unique_tag, wait_output, TempDir};
 
+/// The tests of this binary one at a time: two private dockerds side by side disturb each
+/// other's containers.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A private dockerd, stopped (with its containers) on drop.
 struct Dockerd {
     child: Child,
@@ -138,6 +142,7 @@ fn rootfs(dir: &Path) -> PathBuf {
 
 #[test]
 fn docker_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !(common::require_root()
         && common::require_tool("busybox")
         && common::require_tool("dockerd")
@@ -229,6 +234,7 @@ fn docker_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
 /// (the same FUSE connection and open file) across `kill -9` of the daemon with the holder.
 #[test]
 fn docker_exec_gets_the_containers_ring_and_dev_kmsg_survives_kill_9() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if !(common::require_root()
         && common::require_tool("busybox")
         && common::require_tool("dockerd")
