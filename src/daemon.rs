@@ -471,7 +471,11 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     if let Some(h) = &holder {
         crate::restart::attribution::keep_bpf(h, &ingestion.kept_bpf, &old_links);
     }
-    drop(std::mem::take(&mut ingestion.kept_bpf));
+    // Their names, to forget at a full stop; the fds themselves are the holder's now.
+    let kept_bpf: Vec<String> = std::mem::take(&mut ingestion.kept_bpf)
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
 
     let threads = args.threads.max(1);
     let interrupts = Arc::new(Interrupts::new(threads > 1));
@@ -690,6 +694,13 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
     if let Some(h) = &holder {
         if let Err(e) = crate::restart::session::forget_connection(h, kept_fds) {
             log::warn!("{e}");
+        }
+        // No successor is expected: the kept links would keep the BPF programs attached,
+        // tagging every printk for nobody. (The rings stay: a later daemon still finds them.)
+        for name in &kept_bpf {
+            if let Err(e) = h.remove(name) {
+                log::warn!("{e}");
+            }
         }
     }
 

@@ -558,3 +558,50 @@ fn t7_memory_returns_after_2000_namespaces_come_and_go() {
         rss_kib(pid)
     );
 }
+
+/// T7, open files: a container that opens its kmsg file without end takes at most 4096 slots
+/// of the open-file table (EMFILE beyond, for its ring only), and the table as a whole is
+/// bounded by `--max-open-files` (ENFILE beyond); a closed file frees its slot.
+#[test]
+fn t7_open_files_are_bounded_per_ring_and_in_all() {
+    if !require_root() {
+        return;
+    }
+    // Enough fds for this process to reach the per-ring bound.
+    let lim = libc::rlimit {
+        rlim_cur: 8192,
+        rlim_max: 8192,
+    };
+    // SAFETY: setrlimit reads a valid rlimit.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    let d = Daemon::start();
+    let flags = libc::O_RDONLY | libc::O_NONBLOCK;
+    let mut fds: Vec<i32> = (0..4096)
+        .map(|i| open_raw(&d.kmsg(), flags).unwrap_or_else(|e| panic!("open {i}: errno {e}")))
+        .collect();
+    assert_eq!(
+        open_raw(&d.kmsg(), flags),
+        Err(libc::EMFILE),
+        "open 4097 of one ring"
+    );
+    close_raw(fds.pop().unwrap());
+    fds.push(open_raw(&d.kmsg(), flags).expect("a closed file frees its slot"));
+    for fd in fds {
+        close_raw(fd);
+    }
+    drop(d);
+
+    let d = Daemon::start_args(&["--max-open-files", "3"]);
+    let fds: Vec<i32> = (0..3)
+        .map(|_| open_raw(&d.kmsg(), flags).unwrap())
+        .collect();
+    assert_eq!(
+        open_raw(&d.kmsg(), flags),
+        Err(libc::ENFILE),
+        "a full table"
+    );
+    for fd in fds {
+        close_raw(fd);
+    }
+    assert!(open_raw(&d.kmsg(), flags).map(close_raw).is_ok());
+}

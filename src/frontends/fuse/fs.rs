@@ -117,9 +117,9 @@ struct HandleState {
     notifier: Option<PollNotifier>,
     rl: RateLimit,
     comm: Option<String>,
-    /// Left by the previous daemon: the first READ picks the cursor its offset matches
+    /// Left by the previous daemon: the first READ picks the stored cursor its offset matches
     /// ([`OpenEntry::resume_at`]).
-    adopted: Option<OpenEntry>,
+    adopted: bool,
 }
 
 /// The parts of a READ request the kmsg file needs.
@@ -236,7 +236,7 @@ impl HandleState {
             notifier: None,
             rl: RateLimit::default(),
             comm: None,
-            adopted: None,
+            adopted: false,
         }
     }
 }
@@ -600,7 +600,7 @@ impl Shared {
                 FileKind::Kmsg => {
                     let front = self.front_for(&slot);
                     let mut h = HandleState::new(e.cursor, e.read, e.write);
-                    h.adopted = Some(e);
+                    h.adopted = true;
                     front.state.lock().handles.insert(fh, h);
                     if e.read {
                         slot.readers.fetch_add(1, Ordering::Relaxed);
@@ -672,11 +672,6 @@ impl Shared {
     /// Record what the daemon took over at start-up (the stats file's `restart` object).
     pub fn set_adoption(&self, counts: AdoptionCounts) {
         *self.adoption.lock() = counts;
-    }
-
-    /// The open files, in the table a successor adopts.
-    pub fn open_table(&self) -> &OpenTable {
-        &self.table
     }
 
     /// Drop the FUSE state of reclaimed rings.
@@ -1138,7 +1133,7 @@ impl Shared {
         let stored = h.cursor;
         // The table, not the copy taken at adoption: a draining predecessor may have answered
         // a READ of this file since (and stored the cursor before its reply).
-        if h.adopted.take().is_some() {
+        if std::mem::take(&mut h.adopted) {
             if let Some(c) = self.table.get(fh).and_then(|e| e.resume_at(offset)) {
                 h.cursor = c;
             }
@@ -1388,7 +1383,7 @@ impl Filesystem for KmsgFs {
                     if let Some(h) = st.handles.get_mut(&fh) {
                         // An adopted handle's stored cursor is the one the kernel's f_pos
                         // follows once this reply arrives (the seek adds 1 to it).
-                        h.adopted = None;
+                        h.adopted = false;
                         let from = h.cursor;
                         size = h.cursor.seek_end(next);
                         s.table.advance(fh, from, h.cursor);
@@ -1740,7 +1735,7 @@ impl Filesystem for KmsgFs {
             let clear = front.slot.ring.clear_seq();
             match st.handles.get_mut(&fh.0) {
                 Some(h) => {
-                    h.adopted = None;
+                    h.adopted = false;
                     let from = h.cursor;
                     let pos = h.cursor.seek_data(clear);
                     s.table.advance(fh.0, from, h.cursor);

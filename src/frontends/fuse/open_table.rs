@@ -292,11 +292,6 @@ impl OpenTable {
         }
     }
 
-    /// How many files are open.
-    pub fn open_count(&self) -> usize {
-        self.slots - self.free.lock().len()
-    }
-
     /// `fh` was released: free its slot (keeping its generation).
     pub fn remove(&self, fh: u64) {
         if let Some(i) = self.live_slot(fh) {
