@@ -710,7 +710,12 @@ impl Worker {
     /// Record the parked calls for a successor ([`CallTable`]).
     fn sync_calls(&mut self) {
         let Some(t) = &self.calls else { return };
-        let missed = t.lock().sync(
+        let mut t = t.lock();
+        // The common turn: nothing parked or being answered, nothing recorded.
+        if self.parked.is_empty() && self.answering.is_empty() && t.is_empty() {
+            return;
+        }
+        let missed = t.sync(
             self.parked
                 .iter()
                 .map(|p| &p.n)
