@@ -181,6 +181,11 @@ pub struct ServeArgs {
     /// the mount point with `.seccomp.sock` appended (`/run/kmsgfs.seccomp.sock`).
     #[arg(long, value_name = "PATH")]
     pub seccomp_socket: Option<PathBuf>,
+    /// `SOCK_SEQPACKET` socket on which the agent serves LXC's seccomp notify proxy
+    /// (`lxc.seccomp.notify.proxy = unix:PATH`, root only). Default: the mount point with
+    /// `.lxc.sock` appended (`/run/kmsgfs.lxc.sock`).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_seccomp")]
+    pub lxc_socket: Option<PathBuf>,
     /// Do not run the syslog(2) seccomp agent.
     #[arg(long, conflicts_with = "seccomp_socket")]
     pub no_seccomp: bool,
@@ -228,6 +233,9 @@ pub enum DaemonError {
     /// The syslog(2) agent could not be started.
     #[error("seccomp agent: {0} (start with --no-seccomp to run without it)")]
     Seccomp(#[from] crate::frontends::seccomp::SeccompError),
+    /// The LXC proxy socket could not be set up with the holder.
+    #[error("--lxc-socket: {0}")]
+    LxcSocket(#[from] crate::restart::listeners::LxcSocketError),
     /// `--enable-netns-log` failed.
     #[error("--enable-netns-log: {0}")]
     NetnsLog(#[from] NetnsLogError),
@@ -511,11 +519,23 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             args.restrict.into(),
             args.syslog_access.into(),
         );
+        let lxc_path = args
+            .lxc_socket
+            .clone()
+            .unwrap_or_else(|| seccomp::lxc_socket_for(&mountpoint));
         let mut options = seccomp::AgentOptions::default();
         let mut kept_listeners = Vec::new();
         let mut kept_calls = Vec::new();
+        if holder.is_none() {
+            options.lxc_socket = Some(seccomp::LxcSocket::bind(&lxc_path)?);
+        }
         if let (Some(path), Some(h)) = (&args.holder_socket, &holder) {
             use crate::restart::{client::HolderClient, listeners::ListenerKeeper};
+            options.lxc_socket = Some(crate::restart::listeners::lxc_socket(
+                h,
+                &mut held_others,
+                &lxc_path,
+            )?);
             let (table, calls) = crate::restart::listeners::call_table(h, &mut held_others)?;
             kept_calls = calls;
             options.calls = Some(Arc::new(parking_lot::Mutex::new(table)));
@@ -701,6 +721,10 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
             if let Err(e) = h.remove(name) {
                 log::warn!("{e}");
             }
+        }
+        // The agent unlinks the LXC socket's path at a full stop: its kept copy is of no use.
+        if let Err(e) = h.remove(crate::restart::listeners::LXC_SOCKET) {
+            log::debug!("{e}");
         }
     }
 

@@ -1,9 +1,12 @@
 //! LXC 5.0 with the shipped recipe (`docs/deploy/lxc/kmsgfs.conf`, its paths pointed at this
-//! test's daemon): two privileged containers side by side, started with `lxc-start -F`. Each
-//! sees only its own records in `/dev/kmsg`; an `lxc-attach`ed process gets the same ring;
-//! `syslog(2)` (busybox `dmesg`, `dmesg -c`) gets EPERM and never the host log, and the host's
-//! `/proc/kmsg` is closed (docs/deploy/lxc/README.md says why). Root only; needs `lxc-start`
-//! and `busybox`.
+//! test's daemon): two privileged containers side by side, started with `lxc-start -F` and
+//! LXC's default capabilities less the recipe's CAP_SYSLOG. `syslog(2)` reaches kmsgfs through
+//! LXC's notify proxy protocol (`lxc.seccomp.notify.proxy`). Each container sees only its own
+//! records in `cat /dev/kmsg`, util-linux `dmesg`, `dmesg -S`, busybox `dmesg` and
+//! `/proc/kmsg`; `dmesg -c` and `dmesg -C` clear only its own ring and never the host's; an
+//! `lxc-attach`ed process gets the same ring; a blocked busybox `klogd` gets records written
+//! later and keeps them across a planned restart (SIGTERM) of the daemon, and `syslog(2)`
+//! works again after `kill -9` of the daemon. Root only; needs `lxc-start` and `busybox`.
 
 mod common;
 
@@ -13,6 +16,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{require_root, require_tool, Daemon};
+use seccomp_support::HostTag;
+
+mod seccomp_support;
 
 /// One container: its rootfs, config and `lxc-start` process; stopped and its files removed on
 /// drop.
@@ -30,17 +36,26 @@ impl Lxc {
     fn create(d: &Daemon, lxcpath: &Path, name: &str, script: &str) -> Lxc {
         let dir = lxcpath.join(name);
         let rootfs = dir.join("rootfs");
-        for sub in ["bin", "dev", "proc", "sys", "tmp", "out"] {
+        for sub in ["bin", "dev", "proc", "sys", "tmp", "out", "usr", "var/log"] {
             fs::create_dir_all(rootfs.join(sub)).unwrap();
         }
         fs::copy(which("busybox"), rootfs.join("bin/busybox")).unwrap();
-        for a in ["sh", "cat", "echo", "dmesg", "sleep", "kill", "touch"] {
+        for a in [
+            "sh", "cat", "echo", "dmesg", "sleep", "kill", "touch", "klogd", "syslogd", "wc",
+            "grep",
+        ] {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
+        }
+        // util-linux `dmesg` and its libraries: the host's /usr, read-only (merged /usr).
+        for l in ["lib", "lib64"] {
+            std::os::unix::fs::symlink(format!("usr/{l}"), rootfs.join(l)).unwrap();
         }
         fs::write(rootfs.join("run.sh"), script).unwrap();
         let recipe = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/deploy/lxc");
+        let lxc_socket = kmsgfs::frontends::seccomp::lxc_socket_for(d.dir());
         let include = fs::read_to_string(recipe.join("kmsgfs.conf"))
             .unwrap()
+            .replace("/run/kmsgfs.lxc.sock", &lxc_socket.display().to_string())
             .replace("/run/kmsgfs/", &format!("{}/", d.dir().display()))
             .replace(
                 "/usr/share/doc/kmsgfs/lxc/",
@@ -54,6 +69,7 @@ impl Lxc {
              lxc.autodev = 1\n\
              lxc.console.path = none\n\
              lxc.log.level = WARN\n\
+             lxc.mount.entry = /usr usr none bind,ro 0 0\n\
              {include}",
             rootfs.display()
         );
@@ -75,7 +91,7 @@ impl Lxc {
         }
     }
 
-    /// Wait for `/out/<file>` in the container's rootfs.
+    /// Wait until `/out/<file>` in the container's rootfs exists; `/out/log`.
     fn wait_out(&mut self, file: &str) -> String {
         let path = self.rootfs().join("out").join(file);
         let deadline = Instant::now() + common::TIMEOUT;
@@ -108,6 +124,7 @@ impl Lxc {
     }
 
     fn attach(&self, script: &str) -> String {
+        let t0 = Instant::now();
         let o = Command::new("lxc-attach")
             .args(["-n", &self.name, "-P"])
             .arg(&self.lxcpath)
@@ -115,6 +132,7 @@ impl Lxc {
             .stdin(Stdio::null())
             .output()
             .expect("run lxc-attach");
+        eprintln!("lxc-attach {script:?}: {:?}", t0.elapsed());
         format!(
             "{}{}",
             String::from_utf8_lossy(&o.stdout),
@@ -152,15 +170,53 @@ fn which(tool: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{tool} not found"))
 }
 
+/// The sections `=name` of a container's log, by name.
+fn sections(log: &str) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    for part in format!("\n{log}").split("\n=").skip(1) {
+        let (name, body) = part.split_once('\n').unwrap_or((part, ""));
+        out.insert(name.to_owned(), body.to_owned());
+    }
+    out
+}
+
+/// Wait until the container's `/out/messages` (busybox syslogd, fed by klogd) holds `needle`.
+fn wait_klogd(c: &Lxc, needle: &str) {
+    let path = c.rootfs().join("out/messages");
+    let deadline = Instant::now() + common::TIMEOUT;
+    loop {
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: klogd did not log {needle:?}; messages:\n{text}\nklogd: {}",
+            c.name,
+            fs::read_to_string(c.rootfs().join("out/klogd.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn lxc_containers_see_only_their_own_log_and_never_the_hosts() {
-    if !(require_root() && require_tool("lxc-start") && require_tool("busybox")) {
+fn lxc_containers_get_their_own_log_through_the_files_and_syslog() {
+    if !(require_root()
+        && require_tool("lxc-start")
+        && require_tool("busybox")
+        && require_tool("dmesg"))
+    {
         return;
     }
-    let d = Daemon::start_args(&["--devkmsg", "on"]);
+    let host = HostTag::write("lxc-host-log");
+    let scratch = seccomp_support::TempDir::new("lxc-holder");
+    let holder = common::Holder::start(scratch.path());
+    let sock = holder.socket.display().to_string();
+    let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
+    let opts = || common::Options::args(&args);
+    let mut d = Daemon::start_with(opts());
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
-    let lxcpath = std::env::temp_dir().join(format!("kmsgfs-lxc-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&lxcpath);
+    let lxcpath = scratch.path().join("lxc");
     fs::create_dir_all(&lxcpath).unwrap();
     let tag = |n: usize| format!("kmsgfs-lxc-{}-{n}", std::process::id());
     let mut cts = Vec::new();
@@ -169,11 +225,14 @@ fn lxc_containers_see_only_their_own_log_and_never_the_hosts() {
         let script = format!(
             "exec > /out/log 2>&1\n\
              echo '<6>{t}' > /dev/kmsg\n\
-             cat /dev/kmsg & sleep 0.5; kill $!\n\
-             echo ===\n\
-             dmesg; echo rc=$?\n\
-             dmesg -c; echo rc=$?\n\
-             cat /proc/kmsg; echo rc=$?\n\
+             echo =file; cat /dev/kmsg & sleep 0.5; kill $!\n\
+             echo =util; /usr/bin/dmesg; echo rc=$?\n\
+             echo =utilS; /usr/bin/dmesg -S; echo rc=$?\n\
+             echo =busybox; dmesg; echo rc=$?\n\
+             echo =proc; cat /proc/kmsg & sleep 0.5; kill $!\n\
+             echo =end\n\
+             syslogd -n -O /out/messages & sleep 0.3\n\
+             klogd -n 2> /out/klogd.err &\n\
              touch /out/done\n\
              while [ ! -e /stop ]; do sleep 0.1; done\n"
         );
@@ -184,28 +243,78 @@ fn lxc_containers_see_only_their_own_log_and_never_the_hosts() {
             &script,
         ));
     }
+    let own_only = |n: usize, what: &str, text: &str| {
+        assert!(text.contains(&tag(n)), "{what}: own record missing: {text}");
+        assert!(
+            !text.contains(&tag(1 - n)),
+            "{what}: the other's record: {text}"
+        );
+        assert!(
+            !text.contains("kmsgfs-host-ring"),
+            "{what}: host ring: {text}"
+        );
+        assert!(!text.contains(&host.tag), "{what}: the host's log: {text}");
+    };
     for (n, c) in cts.iter_mut().enumerate() {
         let log = c.wait_out("done");
-        let (file, syslog) = log.split_once("===\n").unwrap_or_else(|| panic!("{log}"));
-        assert_eq!(file.matches(&tag(n)).count(), 1, "own record once: {log}");
-        assert!(
-            !file.contains(&tag(1 - n)),
-            "the other container's record: {log}"
-        );
-        assert!(!log.contains("kmsgfs-host-ring"), "host ring shown: {log}");
+        eprintln!("--- {}:\n{log}", c.name);
+        let s = sections(&log);
         assert_eq!(
-            syslog.matches("rc=1").count(),
-            3,
-            "syslog(2) and /proc/kmsg refused: {log}"
+            s["file"].matches(&tag(n)).count(),
+            1,
+            "cat /dev/kmsg: {log}"
         );
-        assert!(syslog.contains("Operation not permitted"), "{log}");
-        // An attached process opens the same ring.
-        let att = c.attach("cat /dev/kmsg & sleep 0.5; kill $!");
-        eprintln!("--- {}:\n{log}--- lxc-attach:\n{att}", c.name);
-        assert_eq!(att.matches(&tag(n)).count(), 1, "lxc-attach: {att}");
-        assert!(!att.contains(&tag(1 - n)), "lxc-attach: {att}");
+        for what in ["file", "util", "utilS", "busybox", "proc"] {
+            own_only(n, what, &s[what]);
+        }
+        for what in ["util", "utilS", "busybox"] {
+            assert!(s[what].contains("rc=0"), "{what}: {log}");
+        }
+        // An attached process gets the same ring, through the file and syslog(2).
+        let att = c.attach("cat /dev/kmsg & sleep 0.5; kill $!; dmesg");
+        assert_eq!(att.matches(&tag(n)).count(), 2, "lxc-attach: {att}");
+        own_only(n, "lxc-attach", &att);
     }
+    // klogd blocks in syslog(2) READ; LXC's monitor gets EINTR for it every 2 s and klogd
+    // restarts the call. A record written after a few of those reaches it.
+    std::thread::sleep(Duration::from_secs(5));
+    for (n, c) in cts.iter().enumerate() {
+        c.attach(&format!("echo '<6>{} late' > /dev/kmsg", tag(n)));
+        wait_klogd(c, &format!("{} late", tag(n)));
+    }
+    // A planned restart: the parked READs are answered EINTR and go to the next daemon.
+    d.upgrade(Path::new(env!("CARGO_BIN_EXE_kmsgfs")), opts());
+    for (n, c) in cts.iter().enumerate() {
+        c.attach(&format!("echo '<6>{} upgraded' > /dev/kmsg", tag(n)));
+        wait_klogd(c, &format!("{} upgraded", tag(n)));
+        let err = fs::read_to_string(c.rootfs().join("out/klogd.err")).unwrap_or_default();
+        assert!(err.trim().is_empty(), "klogd complained: {err}");
+    }
+    // A crash: the monitors reconnect to the socket the holder kept.
+    d.kill9();
+    d.restart(opts());
+    for (n, c) in cts.iter().enumerate() {
+        let out = c.attach(&format!("echo '<6>{} crashed' > /dev/kmsg; dmesg", tag(n)));
+        assert!(
+            out.contains(&format!("{} crashed", tag(n))),
+            "after kill -9: {out}"
+        );
+        own_only(n, "after kill -9", &out);
+    }
+    // busybox `dmesg -c` clears only its own ring; util-linux `dmesg -C` the same.
+    let out =
+        cts[0].attach("dmesg -c > /dev/null; echo rc=$?; dmesg | wc -l; /usr/bin/dmesg | wc -l");
+    assert_eq!(out, "rc=0\n0\n0\n", "dmesg -c: {out}");
+    let out = cts[1].attach("dmesg | grep -c kmsgfs-lxc");
+    assert_ne!(
+        out.trim(),
+        "0",
+        "dmesg -c in the first container cleared the second: {out}"
+    );
+    let out = cts[1].attach("/usr/bin/dmesg -C; echo rc=$?; dmesg | wc -l; /usr/bin/dmesg | wc -l");
+    assert_eq!(out, "rc=0\n0\n0\n", "dmesg -C: {out}");
+    host.assert_host_not_cleared();
     drop(cts);
     drop(d);
-    let _ = fs::remove_dir_all(&lxcpath);
+    drop(holder);
 }

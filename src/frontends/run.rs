@@ -593,9 +593,12 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
 /// the other binds; without it CMD lacks CAP_SYS_ADMIN to remove it.
 fn hide_agent_sockets(mount: &Path, socket: Option<&Path>) -> Result<(), RunError> {
     let default = crate::frontends::seccomp::default_socket_for(mount);
+    let lxc = crate::frontends::seccomp::lxc_socket_for(mount);
     let mut paths: Vec<&Path> = socket.into_iter().collect();
-    if !paths.contains(&default.as_path()) {
-        paths.push(&default);
+    for p in [&default, &lxc] {
+        if !paths.contains(&p.as_path()) {
+            paths.push(p);
+        }
     }
     for path in paths {
         if std::fs::symlink_metadata(path).is_err() {

@@ -15,7 +15,48 @@ use parking_lot::Mutex;
 use super::client::{ClientError, HolderClient, Taken};
 use crate::frontends::seccomp::calls::{CallTable, DEFAULT_SLOTS};
 use crate::frontends::seccomp::notify::Notification;
-use crate::frontends::seccomp::ContainerProcessState;
+use crate::frontends::seccomp::{ContainerProcessState, LxcSocket};
+
+/// Name of the entry of the LXC proxy's listening socket.
+pub const LXC_SOCKET: &str = "lxc-socket";
+
+/// The LXC proxy's listening socket at `path`: the previous daemon's from `taken` (monitors
+/// that reconnect while no daemon runs wait in its backlog), else a new one, given to the
+/// holder. A kept socket bound at another path is dropped.
+pub fn lxc_socket(
+    holder: &HolderClient,
+    taken: &mut Vec<Taken>,
+    path: &std::path::Path,
+) -> Result<LxcSocket, LxcSocketError> {
+    use std::os::fd::AsFd;
+    if let Some(i) = taken.iter().position(|t| t.name == LXC_SOCKET) {
+        let t = taken.swap_remove(i);
+        match (t.meta["path"].as_str(), t.fd) {
+            (Some(p), Some(fd)) if std::path::Path::new(p) == path && path.exists() => {
+                return Ok(LxcSocket::adopt(path, fd));
+            }
+            _ => log::info!(
+                "holder: the kept LXC socket is not bound at {}; binding anew",
+                path.display()
+            ),
+        }
+    }
+    let socket = LxcSocket::bind(path)?;
+    let meta = serde_json::json!({ "path": path.to_string_lossy() });
+    holder.put(LXC_SOCKET, meta, Some(socket.fd.as_fd()))?;
+    Ok(socket)
+}
+
+/// Why the LXC proxy socket could not be set up with the holder.
+#[derive(Debug, thiserror::Error)]
+pub enum LxcSocketError {
+    /// Binding it failed.
+    #[error(transparent)]
+    Bind(#[from] crate::frontends::seccomp::SeccompError),
+    /// The holder refused it.
+    #[error(transparent)]
+    Holder(#[from] ClientError),
+}
 
 /// Name of the parked-call table's entry ([`crate::frontends::seccomp::calls`]).
 pub const SYSLOG_CALLS: &str = "syslog-calls";

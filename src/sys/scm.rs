@@ -244,6 +244,16 @@ pub fn accept(listener: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `shutdown(SHUT_RD)`: the peer's further sends fail with EPIPE; what is queued stays
+/// readable, and this end can still send.
+pub fn shutdown_read(sock: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: plain shutdown(2) on a socket fd.
+    if unsafe { libc::shutdown(sock.as_raw_fd(), libc::SHUT_RD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `poll(2)` over `fds` for up to `timeout_ms` (-1: no limit); EINTR counts as a timeout.
 pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd entries.

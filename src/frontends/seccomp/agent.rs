@@ -53,6 +53,7 @@ use super::caller;
 use super::calls::CallTable;
 use super::filter;
 use super::logrl::LogLimit;
+use super::lxc;
 use super::notify::{self, Notification, WriteError};
 use super::oci::{self, ContainerProcessState, Parsed};
 use super::writer::{self, Completions, Job, Writers};
@@ -61,6 +62,7 @@ use crate::frontends::proc_kmsg::cursor_lock;
 use crate::ring::{Listener, Ring};
 use crate::sys::maps;
 use crate::sys::peer::{self, NsId};
+use crate::sys::scm;
 use crate::syslog::{self, Call, Effect, Outcome, Policy};
 
 /// Largest message accepted on a connection before it is dropped.
@@ -87,6 +89,9 @@ const READ_ATTEMPTS: u32 = 3;
 
 const TOKEN_WAKE: u64 = 0;
 const TOKEN_SOCKET: u64 = 1;
+const TOKEN_LXC_SOCKET: u64 = 2;
+/// LXC proxy connections served at once (one per container monitor).
+pub const MAX_LXC_CONNS: usize = 4096;
 
 /// Instrumentation points, for tests and tracing. Every method but [`AgentHooks::writing`] runs
 /// on the agent thread; blocking in one blocks the agent.
@@ -131,6 +136,9 @@ pub struct AgentOptions {
     /// Where parked calls are recorded for a successor ([`CallTable`]; a daemon with a holder
     /// keeps it in a memfd there).
     pub calls: Option<Arc<Mutex<CallTable>>>,
+    /// Also serve LXC's seccomp notify proxy protocol (`lxc.seccomp.notify.proxy`,
+    /// [`lxc`]) on this socket.
+    pub lxc_socket: Option<LxcSocket>,
 }
 
 /// See [`AgentOptions::on_listener`].
@@ -143,6 +151,7 @@ impl Default for AgentOptions {
             hooks: None,
             on_listener: None,
             calls: None,
+            lxc_socket: None,
         }
     }
 }
@@ -229,6 +238,7 @@ pub struct AgentHandle {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
     socket: PathBuf,
+    lxc_socket: Option<PathBuf>,
 }
 
 impl Agent {
@@ -260,19 +270,7 @@ impl Agent {
             });
         }
 
-        if let Some(dir) = socket.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(io_err(format!("mkdir -p {}", dir.display())))?;
-            }
-        }
-        if socket.exists() {
-            if UnixStream::connect(&socket).is_ok() {
-                return Err(SeccompError::InUse(socket.display().to_string()));
-            }
-            std::fs::remove_file(&socket)
-                .map_err(io_err(format!("unlink({})", socket.display())))?;
-        }
+        free_socket_path(&socket, |p| UnixStream::connect(p).is_ok())?;
         let listener =
             UnixListener::bind(&socket).map_err(io_err(format!("bind({})", socket.display())))?;
         std::fs::set_permissions(
@@ -312,6 +310,29 @@ impl Agent {
             TOKEN_SOCKET,
         )
         .map_err(io_err("epoll_ctl(ADD, socket)".into()))?;
+        let lxc_socket = match &options.lxc_socket {
+            None => None,
+            Some(l) => {
+                crate::sys::fuse_dev::set_nonblocking(l.fd.as_fd()).map_err(|e| {
+                    SeccompError::Io {
+                        call: e.call,
+                        source: e.source,
+                    }
+                })?;
+                epoll_add(
+                    epoll.as_fd(),
+                    l.fd.as_fd(),
+                    libc::EPOLLIN as u32,
+                    TOKEN_LXC_SOCKET,
+                )
+                .map_err(io_err("epoll_ctl(ADD, LXC socket)".into()))?;
+                log::info!(
+                    "seccomp agent serving LXC's notify proxy on {}",
+                    l.path.display()
+                );
+                Some(Arc::clone(&l.fd))
+            }
+        };
 
         let shared = Arc::new(Shared {
             wake,
@@ -340,6 +361,8 @@ impl Agent {
         let worker = Worker {
             epoll,
             socket: listener,
+            lxc_socket,
+            lxc: HashMap::new(),
             shared: shared.clone(),
             resolver,
             hooks: options.hooks,
@@ -349,7 +372,7 @@ impl Agent {
             listeners: HashMap::new(),
             parked: Vec::new(),
             hooked_rings: Vec::new(),
-            next_token: 2,
+            next_token: 3,
             writers: Writers::new(completions.clone()),
             completions,
             inflight: HashMap::new(),
@@ -371,6 +394,7 @@ impl Agent {
             shared,
             thread: Some(thread),
             socket,
+            lxc_socket: options.lxc_socket.map(|l| l.path),
         })
     }
 }
@@ -439,8 +463,67 @@ impl Drop for AgentHandle {
             }
         }
         let _ = std::fs::remove_file(&self.socket);
+        // A successor serves the LXC socket from the holder's copy: LXC monitors reconnect to
+        // this path, and their connections wait in its backlog meanwhile.
+        if !self.shared.handing_over.load(Ordering::SeqCst) {
+            if let Some(p) = &self.lxc_socket {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         log::info!("seccomp agent on {} stopped", self.socket.display());
     }
+}
+
+/// The bound `SOCK_SEQPACKET` socket LXC monitors connect to
+/// (`lxc.seccomp.notify.proxy = unix:PATH`).
+#[derive(Clone)]
+pub struct LxcSocket {
+    /// Where it is bound.
+    pub path: PathBuf,
+    /// The listening socket.
+    pub fd: Arc<OwnedFd>,
+}
+
+impl LxcSocket {
+    /// Bind and listen at `path` (mode 0600), replacing a stale socket there.
+    pub fn bind(path: &Path) -> Result<LxcSocket, SeccompError> {
+        free_socket_path(path, |p| scm::seqpacket_connect(p).is_ok())?;
+        let fd = scm::seqpacket_listen(path).map_err(|source| SeccompError::Io {
+            call: format!("bind(SOCK_SEQPACKET, {})", path.display()),
+            source,
+        })?;
+        Ok(LxcSocket {
+            path: path.to_path_buf(),
+            fd: Arc::new(fd),
+        })
+    }
+
+    /// A socket bound at `path` earlier (kept by the restart holder): monitors that connected
+    /// while no agent ran wait in its backlog.
+    pub fn adopt(path: &Path, fd: OwnedFd) -> LxcSocket {
+        LxcSocket {
+            path: path.to_path_buf(),
+            fd: Arc::new(fd),
+        }
+    }
+}
+
+/// Make `path` free for a new socket: create its directory, remove a stale socket; refuse if
+/// `live` connects to it (another agent serves it).
+fn free_socket_path(path: &Path, live: impl Fn(&Path) -> bool) -> Result<(), SeccompError> {
+    let io_err = |call: String| move |source| SeccompError::Io { call, source };
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(io_err(format!("mkdir -p {}", dir.display())))?;
+        }
+    }
+    if path.exists() {
+        if live(path) {
+            return Err(SeccompError::InUse(path.display().to_string()));
+        }
+        std::fs::remove_file(path).map_err(io_err(format!("unlink({})", path.display())))?;
+    }
+    Ok(())
 }
 
 fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
@@ -448,6 +531,18 @@ fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) ->
     // SAFETY: valid epoll and target fds; `ev` is read during the call only.
     let rc =
         unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn epoll_mod(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+    let mut ev = libc::epoll_event { events, u64: token };
+    // SAFETY: valid epoll and target fds; `ev` is read during the call only.
+    let rc =
+        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd.as_raw_fd(), &mut ev) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -490,10 +585,44 @@ struct Held {
     ring: Option<Arc<Ring>>,
 }
 
+/// A connection from an LXC monitor ([`lxc`]): one container, one call at a time.
+struct LxcConn {
+    sock: OwnedFd,
+    /// The monitor's pid (SO_PEERCRED).
+    peer_pid: u32,
+    /// Known from the first record.
+    container: Option<Arc<Container>>,
+    /// The resolver's ring for every call (`Some(None)`: chosen per call), once asked.
+    fixed: Option<Option<Arc<Ring>>>,
+    /// A record is being answered: the connection is not read until its answer went out.
+    busy: bool,
+}
+
+/// Where a call's answer goes.
+#[derive(Clone)]
+enum ReplyTo {
+    /// `SECCOMP_IOCTL_NOTIF_SEND` on the listener.
+    Listener,
+    /// A record on an LXC proxy connection; LXC sends it to the kernel.
+    Lxc(Arc<LxcCall>),
+}
+
+/// A call an LXC monitor forwarded.
+struct LxcCall {
+    /// The connection's token.
+    conn: u64,
+    request: lxc::Request,
+    received: Instant,
+}
+
 /// A call waiting for an answer.
 #[derive(Clone)]
 struct Pending {
+    /// The listener's token (an LXC connection's for a forwarded call).
     token: u64,
+    /// The listener the call came from (`ID_VALID`, the write into the caller).
+    fd: Arc<OwnedFd>,
+    to: ReplyTo,
     /// The notification as received (handed to a successor if still parked at a hand-over).
     n: Notification,
     id: u64,
@@ -521,6 +650,8 @@ enum Answered {
 struct Worker {
     epoll: OwnedFd,
     socket: UnixListener,
+    lxc_socket: Option<Arc<OwnedFd>>,
+    lxc: HashMap<u64, LxcConn>,
     shared: Arc<Shared>,
     resolver: Arc<dyn RingResolver>,
     hooks: Option<Arc<dyn AgentHooks>>,
@@ -582,7 +713,9 @@ impl Worker {
                 match token {
                     TOKEN_WAKE => self.drain_wake(),
                     TOKEN_SOCKET => self.accept(),
+                    TOKEN_LXC_SOCKET => self.accept_lxc(),
                     t if self.conns.contains_key(&t) => self.conn_readable(t),
+                    t if self.lxc.contains_key(&t) => self.lxc_event(t, flags),
                     t if self.listeners.contains_key(&t) => {
                         if flags & libc::EPOLLIN as u32 != 0 {
                             self.notification(t);
@@ -600,6 +733,7 @@ impl Worker {
             self.sync_calls();
         }
         let n = self.listeners.len();
+        self.close_lxc_intake();
         if self.shared.handing_over.load(Ordering::SeqCst) {
             // Finish the answers under way (their bytes may be half in the caller): the
             // successor cannot take over a write job, only a call not yet answered.
@@ -610,6 +744,7 @@ impl Worker {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
+            self.release_lxc_parked();
             self.sync_calls();
             if !self.parked.is_empty() {
                 log::info!(
@@ -626,6 +761,7 @@ impl Worker {
             }
             return;
         }
+        self.release_lxc_parked();
         self.parked.clear();
         self.sync_calls();
         self.listeners.clear();
@@ -649,6 +785,11 @@ impl Worker {
         let mut at = |d: Duration| due = Some(due.map_or(d, |x| x.min(d)));
         if !self.parked.is_empty() {
             at(Duration::from_millis(PARKED_SWEEP_MS as u64));
+        }
+        for p in &self.parked {
+            if let ReplyTo::Lxc(c) = &p.to {
+                at((c.received + lxc::READ_WAIT).saturating_duration_since(now));
+            }
         }
         if let Some(oldest) = self.conns.values().map(|c| c.since).min() {
             at((oldest + CONN_TIMEOUT).saturating_duration_since(now));
@@ -698,6 +839,16 @@ impl Worker {
             ) {
                 log::error!("`epoll_ctl(ADD, socket)` after an accept back-off failed: {e}");
             }
+            if let Some(l) = &self.lxc_socket {
+                if let Err(e) = epoll_add(
+                    self.epoll.as_fd(),
+                    l.as_fd(),
+                    libc::EPOLLIN as u32,
+                    TOKEN_LXC_SOCKET,
+                ) {
+                    log::error!("`epoll_ctl(ADD, LXC socket)` after a back-off failed: {e}");
+                }
+            }
         }
     }
 
@@ -715,9 +866,12 @@ impl Worker {
         if self.parked.is_empty() && self.answering.is_empty() && t.is_empty() {
             return;
         }
+        // A call an LXC monitor forwarded is answered through its connection, which dies with
+        // this agent: a successor could not answer it.
         let missed = t.sync(
             self.parked
                 .iter()
+                .filter(|p| matches!(p.to, ReplyTo::Listener))
                 .map(|p| &p.n)
                 .chain(self.answering.values().map(|(_, n)| n)),
         );
@@ -774,19 +928,19 @@ impl Worker {
     /// `connect()`; a container's root under a user namespace is not), and unverified: its
     /// listener's calls get rings chosen per call from the calling task, never a ring named
     /// by its `io.kmsgfs.key` (docs/security.md T4).
-    fn peer_allowed(&mut self, stream: &UnixStream) -> Option<(u32, bool)> {
-        let mut result = peer::peer_namespaces(stream.as_fd());
+    fn peer_allowed(&mut self, stream: BorrowedFd<'_>) -> Option<(u32, bool)> {
+        let mut result = peer::peer_namespaces(stream);
         // The check itself needs fds (pidfd, nsfs): out of them, shrink the connection bound
         // and try once more.
         if matches!(&result, Err(e) if matches!(e.errno(), Some(libc::EMFILE | libc::ENFILE)))
             && self.fd_pressure()
         {
-            result = peer::peer_namespaces(stream.as_fd());
+            result = peer::peer_namespaces(stream);
         }
         let peer = match result {
             Ok(p) => p,
             Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH)) => {
-                return match peer::peer_cred(stream.as_fd()) {
+                return match peer::peer_cred(stream) {
                     Ok((pid, 0)) if pid != 0 => {
                         rl_log!(
                             self.rl,
@@ -896,15 +1050,12 @@ impl Worker {
                         continue;
                     }
                     if exhausted {
-                        // Never spin on EMFILE: stop polling the socket for a while; the
-                        // connections stay queued in the backlog.
-                        epoll_del(self.epoll.as_fd(), self.socket.as_fd());
-                        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+                        self.pause_accepting();
                     }
                     return;
                 }
             };
-            let Some((peer_pid, verified)) = self.peer_allowed(&stream) else {
+            let Some((peer_pid, verified)) = self.peer_allowed(stream.as_fd()) else {
                 bump(&self.shared.counters.rejected);
                 continue;
             };
@@ -1063,6 +1214,322 @@ impl Worker {
         }
     }
 
+    /// Stop polling the sockets for [`ACCEPT_BACKOFF`] (out of fds: never spin on EMFILE; the
+    /// connections stay queued in the backlog).
+    fn pause_accepting(&mut self) {
+        epoll_del(self.epoll.as_fd(), self.socket.as_fd());
+        if let Some(l) = &self.lxc_socket {
+            epoll_del(self.epoll.as_fd(), l.as_fd());
+        }
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
+    }
+
+    /// Accept LXC monitors' connections: each stays open for its container's life.
+    fn accept_lxc(&mut self) {
+        loop {
+            if self.accept_paused_until.is_some() {
+                return;
+            }
+            let Some(listener) = &self.lxc_socket else {
+                return;
+            };
+            let sock = match scm::accept(listener.as_fd()) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    rl_log!(
+                        self.rl,
+                        log::Level::Warn,
+                        "`accept` on the LXC proxy socket failed: {e}"
+                    );
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
+                        self.fd_pressure();
+                        self.pause_accepting();
+                    }
+                    return;
+                }
+            };
+            // A monitor lives as long as its container: one that left before it could be
+            // inspected sends nothing worth serving.
+            let Some((peer_pid, true)) = self.peer_allowed(sock.as_fd()) else {
+                bump(&self.shared.counters.rejected);
+                continue;
+            };
+            if self.lxc.len() >= MAX_LXC_CONNS {
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "LXC proxy socket: {MAX_LXC_CONNS} monitors connected; refusing pid {peer_pid}"
+                );
+                bump(&self.shared.counters.rejected);
+                continue;
+            }
+            if let Err(e) = crate::sys::fuse_dev::set_nonblocking(sock.as_fd()) {
+                rl_log!(self.rl, log::Level::Warn, "LXC proxy connection: {e}");
+                continue;
+            }
+            let t = self.token();
+            let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+            if let Err(e) = epoll_add(self.epoll.as_fd(), sock.as_fd(), events, t) {
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "`epoll_ctl(ADD)` for an LXC proxy connection failed: {e}"
+                );
+                continue;
+            }
+            rl_log!(
+                self.rl,
+                log::Level::Debug,
+                "LXC proxy: monitor pid {peer_pid} connected"
+            );
+            self.lxc.insert(
+                t,
+                LxcConn {
+                    sock,
+                    peer_pid,
+                    container: None,
+                    fixed: None,
+                    busy: false,
+                },
+            );
+        }
+    }
+
+    /// A record (or the end) on LXC connection `t`.
+    fn lxc_event(&mut self, t: u64, flags: u32) {
+        let Some(conn) = self.lxc.get(&t) else {
+            return;
+        };
+        if conn.busy || flags & libc::EPOLLIN as u32 == 0 {
+            // Only the end is polled while a record is answered: the monitor left.
+            self.drop_lxc(t);
+            return;
+        }
+        let mut buf = vec![0u8; lxc::MAX_RECORD + 1];
+        let (n, mut fds) = match scm::recv_fds(conn.sock.as_fd(), &mut buf) {
+            Ok(r) => r,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) => {
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "`recvmsg` on an LXC proxy connection failed: {e}"
+                );
+                self.drop_lxc(t);
+                return;
+            }
+        };
+        if n == 0 && fds.is_empty() {
+            self.drop_lxc(t);
+            return;
+        }
+        let request = match lxc::parse(&buf[..n], fds.len()) {
+            Ok(r) => r,
+            Err(e) => {
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "LXC proxy: monitor pid {}: not a notification record: {e}",
+                    conn.peer_pid
+                );
+                bump(&self.shared.counters.rejected);
+                // An empty record makes LXC answer the call itself (ENOSYS) at once.
+                if scm::send_msg(conn.sock.as_fd(), &[]).is_err() {
+                    self.drop_lxc(t);
+                }
+                return;
+            }
+        };
+        let notify_fd = Arc::new(fds.swap_remove(lxc::NOTIFY_FD));
+        drop(fds);
+        let Some(conn) = self.lxc.get_mut(&t) else {
+            return;
+        };
+        let container = Arc::clone(conn.container.get_or_insert_with(|| {
+            let init_pid = if request.init_pid > 0 {
+                request.init_pid
+            } else {
+                conn.peer_pid
+            };
+            let id = if request.cookie.is_empty() {
+                format!("lxc-monitor-{}", conn.peer_pid)
+            } else {
+                String::from_utf8_lossy(&request.cookie).into_owned()
+            };
+            Arc::new(Container {
+                id,
+                init_pid,
+                process_pid: request.notification.tid,
+                status: "running".into(),
+                metadata: String::new(),
+                annotations: Default::default(),
+                user_ns: caller::user_ns_of(init_pid).ok(),
+            })
+        }));
+        if let Some(conn) = self.lxc.get_mut(&t) {
+            conn.busy = true;
+            // Poll only for the end until the answer went out: one call at a time, as LXC does.
+            if let Err(e) = epoll_mod(
+                self.epoll.as_fd(),
+                conn.sock.as_fd(),
+                libc::EPOLLRDHUP as u32,
+                t,
+            ) {
+                rl_log!(self.rl, log::Level::Warn, "`epoll_ctl(MOD)` failed: {e}");
+            }
+        }
+        let call = Arc::new(LxcCall {
+            conn: t,
+            request,
+            received: Instant::now(),
+        });
+        let fixed = match self.lxc.get(&t).and_then(|c| c.fixed.clone()) {
+            Some(f) => f,
+            None => {
+                let resolved = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    self.resolver.listener_ring(&container)
+                }))
+                .unwrap_or_else(|_| Err("the ring resolver panicked".into()));
+                match resolved {
+                    Ok(f) => {
+                        rl_log!(
+                            self.rl,
+                            log::Level::Info,
+                            "LXC proxy: container {} (monitor {}, init {}; ring {})",
+                            container.id,
+                            self.lxc.get(&t).map_or(0, |c| c.peer_pid),
+                            container.init_pid,
+                            if f.is_some() {
+                                "named"
+                            } else {
+                                "chosen per call"
+                            }
+                        );
+                        if let Some(r) = &f {
+                            self.hook_ring(r);
+                        }
+                        if let Some(c) = self.lxc.get_mut(&t) {
+                            c.fixed = Some(f.clone());
+                        }
+                        f
+                    }
+                    Err(e) => {
+                        rl_log!(
+                            self.rl,
+                            log::Level::Warn,
+                            "no ring for LXC container {}: {e}; its syslog(2) fails with ENOSYS",
+                            container.id
+                        );
+                        bump(&self.shared.counters.rejected);
+                        let id = call.request.notification.id;
+                        let to = ReplyTo::Lxc(call);
+                        let _ = self.send_answer(notify_fd.as_fd(), &to, id, 0, libc::ENOSYS);
+                        return;
+                    }
+                }
+            }
+        };
+        bump(&self.shared.counters.received);
+        let n = call.request.notification;
+        self.handle_call(t, n, notify_fd, container, fixed, ReplyTo::Lxc(call));
+    }
+
+    /// Send the answer record of `call`, and read the connection again. A record that
+    /// cannot go before [`lxc::REPLY_BY`] closes the connection instead: LXC has answered the
+    /// call itself and would take the record for the answer to its next one.
+    fn answer_lxc(&mut self, call: &LxcCall, val: i64, errno: i32) -> io::Result<()> {
+        let t = call.conn;
+        let Some(conn) = self.lxc.get_mut(&t) else {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        };
+        if !conn.busy {
+            // Answered already (a second answer would desynchronise the connection).
+            return Err(io::Error::from_raw_os_error(libc::EALREADY));
+        }
+        if call.received.elapsed() > lxc::REPLY_BY {
+            self.drop_lxc(t);
+            return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+        }
+        let record = call.request.answer(val, errno);
+        if let Err(e) = scm::send_msg(conn.sock.as_fd(), &record) {
+            self.drop_lxc(t);
+            return Err(e);
+        }
+        conn.busy = false;
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        if let Err(e) = epoll_mod(self.epoll.as_fd(), conn.sock.as_fd(), events, t) {
+            rl_log!(self.rl, log::Level::Warn, "`epoll_ctl(MOD)` failed: {e}");
+            self.drop_lxc(t);
+        }
+        Ok(())
+    }
+
+    /// Close LXC connection `t` and forget its call (LXC answers it itself).
+    fn drop_lxc(&mut self, t: u64) {
+        if let Some(c) = self.lxc.remove(&t) {
+            epoll_del(self.epoll.as_fd(), c.sock.as_fd());
+            rl_log!(
+                self.rl,
+                log::Level::Debug,
+                "LXC proxy: monitor pid {} disconnected",
+                c.peer_pid
+            );
+        }
+        self.parked.retain(|p| p.token != t);
+        self.waiting.remove(&t);
+        self.shared
+            .counters
+            .parked
+            .store(self.parked.len() as u64, Ordering::Relaxed);
+    }
+
+    /// On stop, first: no LXC monitor may send this agent another record (a record sent to a
+    /// connection that then closes is answered ENOSYS by LXC). `SHUT_RD` makes the monitor's
+    /// next send fail with EPIPE, so it reconnects to the socket path (the successor, or the
+    /// holder's copy of the socket until it runs); records already queued get EINTR, which
+    /// makes their callers restart the call there.
+    fn close_lxc_intake(&mut self) {
+        let tokens: Vec<u64> = self.lxc.keys().copied().collect();
+        for t in tokens {
+            let Some(conn) = self.lxc.get(&t) else {
+                continue;
+            };
+            if let Err(e) = scm::shutdown_read(conn.sock.as_fd()) {
+                log::debug!("`shutdown(SHUT_RD)` of an LXC connection failed: {e}");
+            }
+            if conn.busy {
+                continue;
+            }
+            let mut buf = vec![0u8; lxc::MAX_RECORD + 1];
+            while let Ok((n, fds)) = scm::recv_fds(conn.sock.as_fd(), &mut buf) {
+                if n == 0 && fds.is_empty() {
+                    break;
+                }
+                if let Ok(r) = lxc::parse(&buf[..n], fds.len()) {
+                    let _ = scm::send_msg(conn.sock.as_fd(), &r.answer(0, libc::EINTR));
+                }
+            }
+        }
+    }
+
+    /// On stop: answer the parked calls LXC monitors forwarded with EINTR (the caller restarts
+    /// the call, which goes to the next agent); a monitor would otherwise wait 30 s.
+    fn release_lxc_parked(&mut self) {
+        let parked = std::mem::take(&mut self.parked);
+        for p in parked {
+            if let ReplyTo::Lxc(_) = p.to {
+                self.reply(&p, 0, libc::EINTR);
+            } else {
+                self.parked.push(p);
+            }
+        }
+    }
+
     fn drop_conn(&mut self, t: u64) {
         if let Some(c) = self.conns.remove(&t) {
             epoll_del(self.epoll.as_fd(), c.stream.as_fd());
@@ -1207,6 +1674,20 @@ impl Worker {
         let fd = Arc::clone(&held.fd);
         let container = Arc::clone(&held.container);
         let fixed = held.ring.clone();
+        self.handle_call(t, n, fd, container, fixed, ReplyTo::Listener);
+    }
+
+    /// Answer (or park) the call `n` from listener `fd` of `container` (token `t`), from
+    /// `fixed` or the caller's ring; the answer goes `to`.
+    fn handle_call(
+        &mut self,
+        t: u64,
+        n: Notification,
+        fd: Arc<OwnedFd>,
+        container: Arc<Container>,
+        fixed: Option<Arc<Ring>>,
+        to: ReplyTo,
+    ) {
         let Some(args) = n.syslog_args() else {
             // The profile notified something that is not syslog: refuse it, never CONTINUE.
             rl_log!(
@@ -1217,7 +1698,7 @@ impl Worker {
                 n.nr,
                 container.id
             );
-            let _ = notify::send(fd.as_fd(), n.id, 0, libc::ENOSYS);
+            let _ = self.send_answer(fd.as_fd(), &to, n.id, 0, libc::ENOSYS);
             return;
         };
         if let Some(h) = &self.hooks {
@@ -1236,6 +1717,7 @@ impl Worker {
         };
         if !notify::id_valid(fd.as_fd(), n.id) {
             bump(&self.shared.counters.stale);
+            self.abandon(fd.as_fd(), &to, n.id);
             return;
         }
         let (ring, user_ns, privileged) = match chosen {
@@ -1250,8 +1732,9 @@ impl Worker {
                     container.id,
                     io::Error::from_raw_os_error(errno)
                 );
-                let _ = notify::send(fd.as_fd(), n.id, 0, errno);
-                bump(&self.shared.counters.answered);
+                if self.send_answer(fd.as_fd(), &to, n.id, 0, errno).is_ok() {
+                    bump(&self.shared.counters.answered);
+                }
                 return;
             }
         };
@@ -1291,6 +1774,8 @@ impl Worker {
         };
         let p = Pending {
             token: t,
+            fd,
+            to,
             n,
             id: n.id,
             tid: n.tid,
@@ -1324,10 +1809,10 @@ impl Worker {
     /// caller, else hand the bytes to a writer ([`writer`]) with the lock dropped: the lock is
     /// never held across a write into caller memory. `Park` if it has to wait for records.
     fn answer(&mut self, p: &Pending, attempt: u32) -> Answered {
-        let Some(held) = self.listeners.get(&p.token) else {
+        if !self.alive(p.token) {
             return Answered::Done;
-        };
-        let fd = Arc::clone(&held.fd);
+        }
+        let fd = Arc::clone(&p.fd);
         let ring = Arc::clone(&p.ring);
         let lock = cursor_lock(&ring);
         let guard = lock.lock();
@@ -1349,18 +1834,18 @@ impl Worker {
         if bad_range {
             drop(guard);
             bump(&self.shared.counters.faults);
-            self.reply(fd.as_fd(), p, 0, libc::EFAULT);
+            self.reply(p, 0, libc::EFAULT);
             return Answered::Done;
         }
         match outcome {
             Outcome::WouldBlock => Answered::Park,
             Outcome::Error(errno) => {
                 drop(guard);
-                self.reply(fd.as_fd(), p, 0, errno);
+                self.reply(p, 0, errno);
                 Answered::Done
             }
             Outcome::Done { ret, data, effect } if data.is_empty() => {
-                self.finish(&fd, p, ret, effect);
+                self.finish(p, ret, effect);
                 drop(guard);
                 Answered::Done
             }
@@ -1387,7 +1872,9 @@ impl Worker {
                         attempt,
                     },
                 };
-                self.answering.insert(p.id, (p.token, p.n));
+                if matches!(p.to, ReplyTo::Listener) {
+                    self.answering.insert(p.id, (p.token, p.n));
+                }
                 self.waiting.entry(p.token).or_default().push_back(job);
                 self.pump_writers();
                 Answered::Done
@@ -1414,8 +1901,7 @@ impl Worker {
                     Err(job) => {
                         // No thread could be started: answer EAGAIN rather than wait.
                         self.answering.remove(&job.ctx.p.id);
-                        let fd = Arc::clone(&job.listener);
-                        self.reply(fd.as_fd(), &job.ctx.p, 0, libc::EAGAIN);
+                        self.reply(&job.ctx.p, 0, libc::EAGAIN);
                     }
                 }
             }
@@ -1438,7 +1924,7 @@ impl Worker {
                 self.inflight.remove(&t);
             }
         }
-        if self.listeners.contains_key(&t) {
+        if self.alive(t) {
             self.deliver(job, result);
         } else {
             // The listener closed meanwhile: no task uses it, so the caller is gone.
@@ -1448,7 +1934,6 @@ impl Worker {
     }
 
     fn deliver(&mut self, job: Job<WriteCtx>, result: Result<(), WriteError>) {
-        let fd = job.listener;
         let WriteCtx {
             p,
             ret,
@@ -1460,11 +1945,12 @@ impl Worker {
             Ok(()) => {}
             Err(WriteError::Stale) => {
                 bump(&c.stale);
+                self.abandon(p.fd.as_fd(), &p.to, p.id);
                 return;
             }
             Err(WriteError::Fault) => {
                 bump(&c.faults);
-                self.reply(fd.as_fd(), &p, 0, libc::EFAULT);
+                self.reply(&p, 0, libc::EFAULT);
                 return;
             }
             Err(WriteError::Access(kind)) => {
@@ -1476,7 +1962,7 @@ impl Worker {
                     p.tid,
                     p.tid
                 );
-                self.reply(fd.as_fd(), &p, 0, libc::EFAULT);
+                self.reply(&p, 0, libc::EFAULT);
                 return;
             }
         }
@@ -1507,7 +1993,7 @@ impl Worker {
                             "syslog cursor of ring moved during {READ_ATTEMPTS} READ writes; \
                              bytes may repeat"
                         );
-                        self.reply(fd.as_fd(), &p, i64::from(ret), 0);
+                        self.reply(&p, i64::from(ret), 0);
                     }
                     return;
                 }
@@ -1519,7 +2005,7 @@ impl Worker {
             },
             e => e,
         };
-        self.finish(&fd, &p, ret, effect);
+        self.finish(&p, ret, effect);
         drop(guard);
     }
 
@@ -1529,7 +2015,10 @@ impl Worker {
     /// (a following FUSE `SEEK_DATA` must see the clear), and undo it if the reply cannot be
     /// delivered: a caller interrupted by a signal restarts the call and must find the ring
     /// unchanged. The cursor lock keeps other consumers out of this window.
-    fn finish(&mut self, fd: &Arc<OwnedFd>, p: &Pending, ret: i32, effect: Effect) {
+    ///
+    /// LXC sends a forwarded call's answer to the kernel itself and does not tell whether it
+    /// arrived, so an effect is undone only if the caller left before the answer went to LXC.
+    fn finish(&mut self, p: &Pending, ret: i32, effect: Effect) {
         let undo = undo_of(&p.ring, effect);
         if !syslog::apply(&p.ring, effect) {
             // Cannot happen under the cursor lock unless a frontend consumed without it.
@@ -1543,32 +2032,65 @@ impl Worker {
         if let Some(h) = &self.hooks {
             h.before_reply(p.tid, p.call.action);
         }
-        if !self.reply(fd.as_fd(), p, i64::from(ret), 0) {
+        if !self.reply(p, i64::from(ret), 0) {
             syslog::apply(&p.ring, undo);
         }
     }
 
-    /// SEND; true if the caller got the reply.
-    fn reply(&mut self, fd: BorrowedFd<'_>, p: &Pending, val: i64, errno: i32) -> bool {
-        let c = &self.shared.counters;
-        match notify::send(fd, p.id, val, errno) {
+    /// Answer `p`; true if the caller got the answer (as far as the agent can tell).
+    fn reply(&mut self, p: &Pending, val: i64, errno: i32) -> bool {
+        if matches!(p.to, ReplyTo::Lxc(_)) && !notify::id_valid(p.fd.as_fd(), p.id) {
+            bump(&self.shared.counters.stale);
+            self.abandon(p.fd.as_fd(), &p.to, p.id);
+            return false;
+        }
+        let fd = Arc::clone(&p.fd);
+        match self.send_answer(fd.as_fd(), &p.to, p.id, val, errno) {
             Ok(()) => {
-                bump(&c.answered);
+                bump(&self.shared.counters.answered);
                 true
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                bump(&c.stale);
+                bump(&self.shared.counters.stale);
                 false
             }
             Err(e) => {
-                rl_log!(
-                    self.rl,
-                    log::Level::Error,
-                    "`ioctl(SECCOMP_IOCTL_NOTIF_SEND)` failed: {e}"
-                );
+                let what = match p.to {
+                    ReplyTo::Listener => "`ioctl(SECCOMP_IOCTL_NOTIF_SEND)`",
+                    ReplyTo::Lxc(_) => "the answer to LXC (`sendmsg`)",
+                };
+                rl_log!(self.rl, log::Level::Error, "{what} failed: {e}");
                 false
             }
         }
+    }
+
+    /// Send an answer: `NOTIF_SEND` on `fd`, or the record to the LXC monitor.
+    fn send_answer(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        to: &ReplyTo,
+        id: u64,
+        val: i64,
+        errno: i32,
+    ) -> io::Result<()> {
+        match to {
+            ReplyTo::Listener => notify::send(fd, id, val, errno),
+            ReplyTo::Lxc(call) => self.answer_lxc(call, val, errno),
+        }
+    }
+
+    /// A call whose caller left: nothing to answer on a listener, but an LXC monitor waits
+    /// for an answer to every record (it gets EINTR, which the kernel then fails to deliver).
+    fn abandon(&mut self, fd: BorrowedFd<'_>, to: &ReplyTo, id: u64) {
+        if let ReplyTo::Lxc(_) = to {
+            let _ = self.send_answer(fd, to, id, 0, libc::EINTR);
+        }
+    }
+
+    /// Whether the listener or LXC connection of token `t` is still served.
+    fn alive(&self, t: u64) -> bool {
+        self.listeners.contains_key(&t) || self.lxc.contains_key(&t)
     }
 
     /// Answer parked READs that can be answered now; forget those whose caller left.
@@ -1578,15 +2100,22 @@ impl Worker {
         }
         let parked = std::mem::take(&mut self.parked);
         for p in parked {
-            let Some(held) = self.listeners.get(&p.token) else {
+            if !self.alive(p.token) {
                 continue;
-            };
-            if !notify::id_valid(held.fd.as_fd(), p.id) {
+            }
+            if !notify::id_valid(p.fd.as_fd(), p.id) {
                 bump(&self.shared.counters.stale);
+                self.abandon(p.fd.as_fd(), &p.to, p.id);
                 continue;
             }
             if let Answered::Park = self.answer(&p, 0) {
-                self.parked.push(p);
+                match &p.to {
+                    // The monitor is blocked until it has the answer (module `lxc`).
+                    ReplyTo::Lxc(c) if c.received.elapsed() >= lxc::READ_WAIT => {
+                        self.reply(&p, 0, libc::EINTR);
+                    }
+                    _ => self.parked.push(p),
+                }
             }
         }
         self.shared

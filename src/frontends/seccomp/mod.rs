@@ -38,18 +38,20 @@ pub mod agent;
 pub mod caller;
 pub mod calls;
 pub mod filter;
+pub mod lxc;
 pub mod notify;
 pub mod oci;
 pub mod profile;
 pub mod resolver;
 pub mod writer;
 
-pub use agent::{Agent, AgentHandle, AgentHooks, AgentOptions, AgentStats};
+pub use agent::{Agent, AgentHandle, AgentHooks, AgentOptions, AgentStats, LxcSocket};
 pub use caller::Creds;
 pub use filter::install_filter;
 pub use oci::{send_listener, ContainerProcessState, KEY_ANNOTATION};
 pub use profile::{
-    default_socket_for, seccomp_profile, seccomp_profile_json, DEFAULT_LISTENER_PATH,
+    default_socket_for, lxc_socket_for, seccomp_profile, seccomp_profile_json,
+    DEFAULT_LISTENER_PATH,
 };
 pub use resolver::RegistryResolver;
 

@@ -17,6 +17,17 @@ use serde_json::{json, Value};
 /// `/run/kmsgfs` ([`default_socket_for`]); it cannot live inside the FUSE mount.
 pub const DEFAULT_LISTENER_PATH: &str = "/run/kmsgfs.seccomp.sock";
 
+/// The default LXC proxy socket for a daemon mounted on `mount`: the mount path with
+/// `.lxc.sock` appended (`/run/kmsgfs` gives `/run/kmsgfs.lxc.sock`).
+pub fn lxc_socket_for(mount: &Path) -> std::path::PathBuf {
+    let mut s = mount
+        .components()
+        .collect::<std::path::PathBuf>()
+        .into_os_string();
+    s.push(".lxc.sock");
+    s.into()
+}
+
 /// The default agent socket for a daemon mounted on `mount`: the mount path with
 /// `.seccomp.sock` appended (`/run/kmsgfs` gives `/run/kmsgfs.seccomp.sock`), a sibling of
 /// the mount point, so it is reachable while the FUSE file system covers the directory.
