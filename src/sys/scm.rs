@@ -20,7 +20,12 @@ const _: () = {
 /// Send `payload` (not empty) with `fd` attached to its first byte (`SCM_RIGHTS`).
 /// Async-signal-safe: nothing is allocated.
 pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
-    if payload.is_empty() {
+    send_fds(sock, payload, &[fd])
+}
+
+/// [`send_fd`] with up to [`MAX_FDS`] fds (as LXC sends its three with each record).
+pub fn send_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    if payload.is_empty() || fds.is_empty() || fds.len() > MAX_FDS {
         // A stream socket sends no ancillary data without at least one byte.
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -37,19 +42,24 @@ pub fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) -> io::
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         if sent == 0 {
-            // The fd goes with the first bytes only.
+            // The fds go with the first bytes only.
             msg.msg_control = cmsg.0.as_mut_ptr().cast();
+            let bytes = (fds.len() * std::mem::size_of::<RawFd>()) as u32;
             // SAFETY: arithmetic only.
-            msg.msg_controllen =
-                unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as _;
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(bytes) } as _;
             // SAFETY: msg_control points to a buffer of at least msg_controllen bytes, aligned
             // for cmsghdr, so the first header and its data lie inside it.
             unsafe {
                 let hdr = libc::CMSG_FIRSTHDR(&msg);
                 (*hdr).cmsg_level = libc::SOL_SOCKET;
                 (*hdr).cmsg_type = libc::SCM_RIGHTS;
-                (*hdr).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
-                std::ptr::write_unaligned(libc::CMSG_DATA(hdr).cast::<RawFd>(), fd.as_raw_fd());
+                (*hdr).cmsg_len = libc::CMSG_LEN(bytes) as _;
+                for (i, fd) in fds.iter().enumerate() {
+                    std::ptr::write_unaligned(
+                        libc::CMSG_DATA(hdr).cast::<RawFd>().add(i),
+                        fd.as_raw_fd(),
+                    );
+                }
             }
         }
         // SAFETY: msg points to valid iovec and control buffers that outlive the call.
