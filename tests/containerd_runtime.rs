@@ -86,18 +86,8 @@ impl Drop for Containerd {
     }
 }
 
-#[test]
-fn ctr_containers_see_and_clear_only_their_own_rings() {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("containerd")
-        && common::require_tool("ctr"))
-    {
-        return;
-    }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
-    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
-    let c = Containerd::start();
+/// The busybox rootfs, the kmsgfs seccomp profile and the `--mount` of the kmsg file.
+fn prepare(d: &common::Daemon, c: &Containerd) -> (PathBuf, PathBuf, String) {
     let rootfs = c.dir.path().join("rootfs");
     seccomp_support::busybox_rootfs(
         &rootfs,
@@ -116,6 +106,22 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
         "type=bind,src={},dst=/dev/kmsg,options=rbind:rw",
         d.kmsg().display()
     );
+    (rootfs, profile, mount)
+}
+
+#[test]
+fn ctr_containers_see_and_clear_only_their_own_rings() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("containerd")
+        && common::require_tool("ctr"))
+    {
+        return;
+    }
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
+    let c = Containerd::start();
+    let (rootfs, profile, mount) = prepare(&d, &c);
     let mut tags: Vec<String> = Vec::new();
     for n in 0..2 {
         let t = unique_tag(&format!("ctr-{n}"));
@@ -171,4 +177,101 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
     assert!(host
         .iter()
         .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
+}
+
+#[test]
+fn ctr_task_exec_gets_the_containers_ring_and_proc_kmsg_is_never_the_hosts() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("containerd")
+        && common::require_tool("ctr"))
+    {
+        return;
+    }
+    let host = seccomp_support::HostTag::write("ctr-host-log");
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let c = Containerd::start();
+    let (rootfs, profile, mount) = prepare(&d, &c);
+    // Two containers side by side, each waiting for its stop file.
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let t = unique_tag(&format!("ctr-exec-{n}"));
+        let id = format!("kmsgfs-ctr-exec-{}-{n}", std::process::id());
+        let script =
+            format!("echo '<6>{t}' > /dev/kmsg; while [ ! -e /tmp/stop-{n} ]; do sleep 0.1; done");
+        let o = c.ctr(&[
+            "run",
+            "-d",
+            "--env",
+            "PATH=/bin",
+            "--mount",
+            &mount,
+            "--seccomp",
+            "--seccomp-profile",
+            profile.to_str().unwrap(),
+            "--rootfs",
+            rootfs.to_str().unwrap(),
+            &id,
+            "/bin/sh",
+            "-c",
+            &script,
+        ]);
+        assert!(
+            o.status.success(),
+            "ctr run -d: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        ids.push((id, t));
+    }
+    for (n, (id, t)) in ids.iter().enumerate() {
+        let other = &ids[1 - n].1;
+        let deadline = Instant::now() + common::TIMEOUT;
+        let out = loop {
+            let o = c.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                &format!("e{n}"),
+                id,
+                "/bin/sh",
+                "-c",
+                "cat /dev/kmsg & sleep 0.5; kill $!; echo ===; dmesg; echo ===; \
+                 cat /proc/kmsg & P=$!; sleep 0.5; kill $P 2>/dev/null; wait $P; echo rc=$?",
+            ]);
+            let out = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+            .replace("\r\n", "\n");
+            // The container writes its record first; an exec may come before that.
+            if out.contains(t.as_str()) || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let parts: Vec<&str> = out.split("===\n").collect();
+        assert_eq!(parts.len(), 3, "{out}");
+        assert_eq!(
+            parts[0].matches(t.as_str()).count(),
+            1,
+            "exec: cat /dev/kmsg: {out}"
+        );
+        assert_eq!(
+            parts[1].matches(t.as_str()).count(),
+            1,
+            "exec: busybox dmesg: {out}"
+        );
+        assert!(
+            !out.contains(other.as_str()),
+            "the other container's record: {out}"
+        );
+        assert!(!out.contains(&host.tag), "the host's log: {out}");
+        assert!(
+            parts[2].contains("Operation not permitted") && parts[2].contains("rc=1"),
+            "/proc/kmsg without CAP_SYSLOG: {out}"
+        );
+        std::fs::write(rootfs.join(format!("tmp/stop-{n}")), b"").unwrap();
+    }
+    host.assert_host_not_cleared();
 }

@@ -83,3 +83,106 @@ fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
         tags.push(t);
     }
 }
+
+/// Ends an nspawn container whose script waits for the file `.0`.
+struct Stop(std::path::PathBuf, Option<std::process::Child>);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = std::fs::write(&self.0, b"");
+        if let Some(c) = self.1.take() {
+            let _ = wait_output(c, Duration::from_secs(30));
+        }
+    }
+}
+
+/// nspawn has no exec command without machined; `nsenter` into the container's init is what
+/// an operator uses. It enters the container's mount namespace, so it opens the same bind and
+/// the same ring. It keeps the caller's capabilities, so `syslog(2)` would reach the host's
+/// log: the recipe drops CAP_SYSLOG from the bounding set first (`setpriv`), and then it gets
+/// EPERM like the container.
+#[test]
+fn nsenter_into_an_nspawn_container_gets_its_ring() {
+    if !(common::require_root()
+        && common::require_tool("busybox")
+        && common::require_tool("systemd-nspawn")
+        && common::require_tool("nsenter")
+        && common::require_tool("setpriv"))
+    {
+        return;
+    }
+    let host = seccomp_support::HostTag::write("nspawn-host-log");
+    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let dir = TempDir::new("nspawn-exec");
+    let root = rootfs(dir.path());
+    let t = unique_tag("nspawn-exec");
+    let child = Command::new("systemd-nspawn")
+        .args([
+            "--keep-unit",
+            "--register=no",
+            "--quiet",
+            "--private-network",
+            "-D",
+        ])
+        .arg(&root)
+        .arg(format!("--bind={}:/dev/kmsg", d.kmsg().display()))
+        .args(["/bin/sh", "-c"])
+        .arg(format!(
+            "echo '<6>{t}' > /dev/kmsg; while [ ! -e /stop ]; do sleep 0.1; done"
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn systemd-nspawn");
+    // Stopped also when an assertion fails (nspawn mounts a tmpfs on /tmp, hence `/stop`).
+    let guard = Stop(root.join("stop"), Some(child));
+    let child_pid = guard.1.as_ref().unwrap().id();
+    let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let out = loop {
+        // The container's init: the first descendant of nspawn in another network namespace.
+        let leader = common::descendants(child_pid)
+            .into_iter()
+            .find(|p| std::fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|n| n != own_net));
+        if let Some(pid) = leader {
+            let o = Command::new("setpriv")
+                .args([
+                    "--bounding-set",
+                    "-syslog",
+                    "--inh-caps",
+                    "-syslog",
+                    "nsenter",
+                    "-t",
+                ])
+                .arg(pid.to_string())
+                .args(["-m", "-n", "-p", "-u", "-i", "-r", "-w", "/bin/sh", "-c"])
+                .arg("cat /dev/kmsg & sleep 0.5; kill $!; echo ===; dmesg; echo rc=$?")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run setpriv nsenter");
+            let out = format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            if out.contains(&t) {
+                break out;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no nsenter output with the container's record"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(guard);
+    let (file, sys) = out.split_once("===\n").unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(file.matches(&t).count(), 1, "cat /dev/kmsg: {out}");
+    assert!(!out.contains(&host.tag), "the host's log: {out}");
+    assert!(
+        sys.contains("rc=1") && sys.contains("Operation not permitted"),
+        "busybox dmesg without CAP_SYSLOG: {out}"
+    );
+    host.assert_host_not_cleared();
+}

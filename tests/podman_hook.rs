@@ -95,6 +95,32 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
                 );
             }
         }
+        // The hook binds `proc-kmsg` over `/proc/kmsg`, which Podman does not mask.
+        let proc_kmsg = ok(
+            &p.exec(
+                &name,
+                &[
+                    "sh",
+                    "-c",
+                    "cat /proc/kmsg & P=$!; sleep 0.5; kill $P; wait $P; echo rc=$?",
+                ],
+                timeout,
+            ),
+            "podman exec cat /proc/kmsg",
+        );
+        // It blocks after the record like the kernel's file, so `kill` ends it (143).
+        assert!(proc_kmsg.contains("rc=143"), "cat /proc/kmsg: {proc_kmsg}");
+        assert_eq!(proc_kmsg.matches(&t).count(), 1, "/proc/kmsg: {proc_kmsg}");
+        assert!(
+            !proc_kmsg.contains("kmsgfs-host-ring"),
+            "/proc/kmsg: {proc_kmsg}"
+        );
+        for old in &tags {
+            assert!(
+                !proc_kmsg.contains(old),
+                "/proc/kmsg, another's: {proc_kmsg}"
+            );
+        }
         let cleared = ok(
             &p.exec(
                 &name,

@@ -24,8 +24,9 @@
 //! mount of another namespace). The opener's ring is chosen when the container opens the file,
 //! so nothing about the container needs to be known here.
 //!
-//! runc's default `maskedPaths` contains `/proc/kmsg` and is applied after this hook, so the
-//! per-container `/proc/kmsg` needs that entry removed (docs/deploy.md).
+//! A `maskedPaths` entry for `/proc/kmsg` is applied after this hook and would cover the bind;
+//! neither runc's example spec nor Podman's defaults have one (Podman's containers see their
+//! ring there: `tests/podman_hook.rs`).
 
 use std::ffi::CString;
 use std::io::Read;
