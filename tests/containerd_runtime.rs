@@ -180,7 +180,7 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
 }
 
 #[test]
-fn ctr_task_exec_gets_the_containers_ring_and_proc_kmsg_is_never_the_hosts() {
+fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_the_hosts() {
     if !(common::require_root()
         && common::require_tool("busybox")
         && common::require_tool("containerd")
@@ -189,7 +189,11 @@ fn ctr_task_exec_gets_the_containers_ring_and_proc_kmsg_is_never_the_hosts() {
         return;
     }
     let host = seccomp_support::HostTag::write("ctr-host-log");
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let scratch = TempDir::new("ctr-holder");
+    let holder = common::Holder::start(scratch.path());
+    let sock = holder.socket.display().to_string();
+    let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
+    let mut d = common::Daemon::start_with(common::Options::args(&args));
     let c = Containerd::start();
     let (rootfs, profile, mount) = prepare(&d, &c);
     // Two containers side by side, each waiting for its stop file.
@@ -223,6 +227,19 @@ fn ctr_task_exec_gets_the_containers_ring_and_proc_kmsg_is_never_the_hosts() {
         );
         ids.push((id, t));
     }
+    // Once both wrote their record: `kill -9` of the daemon, a new one on the same holder.
+    let deadline = Instant::now() + common::TIMEOUT;
+    while d.stats()["rings"].as_array().map_or(0, |r| {
+        r.iter()
+            .filter(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
+            .count()
+    }) < 2
+    {
+        assert!(Instant::now() < deadline, "the containers did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    d.restart(common::Options::args(&args));
     for (n, (id, t)) in ids.iter().enumerate() {
         let other = &ids[1 - n].1;
         let deadline = Instant::now() + common::TIMEOUT;
@@ -274,4 +291,7 @@ fn ctr_task_exec_gets_the_containers_ring_and_proc_kmsg_is_never_the_hosts() {
         std::fs::write(rootfs.join(format!("tmp/stop-{n}")), b"").unwrap();
     }
     host.assert_host_not_cleared();
+    drop(c);
+    drop(d);
+    drop(holder);
 }

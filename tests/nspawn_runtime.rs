@@ -100,9 +100,10 @@ impl Drop for Stop {
 /// an operator uses. It enters the container's mount namespace, so it opens the same bind and
 /// the same ring. It keeps the caller's capabilities, so `syslog(2)` would reach the host's
 /// log: the recipe drops CAP_SYSLOG from the bounding set first (`setpriv`), and then it gets
-/// EPERM like the container.
+/// EPERM like the container. The container's file and ring survive `kill -9` of the daemon
+/// (with the holder) in between.
 #[test]
-fn nsenter_into_an_nspawn_container_gets_its_ring() {
+fn nsenter_into_an_nspawn_container_gets_its_ring_across_kill_9_of_the_daemon() {
     if !(common::require_root()
         && common::require_tool("busybox")
         && common::require_tool("systemd-nspawn")
@@ -112,8 +113,11 @@ fn nsenter_into_an_nspawn_container_gets_its_ring() {
         return;
     }
     let host = seccomp_support::HostTag::write("nspawn-host-log");
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
     let dir = TempDir::new("nspawn-exec");
+    let holder = common::Holder::start(dir.path());
+    let sock = holder.socket.display().to_string();
+    let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
+    let mut d = common::Daemon::start_with(common::Options::args(&args));
     let root = rootfs(dir.path());
     let t = unique_tag("nspawn-exec");
     let child = Command::new("systemd-nspawn")
@@ -138,6 +142,20 @@ fn nsenter_into_an_nspawn_container_gets_its_ring() {
     // Stopped also when an assertion fails (nspawn mounts a tmpfs on /tmp, hence `/stop`).
     let guard = Stop(root.join("stop"), Some(child));
     let child_pid = guard.1.as_ref().unwrap().id();
+    // Once the container wrote its record: `kill -9` of the daemon, a new one on the holder.
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    while !d.stats()["rings"].as_array().is_some_and(|r| {
+        r.iter()
+            .any(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d.kill9();
+    d.restart(common::Options::args(&args));
     let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let deadline = std::time::Instant::now() + common::TIMEOUT;
     let out = loop {
@@ -185,4 +203,6 @@ fn nsenter_into_an_nspawn_container_gets_its_ring() {
         "busybox dmesg without CAP_SYSLOG: {out}"
     );
     host.assert_host_not_cleared();
+    drop(d);
+    drop(holder);
 }

@@ -2,8 +2,9 @@
 //! two containers side by side with Podman's **default** capabilities (no CAP_SYSLOG), the
 //! hook binding the daemon's `kmsg` over each one's `/dev/kmsg` at createContainer, and the
 //! kmsgfs seccomp profile routing `syslog(2)` to the agent. Each sees only its own records in
-//! `cat /dev/kmsg` and busybox `dmesg`, `dmesg -c` clears only its own ring, the host ring is
-//! never shown. Run with runc and with crun (Podman's default). The hook file is the shipped
+//! `cat /dev/kmsg`, busybox `dmesg` and `/proc/kmsg` (the hook binds `proc-kmsg`), `dmesg -c`
+//! clears only its own ring, the host ring is never shown; everything reached by `podman exec`,
+//! the first container's also after `kill -9` of the daemon (with the holder). Run with runc and with crun (Podman's default). The hook file is the shipped
 //! one with only its paths pointed at this build and this daemon (`--hooks-dir` of a private
 //! directory: the host's hook directories are not touched). Root only.
 
@@ -24,7 +25,11 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
     {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let scratch = seccomp_support::TempDir::new("podman-holder");
+    let holder = common::Holder::start(scratch.path());
+    let sock = holder.socket.display().to_string();
+    let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
+    let mut d = common::Daemon::start_with(common::Options::args(&args));
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let mut p = Podman::new(rt, &["sh", "dmesg", "cat", "sleep", "kill", "wc"]);
@@ -73,6 +78,22 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
             ],
         );
         let timeout = Duration::from_secs(60);
+        if n == 0 {
+            // The first container across `kill -9` of the daemon (a new one on the holder).
+            let deadline = std::time::Instant::now() + common::TIMEOUT;
+            while !d.stats()["rings"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
+            }) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the container did not start"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            d.kill9();
+            d.restart(common::Options::args(&args));
+        }
         let file = ok(
             &p.exec(
                 &name,
@@ -140,6 +161,9 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
     assert!(host
         .iter()
         .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
+    drop(p);
+    drop(d);
+    drop(holder);
 }
 
 #[test]
