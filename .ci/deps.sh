@@ -38,6 +38,11 @@ kmsgfs_install_deps() {
     kmsgfs_need journalctl systemd
     [ -x /lib/systemd/systemd-journald ] || KMSGFS_MISSING+=(systemd)
     kmsgfs_need python3 python3
+    # The real clients (tests/clients_real.rs): rsyslog, the kubelet's parser (Go), less.
+    kmsgfs_need rsyslogd rsyslog
+    kmsgfs_need go golang-go
+    [ -d /usr/share/gocode/src/github.com/euank/go-kmsg-parser ] || KMSGFS_MISSING+=(golang-github-euank-go-kmsg-parser-dev)
+    kmsgfs_need less less
     kmsgfs_need dd coreutils
     if ((${#KMSGFS_MISSING[@]})); then
         echo "kmsgfs: installing missing packages: ${KMSGFS_MISSING[*]}"

@@ -1,0 +1,368 @@
+//! The real clients, side by side on the real `/dev/kmsg` and inside `kmsgfs run` (issue "the
+//! real clients in CI"): rsyslog 8 (`imkmsg`; in the container also `imklog` on `/proc/kmsg`),
+//! the kubelet's parser (go-kmsg-parser 2, built here in GOPATH mode), and standalone
+//! systemd-journald (`ReadKMsg=yes`, volatile storage, a private `/run`).
+//!
+//! Every record compared is a real kernel record: a writer thread in the container's network
+//! namespace writes tagged lines of several facilities and levels (and bytes /dev/kmsg
+//! escapes) to the host's real `/dev/kmsg`, so the same record lands in the host log and, by
+//! BPF attribution, in the container's ring; and a process in the container segfaults, so the
+//! kernel prints `segfault at` in its task context. Each client must show the container the
+//! same records with the same fields as the same client shows the host, minus the sequence
+//! number, and nothing of the other host records. The host clients only read (`imkmsg`, never
+//! `imklog`: that would consume the host's syslog cursor). Root only; needs BPF.
+
+mod common;
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{descendants, require_root, require_tool, Daemon, Options, TIMEOUT};
+use seccomp_support::TempDir;
+
+mod seccomp_support;
+
+/// The go-kmsg-parser client: every message as `priority<TAB>message`.
+const GO_CLIENT: &str = r#"package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/euank/go-kmsg-parser/kmsgparser"
+)
+
+func main() {
+	p, err := kmsgparser.NewParser()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "NewParser:", err)
+		os.Exit(1)
+	}
+	for m := range p.Parse() {
+		fmt.Printf("%d\t%s\n", m.Priority, m.Message)
+	}
+	fmt.Fprintln(os.Stderr, "Parse ended")
+}
+"#;
+
+const GO_PARSER: &str = "/usr/share/gocode/src/github.com/euank/go-kmsg-parser";
+
+/// Build the Go client into `dir` (GOPATH mode: no module download).
+fn build_go_client(dir: &Path) -> PathBuf {
+    let src = dir.join("gosrc");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("main.go"), GO_CLIENT).unwrap();
+    let bin = dir.join("kmsgwatch");
+    let o = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&bin)
+        .arg(src.join("main.go"))
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GO111MODULE", "off")
+        .env("GOCACHE", dir.join("gocache"))
+        .env("GOFLAGS", "")
+        .output()
+        .expect("run go build");
+    assert!(
+        o.status.success(),
+        "go build: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    bin
+}
+
+/// One side: the three clients in a private mount namespace (a tmpfs `/run` of their own),
+/// inside `kmsgfs run` for the container side. `S` is the scratch directory, `P` the side's
+/// file prefix.
+fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> Child {
+    let s = scratch.display();
+    let p = format!("{s}/{side}");
+    let container = side == "c";
+    // rsyslog loads imkmsg or imklog, not both: one instance each (imklog only in the
+    // container: on the host it would consume the host's syslog cursor).
+    let inputs: &[&str] = if container {
+        &["imkmsg", "imklog"]
+    } else {
+        &["imkmsg"]
+    };
+    let mut rsyslogs = String::new();
+    for input in inputs {
+        let q = format!("{p}.{input}");
+        fs::create_dir_all(format!("{q}.work")).unwrap();
+        fs::write(
+            format!("{q}.conf"),
+            format!(
+                "module(load=\"{input}\"{})\n\
+                 global(workDirectory=\"{q}.work\")\n\
+                 template(name=\"t\" type=\"string\" \
+                   string=\"%inputname% %syslogfacility-text%.%syslogseverity-text% %msg%\\n\")\n\
+                 if ($msg contains \"{tag}\" or $msg contains \"segfault at\") then {{\n\
+                   action(type=\"omfile\" file=\"{p}.rsyslog\" template=\"t\")\n\
+                 }}\n",
+                // imklog drops records of other facilities than kern unless told (as on the
+                // device); the written records are user, daemon and local4.
+                if *input == "imklog" {
+                    " PermitNonKernelFacility=\"on\""
+                } else {
+                    ""
+                }
+            ),
+        )
+        .unwrap();
+        rsyslogs.push_str(&format!(
+            "rsyslogd -n -f {q}.conf -i /run/rsyslogd-{input}.pid > {q}.err 2>&1 & R=\"$R $!\"; "
+        ));
+    }
+    let setup = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journald.conf.d && \
+                 printf '[Journal]\\nStorage=volatile\\nReadKMsg=yes\\nRateLimitBurst=0\\n' \
+                 > /run/systemd/journald.conf.d/test.conf";
+    let segv = if container {
+        format!(
+            "while [ ! -e {s}/segv ]; do sleep 0.05; done; \
+             python3 -c 'import ctypes; ctypes.string_at(0)'; touch {p}.segv; "
+        )
+    } else {
+        String::new()
+    };
+    let script = format!(
+        "(/lib/systemd/systemd-journald > {p}.journald.err 2>&1 &); \
+         R=; {rsyslogs}\
+         {} > {p}.go 2> {p}.go.err & G=$!; \
+         touch {p}.ready; {segv}\
+         while [ ! -e {s}/stop ]; do sleep 0.1; done; sleep 1; kill $R $G; \
+         journalctl -D /run/log/journal -k -o json --no-pager > {p}.journal 2>&1; \
+         touch {p}.done",
+        go.display()
+    );
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(format!("{setup} && exec \"$@\""))
+        .arg("sh");
+    if container {
+        cmd.arg(env!("CARGO_BIN_EXE_kmsgfs"))
+            .arg("run")
+            .arg("--mount")
+            .arg(d.dir())
+            .arg("--");
+    }
+    cmd.args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn a client side")
+}
+
+fn wait_file(p: &Path) {
+    let deadline = Instant::now() + TIMEOUT * 3;
+    while !p.exists() {
+        assert!(Instant::now() < deadline, "no {}", p.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The records the writer writes: (prefix, text). Several facilities and levels, and bytes
+/// that `/dev/kmsg` escapes (`\x01`, a tab) or passes (UTF-8).
+fn records(tag: &str) -> Vec<String> {
+    let mut v = Vec::new();
+    for (i, prefix) in ["<6>", "<3>", "<30>", "<12>", "<7>", "<0>", "<165>", ""]
+        .iter()
+        .enumerate()
+    {
+        v.push(format!("{prefix}{tag} {i} plain"));
+    }
+    v.push(format!("<6>{tag} 8 tab\there ctl\x01 utf8 \u{e9}"));
+    v.push(format!("<6>{tag} 9 {}", "long ".repeat(150)));
+    v
+}
+
+/// Write `lines` to the host's `/dev/kmsg` from the network namespace of `pid`.
+fn write_from_netns(pid: u32, lines: &[String]) {
+    let lines = lines.to_vec();
+    std::thread::spawn(move || {
+        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).expect("open the netns");
+        // SAFETY: setns on a valid netns fd changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        for l in lines {
+            let mut f = OpenOptions::new().write(true).open("/dev/kmsg").unwrap();
+            f.write_all(format!("{l}\n").as_bytes()).unwrap();
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn lines_with(text: &str, needles: &[&str]) -> Vec<String> {
+    text.lines()
+        .filter(|l| needles.iter().any(|n| l.contains(n)))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The fields journald stores for a kernel record that do not depend on the journal itself
+/// (cursor, seqnum, receive time, boot id and machine id do).
+fn journal_records(text: &str, needles: &[&str]) -> Vec<String> {
+    const FIELDS: &[&str] = &[
+        "MESSAGE",
+        "PRIORITY",
+        "SYSLOG_FACILITY",
+        "SYSLOG_IDENTIFIER",
+        "_TRANSPORT",
+        "_SOURCE_MONOTONIC_TIMESTAMP",
+    ];
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let msg = match &v["MESSAGE"] {
+            serde_json::Value::String(s) => s.clone(),
+            // Control bytes: an array of bytes.
+            serde_json::Value::Array(a) => String::from_utf8_lossy(
+                &a.iter()
+                    .filter_map(|b| b.as_u64().map(|b| b as u8))
+                    .collect::<Vec<u8>>(),
+            )
+            .into_owned(),
+            other => other.to_string(),
+        };
+        if !needles.iter().any(|n| msg.contains(n)) {
+            continue;
+        }
+        let kept: Vec<String> = FIELDS.iter().map(|f| format!("{f}={}", v[*f])).collect();
+        out.push(kept.join(" "));
+    }
+    out
+}
+
+#[test]
+fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_host() {
+    if !(require_root()
+        && require_tool("rsyslogd")
+        && require_tool("go")
+        && require_tool("python3")
+        && require_tool("journalctl")
+        && require_tool("unshare"))
+    {
+        return;
+    }
+    assert!(
+        Path::new(GO_PARSER).exists(),
+        "{GO_PARSER} is missing (apt-get install golang-github-euank-go-kmsg-parser-dev)"
+    );
+    let mut opts = Options::args(&["--reclaim-interval", "3600", "--devkmsg", "on"]);
+    opts.source = Some(PathBuf::from("/dev/kmsg"));
+    let d = Daemon::start_with(opts);
+    assert_eq!(
+        d.stats()["attribution"]["source"]["bpf"],
+        true,
+        "BPF attribution is off: {}",
+        d.stats()["attribution"]["source"]["reason"]
+    );
+    let scratch = TempDir::new("clients-real");
+    let s = scratch.path();
+    let go = build_go_client(s);
+    let tag = format!("kmsgfs-real-clients-{}", std::process::id());
+    let mut host = start_side(&d, s, "h", &tag, &go);
+    let mut cont = start_side(&d, s, "c", &tag, &go);
+    wait_file(&s.join("h.ready"));
+    wait_file(&s.join("c.ready"));
+    // Let each client open its file and reach the end of what is there.
+    std::thread::sleep(Duration::from_secs(2));
+    let own_net = fs::read_link("/proc/self/ns/net").unwrap();
+    let init = descendants(cont.id())
+        .into_iter()
+        .find(|p| fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|n| n != own_net))
+        .expect("the container's init");
+    write_from_netns(init, &records(&tag));
+    fs::write(s.join("segv"), b"").unwrap();
+    wait_file(&s.join("c.segv"));
+    std::thread::sleep(Duration::from_secs(2));
+    fs::write(s.join("stop"), b"").unwrap();
+    wait_file(&s.join("h.done"));
+    wait_file(&s.join("c.done"));
+    let _ = host.wait();
+    let _ = cont.wait();
+    let read = |f: &str| fs::read_to_string(s.join(f)).unwrap_or_default();
+    // The segfault's first line names the task: `python3[PID]: segfault at ...`.
+    let c_go = read("c.go");
+    let segv = c_go
+        .lines()
+        .find(|l| l.contains("segfault at"))
+        .and_then(|l| l.split('\t').nth(1))
+        .and_then(|m| m.split(": segfault at").next())
+        .unwrap_or_else(|| {
+            panic!(
+                "the Go parser in the container did not see its segfault: {c_go}\n{}",
+                read("c.go.err")
+            )
+        })
+        .to_owned();
+    let needles = [tag.as_str(), segv.as_str()];
+    // rsyslog: imkmsg lines equal, host and container; imklog in the container has each too.
+    let rs_cont = read("c.rsyslog");
+    let imkmsg = |t: &str| -> Vec<String> {
+        lines_with(t, &needles)
+            .into_iter()
+            .filter(|l| l.starts_with("imkmsg "))
+            .collect()
+    };
+    assert_eq!(
+        imkmsg(&rs_cont),
+        imkmsg(&read("h.rsyslog")),
+        "rsyslog imkmsg: container vs host\nerrors: {}",
+        read("c.imkmsg.err") + &read("c.imklog.err")
+    );
+    assert!(
+        imkmsg(&rs_cont).len() > records(&tag).len(),
+        "every record and the segfault: {rs_cont}"
+    );
+    let imklog: Vec<&str> = rs_cont
+        .lines()
+        .filter(|l| l.starts_with("imklog "))
+        .collect();
+    for i in 0..records(&tag).len() {
+        assert_eq!(
+            imklog
+                .iter()
+                .filter(|l| l.contains(&format!("{tag} {i} ")))
+                .count(),
+            1,
+            "imklog (/proc/kmsg), record {i}: {rs_cont}\nerrors: {}",
+            read("c.imkmsg.err") + &read("c.imklog.err")
+        );
+    }
+    // The Go parser: priority and message equal.
+    assert_eq!(
+        lines_with(&c_go, &needles),
+        lines_with(&read("h.go"), &needles),
+        "go-kmsg-parser: container vs host\n{}",
+        read("c.go.err")
+    );
+    // journald: the kernel record's fields equal.
+    let j_cont = journal_records(&read("c.journal"), &[tag.as_str()]);
+    assert_eq!(
+        j_cont.len(),
+        records(&tag).len(),
+        "journald: {}",
+        read("c.journal")
+    );
+    assert_eq!(
+        j_cont,
+        journal_records(&read("h.journal"), &[tag.as_str()]),
+        "journald: container vs host"
+    );
+    // Nothing of the host's other records reached the container's clients.
+    // (The segfault report's second line, `Code: …`, is the container's too. The parser keeps
+    // each record's newline in `Message`, on the device as here, hence the empty lines.)
+    for l in c_go.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            needles.iter().any(|n| l.contains(n)) || l.contains("\tCode: "),
+            "go-kmsg-parser in the container: a record not the container's: {l}\n{c_go}"
+        );
+    }
+}
