@@ -366,3 +366,39 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
         );
     }
 }
+
+/// The documented difference of semantics.md §4 item 2: coreutils `tail /dev/kmsg` fails with
+/// EINVAL at once inside `kmsgfs run` (on the device it blocks); `less -f` shows the records.
+/// If this starts to pass the other way, the deviation is gone: update semantics.md.
+#[test]
+fn tail_and_less_behave_as_documented() {
+    if !(require_root() && require_tool("tail") && require_tool("less")) {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf", "--devkmsg", "on"]);
+    let tag = format!("kmsgfs-tail-{}", std::process::id());
+    let o = Command::new(env!("CARGO_BIN_EXE_kmsgfs"))
+        .arg("run")
+        .arg("--mount")
+        .arg(d.dir())
+        .args(["--", "sh", "-c"])
+        .arg(format!(
+            "echo '<6>{tag}' > /dev/kmsg; timeout 5 tail /dev/kmsg; echo tail-rc=$?; \
+             timeout 2 less -f /dev/kmsg < /dev/null | cat; echo less-rc=$?"
+        ))
+        .stdin(Stdio::null())
+        .output()
+        .expect("kmsgfs run");
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("tail: error reading '/dev/kmsg': Invalid argument")
+            && out.contains("tail-rc=1"),
+        "tail: {out}"
+    );
+    let less = out.split("tail-rc=1").nth(1).unwrap_or("");
+    assert_eq!(less.matches(&tag).count(), 1, "less -f: {out}");
+}
