@@ -6,10 +6,9 @@
 //! victim-only policy to A's alone.
 
 mod bpf_common;
+mod memcg;
 
 use std::ffi::CString;
-use std::fs;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bpf_common::*;
@@ -19,67 +18,6 @@ use kmsgfs::sources::bpf::{host_namespaces, write_calibration_nonce, BpfConfig, 
 const LIMIT: usize = 32 << 20;
 const VICTIM_BYTES: usize = 24 << 20;
 const TRIGGER_BYTES: usize = 16 << 20;
-
-/// A memory cgroup created for the test, removed on drop (after its processes are gone).
-struct MemCg {
-    dir: PathBuf,
-}
-
-impl MemCg {
-    fn create(name: &str) -> Result<Self, String> {
-        let v1 = Path::new("/sys/fs/cgroup/memory");
-        if v1.join("memory.limit_in_bytes").exists() {
-            let dir = v1.join(name);
-            fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-            let cg = MemCg { dir };
-            cg.write("memory.limit_in_bytes", &LIMIT.to_string())?;
-            if cg.dir.join("memory.memsw.limit_in_bytes").exists() {
-                cg.write("memory.memsw.limit_in_bytes", &LIMIT.to_string())?;
-            }
-            return Ok(cg);
-        }
-        for root in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
-            let r = Path::new(root);
-            let ctl = fs::read_to_string(r.join("cgroup.subtree_control")).unwrap_or_default();
-            if ctl.split_whitespace().any(|c| c == "memory") {
-                let dir = r.join(name);
-                fs::create_dir(&dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
-                let cg = MemCg { dir };
-                cg.write("memory.max", &LIMIT.to_string())?;
-                if cg.dir.join("memory.swap.max").exists() {
-                    cg.write("memory.swap.max", "0")?;
-                }
-                return Ok(cg);
-            }
-        }
-        Err(
-            "a memory cgroup controller (v1 memory hierarchy, or v2 with memory enabled in the \
-             root's cgroup.subtree_control)"
-                .into(),
-        )
-    }
-
-    fn write(&self, file: &str, v: &str) -> Result<(), String> {
-        fs::write(self.dir.join(file), v)
-            .map_err(|e| format!("write {v} to {}/{file}: {e}", self.dir.display()))
-    }
-
-    fn procs(&self) -> CString {
-        CString::new(self.dir.join("cgroup.procs").to_str().unwrap()).unwrap()
-    }
-}
-
-impl Drop for MemCg {
-    fn drop(&mut self) {
-        for _ in 0..100 {
-            if fs::remove_dir(&self.dir).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("could not remove {}", self.dir.display());
-    }
-}
 
 /// A forked process, SIGKILLed and reaped on drop.
 struct Forked {
@@ -218,7 +156,7 @@ fn d_oom_report_goes_to_the_victims_namespace() {
         return;
     }
     let name = format!("kmsgfs-oom-{}", std::process::id());
-    let cg = match MemCg::create(&name) {
+    let cg = match memcg::MemCg::create(&name, LIMIT) {
         Ok(c) => c,
         Err(what) => {
             need(false, &what);

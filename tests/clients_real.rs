@@ -6,8 +6,9 @@
 //! Every record compared is a real kernel record: a writer thread in the container's network
 //! namespace writes tagged lines of several facilities and levels (and bytes /dev/kmsg
 //! escapes) to the host's real `/dev/kmsg`, so the same record lands in the host log and, by
-//! BPF attribution, in the container's ring; and a process in the container segfaults, so the
-//! kernel prints `segfault at` in its task context. Each client must show the container the
+//! BPF attribution, in the container's ring; a process in the container segfaults, so the
+//! kernel prints `segfault at` in its task context; and a process of the container is
+//! OOM-killed in a memory cgroup, so the whole report block reaches its ring. Each client must show the container the
 //! same records with the same fields as the same client shows the host, minus the sequence
 //! number, and nothing of the other host records. The host clients only read (`imkmsg`, never
 //! `imklog`: that would consume the host's syslog cursor). Root only; needs BPF.
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use common::{descendants, require_root, require_tool, Daemon, Options, TIMEOUT};
 use seccomp_support::TempDir;
 
+mod memcg;
 mod seccomp_support;
 
 /// The go-kmsg-parser client: every message as `priority<TAB>message`.
@@ -101,7 +103,7 @@ fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> C
                  global(workDirectory=\"{q}.work\")\n\
                  template(name=\"t\" type=\"string\" \
                    string=\"%inputname% %syslogfacility-text%.%syslogseverity-text% %msg%\\n\")\n\
-                 if ($msg contains \"{tag}\" or $msg contains \"segfault at\") then {{\n\
+                 if ($msg contains \"{tag}\" or $syslogfacility-text == \"kern\") then {{\n\
                    action(type=\"omfile\" file=\"{p}.rsyslog\" template=\"t\")\n\
                  }}\n",
                 // imklog drops records of other facilities than kern unless told (as on the
@@ -124,7 +126,9 @@ fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> C
     let segv = if container {
         format!(
             "while [ ! -e {s}/segv ]; do sleep 0.05; done; \
-             python3 -c 'import ctypes; ctypes.string_at(0)'; touch {p}.segv; "
+             python3 -c 'import ctypes; ctypes.string_at(0)'; touch {p}.segv; \
+             while [ ! -e {s}/oom ]; do sleep 0.05; done; \
+             python3 -c 'b = b\"x\" * (256 << 20)'; touch {p}.oom; "
         )
     } else {
         String::new()
@@ -194,6 +198,22 @@ fn write_from_netns(pid: u32, lines: &[String]) {
     })
     .join()
     .unwrap();
+}
+
+/// The OOM report ending at the line containing `end` ("Killed process PID "): from the
+/// closest line before it containing "invoked oom-killer".
+fn oom_block(lines: &[String], end: &str) -> Vec<String> {
+    let lines: Vec<&String> = lines.iter().filter(|l| !l.trim().is_empty()).collect();
+    let Some(e) = lines.iter().position(|l| l.contains(end)) else {
+        return Vec::new();
+    };
+    let Some(b) = lines[..e]
+        .iter()
+        .rposition(|l| l.contains("invoked oom-killer"))
+    else {
+        return Vec::new();
+    };
+    lines[b..=e].iter().map(|l| l.to_string()).collect()
 }
 
 fn lines_with(text: &str, needles: &[&str]) -> Vec<String> {
@@ -274,19 +294,31 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
     // Let each client open its file and reach the end of what is there.
     std::thread::sleep(Duration::from_secs(2));
     let own_net = fs::read_link("/proc/self/ns/net").unwrap();
+    // The container's init: the shell `kmsgfs run` started (itself in the new namespaces).
     let init = descendants(cont.id())
         .into_iter()
-        .find(|p| fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|n| n != own_net))
+        .find(|p| {
+            fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|n| n != own_net)
+                && fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sh")
+        })
         .expect("the container's init");
     write_from_netns(init, &records(&tag));
     fs::write(s.join("segv"), b"").unwrap();
     wait_file(&s.join("c.segv"));
+    // An OOM kill in a memory cgroup of the container's: its init joins it, and the python
+    // it starts next allocates past the limit (the clients stay outside).
+    let cg = memcg::MemCg::create(&format!("kmsgfs-clients-{}", std::process::id()), 32 << 20)
+        .unwrap_or_else(|what| panic!("needs {what}"));
+    cg.write("cgroup.procs", &init.to_string()).unwrap();
+    fs::write(s.join("oom"), b"").unwrap();
+    wait_file(&s.join("c.oom"));
     std::thread::sleep(Duration::from_secs(2));
     fs::write(s.join("stop"), b"").unwrap();
     wait_file(&s.join("h.done"));
     wait_file(&s.join("c.done"));
     let _ = host.wait();
     let _ = cont.wait();
+    drop(cg);
     let read = |f: &str| fs::read_to_string(s.join(f)).unwrap_or_default();
     // The segfault's first line names the task: `python3[PID]: segfault at ...`.
     let c_go = read("c.go");
@@ -356,12 +388,63 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
         journal_records(&read("h.journal"), &[tag.as_str()]),
         "journald: container vs host"
     );
+    // The OOM report: every line of the block, from "invoked oom-killer" to "Killed process",
+    // is the same in each client as on the device.
+    let victim = c_go
+        .lines()
+        .find_map(|l| l.split("Killed process ").nth(1))
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or_else(|| panic!("the Go parser in the container saw no OOM kill: {c_go}"))
+        .to_owned();
+    let end = format!("Killed process {victim} ");
+    let go_block = |t: &str| oom_block(&t.lines().map(str::to_owned).collect::<Vec<_>>(), &end);
+    let c_block = go_block(&c_go);
+    assert!(
+        c_block.len() > 5,
+        "the OOM report in the container: {c_block:?}"
+    );
+    assert_eq!(
+        c_block,
+        go_block(&read("h.go")),
+        "go-kmsg-parser, OOM report"
+    );
+    let rs_block = |t: &str| {
+        let imkmsg: Vec<String> = t
+            .lines()
+            .filter(|l| l.starts_with("imkmsg "))
+            .map(str::to_owned)
+            .collect();
+        oom_block(&imkmsg, &end)
+    };
+    assert_eq!(
+        rs_block(&rs_cont),
+        rs_block(&read("h.rsyslog")),
+        "rsyslog, OOM report"
+    );
+    assert_eq!(
+        rs_block(&rs_cont).len(),
+        c_block.len(),
+        "rsyslog, OOM report"
+    );
+    let j_block = |t: &str| oom_block(&journal_records(t, &[""]), &end);
+    assert_eq!(
+        j_block(&read("c.journal")),
+        j_block(&read("h.journal")),
+        "journald, OOM report"
+    );
+    assert_eq!(
+        j_block(&read("c.journal")).len(),
+        c_block.len(),
+        "journald, OOM report"
+    );
     // Nothing of the host's other records reached the container's clients.
     // (The segfault report's second line, `Code: …`, is the container's too. The parser keeps
     // each record's newline in `Message`, on the device as here, hence the empty lines.)
     for l in c_go.lines().filter(|l| !l.trim().is_empty()) {
         assert!(
-            needles.iter().any(|n| l.contains(n)) || l.contains("\tCode: "),
+            needles.iter().any(|n| l.contains(n))
+                || l.contains("\tCode: ")
+                || c_block.iter().any(|b| b == l),
             "go-kmsg-parser in the container: a record not the container's: {l}\n{c_go}"
         );
     }
