@@ -133,12 +133,18 @@ fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> C
     } else {
         String::new()
     };
+    // util-linux dmesg in every mode that only reads (on the host: never -c, -C, -n, -D, -E).
+    let mut dmesgs = String::new();
+    for (i, mode) in DMESG_MODES.iter().enumerate() {
+        dmesgs.push_str(&format!("dmesg {mode} > {p}.dmesg.{i} 2>&1; "));
+    }
     let script = format!(
         "(/lib/systemd/systemd-journald > {p}.journald.err 2>&1 &); \
          R=; {rsyslogs}\
          {} > {p}.go 2> {p}.go.err & G=$!; \
          touch {p}.ready; {segv}\
          while [ ! -e {s}/stop ]; do sleep 0.1; done; sleep 1; kill $R $G; \
+         {dmesgs}\
          journalctl -D /run/log/journal -k -o json --no-pager > {p}.journal 2>&1; \
          touch {p}.done",
         go.display()
@@ -167,6 +173,28 @@ fn wait_file(p: &Path) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// util-linux `dmesg` modes compared line by line (`-d` and `-e` print the time since the
+/// previous record, which is another one in each view).
+const DMESG_MODES: &[&str] = &[
+    "",
+    "-r",
+    "-x",
+    "-T",
+    "-t",
+    "-k",
+    "-u",
+    "-l err,warn,info",
+    "-f user,daemon,kern",
+    "--time-format iso",
+    "--time-format ctime",
+    "-p",
+    "--noescape",
+    "-L=never",
+    "-J",
+    "-S",
+    "-S -x -T",
+];
 
 /// The records the writer writes: (prefix, text). Several facilities and levels, and bytes
 /// that `/dev/kmsg` escapes (`\x01`, a tab) or passes (UTF-8).
@@ -388,6 +416,24 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
         journal_records(&read("h.journal"), &[tag.as_str()]),
         "journald: container vs host"
     );
+    // util-linux dmesg: every mode shows the container's records as the host's dmesg does.
+    for (i, mode) in DMESG_MODES.iter().enumerate() {
+        let c = read(&format!("c.dmesg.{i}"));
+        let want = lines_with(&read(&format!("h.dmesg.{i}")), &needles);
+        assert_eq!(
+            lines_with(&c, &needles),
+            want,
+            "dmesg {mode}: container vs host\n{c}"
+        );
+        // -k shows the kernel's records only (the segfault), -u none of them, the level and
+        // facility filters a part of the written ones.
+        let least = if mode.contains("-k") { 0 } else { 3 };
+        assert!(
+            want.iter().filter(|l| l.contains(&tag)).count() >= least
+                && (mode.contains("-u") || want.iter().any(|l| l.contains(&segv))),
+            "dmesg {mode}: the host shows the records: {want:?}"
+        );
+    }
     // The OOM report: every line of the block, from "invoked oom-killer" to "Killed process",
     // is the same in each client as on the device.
     let victim = c_go
