@@ -8,7 +8,8 @@
 //! escapes) to the host's real `/dev/kmsg`, so the same record lands in the host log and, by
 //! BPF attribution, in the container's ring; a process in the container segfaults, so the
 //! kernel prints `segfault at` in its task context; and a process of the container is
-//! OOM-killed in a memory cgroup, so the whole report block reaches its ring. Each client must show the container the
+//! OOM-killed in a memory cgroup, so the whole report block reaches its ring; and an iptables
+//! LOG rule in the container's network namespace logs a ping on its loopback. Each client must show the container the
 //! same records with the same fields as the same client shows the host, minus the sequence
 //! number, and nothing of the other host records. The host clients only read (`imkmsg`, never
 //! `imklog`: that would consume the host's syslog cursor). Root only; needs BPF.
@@ -302,7 +303,15 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
         Path::new(GO_PARSER).exists(),
         "{GO_PARSER} is missing (apt-get install golang-github-euank-go-kmsg-parser-dev)"
     );
-    let mut opts = Options::args(&["--reclaim-interval", "3600", "--devkmsg", "on"]);
+    // `--enable-netns-log`: LOG rules in the container's network namespace print at all
+    // (net.netfilter.nf_log_all_netns, restored when the daemon exits).
+    let mut opts = Options::args(&[
+        "--reclaim-interval",
+        "3600",
+        "--devkmsg",
+        "on",
+        "--enable-netns-log",
+    ]);
     opts.source = Some(PathBuf::from("/dev/kmsg"));
     let d = Daemon::start_with(opts);
     assert_eq!(
@@ -331,6 +340,21 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
         })
         .expect("the container's init");
     write_from_netns(init, &records(&tag));
+    // An iptables LOG line of the container's network namespace (the rule lives only there),
+    // printed in the context of a ping sent over its loopback.
+    let nf = Command::new("nsenter")
+        .args(["-t", &init.to_string(), "-n", "sh", "-c"])
+        .arg(format!(
+            "ip link set lo up && iptables -A OUTPUT -o lo -p icmp --icmp-type echo-request \
+             -j LOG --log-prefix '{tag}-nf ' && ping -c 1 -W 1 127.0.0.1"
+        ))
+        .output()
+        .expect("nsenter iptables");
+    assert!(
+        nf.status.success(),
+        "iptables LOG: {}",
+        String::from_utf8_lossy(&nf.stderr)
+    );
     fs::write(s.join("segv"), b"").unwrap();
     wait_file(&s.join("c.segv"));
     // An OOM kill in a memory cgroup of the container's: its init joins it, and the python
@@ -407,9 +431,15 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
     let j_cont = journal_records(&read("c.journal"), &[tag.as_str()]);
     assert_eq!(
         j_cont.len(),
-        records(&tag).len(),
-        "journald: {}",
+        records(&tag).len() + 1,
+        "journald, the records and the LOG line: {}",
         read("c.journal")
+    );
+    assert!(
+        j_cont
+            .iter()
+            .any(|l| l.contains(&format!("{tag}-nf IN= OUT=lo"))),
+        "journald, the LOG line: {j_cont:?}"
     );
     assert_eq!(
         j_cont,
