@@ -561,3 +561,105 @@ fn tail_and_less_behave_as_documented() {
     let less = out.split("tail-rc=1").nth(1).unwrap_or("");
     assert_eq!(less.matches(&tag).count(), 1, "less -f: {out}");
 }
+
+/// An overrun and a clear while the real clients follow the container's ring (container only:
+/// the host's log cannot be overrun or cleared by a test). The clients are stopped while a
+/// burst of twice the ring is written, then continued, as a slow reader falls behind:
+/// journald reports "Missed N kernel messages" and goes on; rsyslog's imkmsg goes on;
+/// go-kmsg-parser 2.0.1 ends its channel at the first EPIPE, as it does on the device (it
+/// compares the wrapped error with `==`). `dmesg -C` changes nothing for them, as on the device:
+/// the next record reaches journald and rsyslog.
+#[test]
+fn overrun_and_clear_while_the_real_clients_follow() {
+    if !(require_root()
+        && require_tool("rsyslogd")
+        && require_tool("go")
+        && require_tool("python3")
+        && require_tool("journalctl")
+        && require_tool("unshare"))
+    {
+        return;
+    }
+    let d = Daemon::start_args(&["--no-bpf", "--devkmsg", "on", "--ring-size", "65536"]);
+    let scratch = TempDir::new("clients-overrun");
+    let s = scratch.path();
+    let go = build_go_client(s);
+    let tag = format!("kmsgfs-overrun-{}", std::process::id());
+    let p = s.display();
+    fs::create_dir_all(s.join("work")).unwrap();
+    fs::write(
+        s.join("rsyslog.conf"),
+        format!(
+            "module(load=\"imkmsg\")\nglobal(workDirectory=\"{p}/work\")\n\
+             template(name=\"t\" type=\"string\" string=\"%msg%\\n\")\n\
+             if ($msg contains \"{tag}\") then {{ action(type=\"omfile\" file=\"{p}/rsyslog\" template=\"t\") }}\n"
+        ),
+    )
+    .unwrap();
+    let burst = format!(
+        "import os\nfd = os.open('/dev/kmsg', os.O_WRONLY)\n\
+         for i in range(1200):\n    os.write(fd, b'<6>{tag} burst %d ' % i + b'x' * 80)\n"
+    );
+    fs::write(s.join("burst.py"), burst).unwrap();
+    let script = format!(
+        "(/lib/systemd/systemd-journald > {p}/journald.err 2>&1 &); \
+         rsyslogd -n -f {p}/rsyslog.conf -i /run/rsyslogd.pid > {p}/rsyslog.err 2>&1 & R=$!; \
+         {go} > {p}/go 2> {p}/go.err & G=$!; \
+         echo '<6>{tag} first' > /dev/kmsg; sleep 2; \
+         J=$(pidof systemd-journald); kill -STOP $R $G $J; \
+         python3 {p}/burst.py; \
+         kill -CONT $R $G $J; sleep 2; \
+         dmesg -C; echo '<6>{tag} after-clear' > /dev/kmsg; sleep 2; kill $R $G; \
+         journalctl -D /run/log/journal -o cat --no-pager > {p}/journal 2>&1",
+        go = go.display()
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journald.conf.d && \
+             printf '[Journal]\\nStorage=volatile\\nReadKMsg=yes\\nRateLimitBurst=0\\n' \
+             > /run/systemd/journald.conf.d/test.conf && exec \"$@\"",
+        )
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_kmsgfs"))
+        .arg("run")
+        .arg("--mount")
+        .arg(d.dir())
+        .args(["--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("kmsgfs run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| fs::read_to_string(s.join(f)).unwrap_or_default();
+    let journal = read("journal");
+    assert!(
+        journal.contains("Missed") && journal.contains("kernel messages"),
+        "journald reports the overrun: {journal}"
+    );
+    assert!(journal.contains(&format!("{tag} first")), "{journal}");
+    assert!(
+        journal.contains(&format!("{tag} after-clear")),
+        "journald after dmesg -C"
+    );
+    let rs = read("rsyslog");
+    assert!(
+        rs.contains(&format!("{tag} burst 1199 ")),
+        "rsyslog after the overrun: {rs}"
+    );
+    assert!(
+        rs.contains(&format!("{tag} after-clear")),
+        "rsyslog after dmesg -C: {rs}"
+    );
+    assert!(
+        rs.matches(" burst ").count() < 1200,
+        "the burst overran the ring: {} of 1200",
+        rs.matches(" burst ").count()
+    );
+    let go_out = read("go");
+    assert!(go_out.contains(&format!("{tag} first")), "{go_out}");
+    assert!(
+        read("go.err").contains("Parse ended") && !go_out.contains("after-clear"),
+        "go-kmsg-parser ends at the EPIPE, as on the device: {}\n{go_out}",
+        read("go.err")
+    );
+}
