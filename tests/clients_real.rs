@@ -34,6 +34,7 @@ const GO_CLIENT: &str = r#"package main
 
 import (
 	"fmt"
+	"log"
 	"os"
 
 	"github.com/euank/go-kmsg-parser/kmsgparser"
@@ -45,6 +46,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "NewParser:", err)
 		os.Exit(1)
 	}
+	p.SetLogger(&kmsgparser.StandardLogger{Logger: log.New(os.Stderr, "", 0)})
 	for m := range p.Parse() {
 		fmt.Printf("%d\t%s\n", m.Priority, m.Message)
 	}
@@ -658,7 +660,10 @@ fn overrun_and_clear_while_the_real_clients_follow() {
     let go_out = read("go");
     assert!(go_out.contains(&format!("{tag} first")), "{go_out}");
     assert!(
-        read("go.err").contains("Parse ended") && !go_out.contains("after-clear"),
+        read("go.err").contains("error reading /dev/kmsg")
+            && read("go.err").contains("broken pipe")
+            && read("go.err").contains("Parse ended")
+            && !go_out.contains("after-clear"),
         "go-kmsg-parser ends at the EPIPE, as on the device: {}\n{go_out}",
         read("go.err")
     );
