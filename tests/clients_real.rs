@@ -54,6 +54,11 @@ func main() {
 }
 "#;
 
+/// A private `/run` for a standalone journald: volatile storage, `ReadKMsg=yes`, no rate limit.
+const JOURNALD_RUN: &str = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journald.conf.d \
+     && printf '[Journal]\\nStorage=volatile\\nReadKMsg=yes\\nRateLimitBurst=0\\n' \
+     > /run/systemd/journald.conf.d/test.conf";
+
 const GO_PARSER: &str = "/usr/share/gocode/src/github.com/euank/go-kmsg-parser";
 
 /// Build the Go client into `dir` (GOPATH mode: no module download).
@@ -123,9 +128,7 @@ fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> C
             "rsyslogd -n -f {q}.conf -i /run/rsyslogd-{input}.pid > {q}.err 2>&1 & R=\"$R $!\"; "
         ));
     }
-    let setup = "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journald.conf.d && \
-                 printf '[Journal]\\nStorage=volatile\\nReadKMsg=yes\\nRateLimitBurst=0\\n' \
-                 > /run/systemd/journald.conf.d/test.conf";
+    let setup = JOURNALD_RUN;
     let segv = if container {
         format!(
             "while [ ! -e {s}/segv ]; do sleep 0.05; done; \
@@ -617,11 +620,7 @@ fn overrun_and_clear_while_the_real_clients_follow() {
     );
     let o = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c"])
-        .arg(
-            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journald.conf.d && \
-             printf '[Journal]\\nStorage=volatile\\nReadKMsg=yes\\nRateLimitBurst=0\\n' \
-             > /run/systemd/journald.conf.d/test.conf && exec \"$@\"",
-        )
+        .arg(format!("{JOURNALD_RUN} && exec \"$@\""))
         .arg("sh")
         .arg(env!("CARGO_BIN_EXE_kmsgfs"))
         .arg("run")

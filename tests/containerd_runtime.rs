@@ -86,8 +86,37 @@ impl Drop for Containerd {
     }
 }
 
-/// The busybox rootfs, the kmsgfs seccomp profile and the `--mount` of the kmsg file.
-fn prepare(d: &common::Daemon, c: &Containerd) -> (PathBuf, PathBuf, String) {
+/// The recipe: a busybox rootfs, the kmsgfs seccomp profile and the `--mount` of the kmsg file.
+struct Recipe {
+    rootfs: PathBuf,
+    profile: PathBuf,
+    mount: String,
+}
+
+impl Recipe {
+    /// `ctr run MODE` (`--rm` or `-d`) of `sh -c script` as container `id`.
+    fn run(&self, c: &Containerd, mode: &str, id: &str, script: &str) -> Output {
+        c.ctr(&[
+            "run",
+            mode,
+            "--env",
+            "PATH=/bin",
+            "--mount",
+            &self.mount,
+            "--seccomp",
+            "--seccomp-profile",
+            self.profile.to_str().unwrap(),
+            "--rootfs",
+            self.rootfs.to_str().unwrap(),
+            id,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+    }
+}
+
+fn prepare(d: &common::Daemon, c: &Containerd) -> Recipe {
     let rootfs = c.dir.path().join("rootfs");
     seccomp_support::busybox_rootfs(
         &rootfs,
@@ -106,7 +135,11 @@ fn prepare(d: &common::Daemon, c: &Containerd) -> (PathBuf, PathBuf, String) {
         "type=bind,src={},dst=/dev/kmsg,options=rbind:rw",
         d.kmsg().display()
     );
-    (rootfs, profile, mount)
+    Recipe {
+        rootfs,
+        profile,
+        mount,
+    }
 }
 
 #[test]
@@ -121,7 +154,7 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
     let d = common::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let c = Containerd::start();
-    let (rootfs, profile, mount) = prepare(&d, &c);
+    let recipe = prepare(&d, &c);
     let mut tags: Vec<String> = Vec::new();
     for n in 0..2 {
         let t = unique_tag(&format!("ctr-{n}"));
@@ -130,23 +163,7 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
             "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
              dmesg; echo ===; dmesg -c >/dev/null; echo crc=$?; dmesg | wc -l"
         );
-        let o = c.ctr(&[
-            "run",
-            "--rm",
-            "--env",
-            "PATH=/bin",
-            "--mount",
-            &mount,
-            "--seccomp",
-            "--seccomp-profile",
-            profile.to_str().unwrap(),
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-            &id,
-            "/bin/sh",
-            "-c",
-            &script,
-        ]);
+        let o = recipe.run(&c, "--rm", &id, &script);
         let out = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
         let err = String::from_utf8_lossy(&o.stderr);
         let parts: Vec<&str> = out.split("===\n").collect();
@@ -195,7 +212,7 @@ fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_t
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
     let mut d = common::Daemon::start_with(common::Options::args(&args));
     let c = Containerd::start();
-    let (rootfs, profile, mount) = prepare(&d, &c);
+    let recipe = prepare(&d, &c);
     // Two containers side by side, each waiting for its stop file.
     let mut ids = Vec::new();
     for n in 0..2 {
@@ -203,23 +220,7 @@ fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_t
         let id = format!("kmsgfs-ctr-exec-{}-{n}", std::process::id());
         let script =
             format!("echo '<6>{t}' > /dev/kmsg; while [ ! -e /tmp/stop-{n} ]; do sleep 0.1; done");
-        let o = c.ctr(&[
-            "run",
-            "-d",
-            "--env",
-            "PATH=/bin",
-            "--mount",
-            &mount,
-            "--seccomp",
-            "--seccomp-profile",
-            profile.to_str().unwrap(),
-            "--rootfs",
-            rootfs.to_str().unwrap(),
-            &id,
-            "/bin/sh",
-            "-c",
-            &script,
-        ]);
+        let o = recipe.run(&c, "-d", &id, &script);
         assert!(
             o.status.success(),
             "ctr run -d: {}",
@@ -228,16 +229,7 @@ fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_t
         ids.push((id, t));
     }
     // Once both wrote their record: `kill -9` of the daemon, a new one on the same holder.
-    let deadline = Instant::now() + common::TIMEOUT;
-    while d.stats()["rings"].as_array().map_or(0, |r| {
-        r.iter()
-            .filter(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
-            .count()
-    }) < 2
-    {
-        assert!(Instant::now() < deadline, "the containers did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    d.wait_container_rings(2);
     d.kill9();
     d.restart(common::Options::args(&args));
     for (n, (id, t)) in ids.iter().enumerate() {
@@ -288,7 +280,7 @@ fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_t
             parts[2].contains("Operation not permitted") && parts[2].contains("rc=1"),
             "/proc/kmsg without CAP_SYSLOG: {out}"
         );
-        std::fs::write(rootfs.join(format!("tmp/stop-{n}")), b"").unwrap();
+        std::fs::write(recipe.rootfs.join(format!("tmp/stop-{n}")), b"").unwrap();
     }
     host.assert_host_not_cleared();
     drop(c);

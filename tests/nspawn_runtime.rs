@@ -23,6 +23,23 @@ fn rootfs(dir: &Path) -> std::path::PathBuf {
     r
 }
 
+/// The recipe: `systemd-nspawn --private-network --bind=KMSG:/dev/kmsg -D ROOT sh -c SCRIPT`.
+fn nspawn(root: &Path, kmsg: &Path, script: &str) -> Command {
+    let mut c = Command::new("systemd-nspawn");
+    // No machined, no scope of its own: this machine's tests run without systemd as PID 1.
+    c.args([
+        "--keep-unit",
+        "--register=no",
+        "--quiet",
+        "--private-network",
+        "-D",
+    ])
+    .arg(root)
+    .arg(format!("--bind={}:/dev/kmsg", kmsg.display()))
+    .args(["/bin/sh", "-c", script]);
+    c
+}
+
 #[test]
 fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
     if !(common::require_root()
@@ -38,28 +55,19 @@ fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
         let dir = TempDir::new(&format!("nspawn-{n}"));
         let root = rootfs(dir.path());
         let t = unique_tag(&format!("nspawn-{n}"));
-        let child = Command::new("systemd-nspawn")
-            // No machined, no scope of its own: this machine's tests run without systemd as
-            // PID 1.
-            .args([
-                "--keep-unit",
-                "--register=no",
-                "--quiet",
-                "--private-network",
-                "-D",
-            ])
-            .arg(&root)
-            .arg(format!("--bind={}:/dev/kmsg", d.kmsg().display()))
-            .args(["/bin/sh", "-c"])
-            .arg(format!(
+        let child = nspawn(
+            &root,
+            &d.kmsg(),
+            &format!(
                 "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
                  dmesg; echo rc=$?"
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn systemd-nspawn");
+            ),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn systemd-nspawn");
         let o = wait_output(child, Duration::from_secs(60));
         // nspawn may relay through a pty, which turns "\n" into "\r\n".
         let out = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
@@ -120,40 +128,21 @@ fn nsenter_into_an_nspawn_container_gets_its_ring_across_kill_9_of_the_daemon() 
     let mut d = common::Daemon::start_with(common::Options::args(&args));
     let root = rootfs(dir.path());
     let t = unique_tag("nspawn-exec");
-    let child = Command::new("systemd-nspawn")
-        .args([
-            "--keep-unit",
-            "--register=no",
-            "--quiet",
-            "--private-network",
-            "-D",
-        ])
-        .arg(&root)
-        .arg(format!("--bind={}:/dev/kmsg", d.kmsg().display()))
-        .args(["/bin/sh", "-c"])
-        .arg(format!(
-            "echo '<6>{t}' > /dev/kmsg; while [ ! -e /stop ]; do sleep 0.1; done"
-        ))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn systemd-nspawn");
+    let child = nspawn(
+        &root,
+        &d.kmsg(),
+        &format!("echo '<6>{t}' > /dev/kmsg; while [ ! -e /stop ]; do sleep 0.1; done"),
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn systemd-nspawn");
     // Stopped also when an assertion fails (nspawn mounts a tmpfs on /tmp, hence `/stop`).
     let guard = Stop(root.join("stop"), Some(child));
     let child_pid = guard.1.as_ref().unwrap().id();
     // Once the container wrote its record: `kill -9` of the daemon, a new one on the holder.
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
-    while !d.stats()["rings"].as_array().is_some_and(|r| {
-        r.iter()
-            .any(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
-    }) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the container did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    d.wait_container_rings(1);
     d.kill9();
     d.restart(common::Options::args(&args));
     let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();

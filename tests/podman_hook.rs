@@ -80,17 +80,7 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
         let timeout = Duration::from_secs(60);
         if n == 0 {
             // The first container across `kill -9` of the daemon (a new one on the holder).
-            let deadline = std::time::Instant::now() + common::TIMEOUT;
-            while !d.stats()["rings"].as_array().is_some_and(|r| {
-                r.iter()
-                    .any(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
-            }) {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the container did not start"
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            d.wait_container_rings(1);
             d.kill9();
             d.restart(common::Options::args(&args));
         }

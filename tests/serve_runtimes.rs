@@ -192,17 +192,7 @@ fn survives_kill_9(rt: Runtime) {
         (out, b)
     });
     // The container is up once its ring holds its first record.
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
-    while !d.stats()["rings"].as_array().is_some_and(|r| {
-        r.iter()
-            .any(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
-    }) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the container did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    d.wait_container_rings(1);
     d.kill9();
     d.restart(common::Options::args(&args));
     std::fs::write(&go, b"").unwrap();

@@ -396,6 +396,27 @@ impl Daemon {
         serde_json::from_str(&s).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {s}"))
     }
 
+    /// Wait until `n` container rings (not the host's) hold a record each: the containers that
+    /// write their first record at start are up.
+    pub fn wait_container_rings(&self, n: usize) {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let up = self.stats()["rings"].as_array().map_or(0, |r| {
+                r.iter()
+                    .filter(|x| x["host"] == false && x["records"].as_u64() >= Some(1))
+                    .count()
+            });
+            if up >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{up} of {n} containers wrote their first record"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Wait until the daemon has read at least `n` host records (from stats).
     pub fn wait_host_records(&self, n: u64) {
         let deadline = Instant::now() + TIMEOUT;

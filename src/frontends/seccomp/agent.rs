@@ -526,11 +526,16 @@ fn free_socket_path(path: &Path, live: impl Fn(&Path) -> bool) -> Result<(), Sec
     Ok(())
 }
 
-fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+fn epoll_ctl(
+    ep: BorrowedFd<'_>,
+    op: libc::c_int,
+    fd: BorrowedFd<'_>,
+    events: u32,
+    token: u64,
+) -> io::Result<()> {
     let mut ev = libc::epoll_event { events, u64: token };
     // SAFETY: valid epoll and target fds; `ev` is read during the call only.
-    let rc =
-        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_ADD, fd.as_raw_fd(), &mut ev) };
+    let rc = unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -538,16 +543,12 @@ fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) ->
     }
 }
 
+fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
+    epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, events, token)
+}
+
 fn epoll_mod(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: valid epoll and target fds; `ev` is read during the call only.
-    let rc =
-        unsafe { libc::epoll_ctl(ep.as_raw_fd(), libc::EPOLL_CTL_MOD, fd.as_raw_fd(), &mut ev) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+    epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, events, token)
 }
 
 fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) {

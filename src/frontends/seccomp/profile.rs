@@ -20,11 +20,17 @@ pub const DEFAULT_LISTENER_PATH: &str = "/run/kmsgfs.seccomp.sock";
 /// The default LXC proxy socket for a daemon mounted on `mount`: the mount path with
 /// `.lxc.sock` appended (`/run/kmsgfs` gives `/run/kmsgfs.lxc.sock`).
 pub fn lxc_socket_for(mount: &Path) -> std::path::PathBuf {
+    sibling(mount, ".lxc.sock")
+}
+
+/// `mount` with `suffix` appended to its last component.
+fn sibling(mount: &Path, suffix: &str) -> std::path::PathBuf {
+    // `components()` drops trailing slashes and `.` components.
     let mut s = mount
         .components()
         .collect::<std::path::PathBuf>()
         .into_os_string();
-    s.push(".lxc.sock");
+    s.push(suffix);
     s.into()
 }
 
@@ -32,13 +38,7 @@ pub fn lxc_socket_for(mount: &Path) -> std::path::PathBuf {
 /// `.seccomp.sock` appended (`/run/kmsgfs` gives `/run/kmsgfs.seccomp.sock`), a sibling of
 /// the mount point, so it is reachable while the FUSE file system covers the directory.
 pub fn default_socket_for(mount: &Path) -> std::path::PathBuf {
-    // `components()` drops trailing slashes and `.` components.
-    let mut s = mount
-        .components()
-        .collect::<std::path::PathBuf>()
-        .into_os_string();
-    s.push(".seccomp.sock");
-    s.into()
+    sibling(mount, ".seccomp.sock")
 }
 
 /// The `listenerMetadata` the profile carries; passed through to the agent unchanged.
