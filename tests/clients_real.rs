@@ -63,6 +63,10 @@ const GO_PARSER: &str = "/usr/share/gocode/src/github.com/euank/go-kmsg-parser";
 
 /// Build the Go client into `dir` (GOPATH mode: no module download).
 fn build_go_client(dir: &Path) -> PathBuf {
+    assert!(
+        Path::new(GO_PARSER).exists(),
+        "{GO_PARSER} is missing (apt-get install golang-github-euank-go-kmsg-parser-dev)"
+    );
     let src = dir.join("gosrc");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("main.go"), GO_CLIENT).unwrap();
@@ -202,6 +206,16 @@ const DMESG_MODES: &[&str] = &[
     "-S -x -T",
 ];
 
+/// Root and the clients (each missing one fails the test, naming it).
+fn clients_available() -> bool {
+    require_root()
+        && require_tool("rsyslogd")
+        && require_tool("go")
+        && require_tool("python3")
+        && require_tool("journalctl")
+        && require_tool("unshare")
+}
+
 /// The records the writer writes: (prefix, text). Several facilities and levels, and bytes
 /// that `/dev/kmsg` escapes (`\x01`, a tab) or passes (UTF-8).
 fn records(tag: &str) -> Vec<String> {
@@ -295,19 +309,9 @@ fn journal_records(text: &str, needles: &[&str]) -> Vec<String> {
 
 #[test]
 fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_host() {
-    if !(require_root()
-        && require_tool("rsyslogd")
-        && require_tool("go")
-        && require_tool("python3")
-        && require_tool("journalctl")
-        && require_tool("unshare"))
-    {
+    if !clients_available() {
         return;
     }
-    assert!(
-        Path::new(GO_PARSER).exists(),
-        "{GO_PARSER} is missing (apt-get install golang-github-euank-go-kmsg-parser-dev)"
-    );
     // `--enable-netns-log`: LOG rules in the container's network namespace print at all
     // (net.netfilter.nf_log_all_netns, restored when the daemon exits).
     let mut opts = Options::args(&[
@@ -576,13 +580,7 @@ fn tail_and_less_behave_as_documented() {
 /// the next record reaches journald and rsyslog.
 #[test]
 fn overrun_and_clear_while_the_real_clients_follow() {
-    if !(require_root()
-        && require_tool("rsyslogd")
-        && require_tool("go")
-        && require_tool("python3")
-        && require_tool("journalctl")
-        && require_tool("unshare"))
-    {
+    if !clients_available() {
         return;
     }
     let d = Daemon::start_args(&["--no-bpf", "--devkmsg", "on", "--ring-size", "65536"]);

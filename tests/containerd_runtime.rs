@@ -161,24 +161,30 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
         let id = format!("kmsgfs-ctr-{}-{n}", std::process::id());
         let script = format!(
             "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
-             dmesg; echo ===; dmesg -c >/dev/null; echo crc=$?; dmesg | wc -l"
+             dmesg; echo ===; /usr/bin/dmesg; echo ===; /usr/bin/dmesg -S; echo ===; \
+             dmesg -c >/dev/null; echo crc=$?; dmesg | wc -l; echo '<6>again' > /dev/kmsg; \
+             /usr/bin/dmesg -C; echo Crc=$?; /usr/bin/dmesg | wc -l"
         );
         let o = recipe.run(&c, "--rm", &id, &script);
         let out = String::from_utf8_lossy(&o.stdout).replace("\r\n", "\n");
         let err = String::from_utf8_lossy(&o.stderr);
         let parts: Vec<&str> = out.split("===\n").collect();
-        assert_eq!(parts.len(), 3, "{out}\n{err}");
+        assert_eq!(parts.len(), 5, "{out}\n{err}");
+        for (i, what) in [
+            "cat /dev/kmsg",
+            "busybox dmesg",
+            "/usr/bin/dmesg",
+            "dmesg -S",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_eq!(parts[i].matches(&t).count(), 1, "{what}: {out}\n{err}");
+        }
         assert_eq!(
-            parts[0].matches(&t).count(),
-            1,
-            "cat /dev/kmsg: {out}\n{err}"
+            parts[4], "crc=0\n0\nCrc=0\n0\n",
+            "dmesg -c, dmesg -C: {out}\n{err}"
         );
-        assert_eq!(
-            parts[1].matches(&t).count(),
-            1,
-            "busybox dmesg: {out}\n{err}"
-        );
-        assert!(parts[2].starts_with("crc=0\n0"), "dmesg -c: {out}\n{err}");
         assert!(!out.contains("kmsgfs-host-ring"), "the host ring: {out}");
         for old in &tags {
             assert!(

@@ -59,8 +59,9 @@ fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
             &root,
             &d.kmsg(),
             &format!(
-                "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; echo ===; \
-                 dmesg; echo rc=$?"
+                "echo '<6>{t}' > /dev/kmsg; cat /dev/kmsg & sleep 0.5; kill $!; \
+                 /usr/bin/dmesg; echo urc=$?; echo ===; dmesg; echo rc=$?; \
+                 /usr/bin/dmesg -S; echo src=$?; /usr/bin/dmesg -C; echo Crc=$?"
             ),
         )
         .stdin(Stdio::null())
@@ -75,7 +76,13 @@ fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
         let (file, sys) = out
             .split_once("===\n")
             .unwrap_or_else(|| panic!("{out}\n{err}"));
-        assert_eq!(file.matches(&t).count(), 1, "cat /dev/kmsg: {out}\n{err}");
+        // `cat /dev/kmsg` and util-linux `dmesg` (which reads the file) show the record.
+        assert_eq!(
+            file.matches(&t).count(),
+            2,
+            "cat /dev/kmsg, /usr/bin/dmesg: {out}\n{err}"
+        );
+        assert!(file.contains("urc=0"), "/usr/bin/dmesg: {out}\n{err}");
         for old in &tags {
             assert!(
                 !out.contains(old.as_str()),
@@ -85,8 +92,13 @@ fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
         assert!(!out.contains("kmsgfs-host-ring"), "the host ring: {out}");
         assert!(
             // nspawn passes the container's stderr through its own stdout.
-            sys.contains("rc=1") && format!("{sys}{err}").contains("Operation not permitted"),
-            "busybox dmesg (syslog(2), no CAP_SYSLOG) must fail with EPERM: {out}\n{err}"
+            !sys.contains(&t)
+                && ["rc=1", "src=1", "Crc=1"]
+                    .iter()
+                    .all(|r| sys.lines().any(|l| l == *r))
+                && format!("{sys}{err}").contains("Operation not permitted"),
+            "busybox dmesg, dmesg -S, dmesg -C (syslog(2), no CAP_SYSLOG) must fail with EPERM: \
+             {out}\n{err}"
         );
         tags.push(t);
     }

@@ -93,7 +93,20 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
             "podman exec cat /dev/kmsg",
         );
         let sys = ok(&p.exec(&name, &["dmesg"], timeout), "podman exec dmesg");
-        for (what, out) in [("cat /dev/kmsg", &file), ("busybox dmesg", &sys)] {
+        let util = ok(
+            &p.exec(&name, &["/usr/bin/dmesg"], timeout),
+            "podman exec /usr/bin/dmesg",
+        );
+        let util_s = ok(
+            &p.exec(&name, &["/usr/bin/dmesg", "-S"], timeout),
+            "podman exec /usr/bin/dmesg -S",
+        );
+        for (what, out) in [
+            ("cat /dev/kmsg", &file),
+            ("busybox dmesg", &sys),
+            ("/usr/bin/dmesg", &util),
+            ("/usr/bin/dmesg -S", &util_s),
+        ] {
             assert_eq!(out.matches(&t).count(), 1, "{what}: {out}");
             assert!(
                 !out.contains("kmsgfs-host-ring"),
@@ -141,6 +154,20 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
             "podman exec dmesg -c",
         );
         assert_eq!(cleared.trim(), "0", "dmesg -c clears the container's ring");
+        // util-linux `dmesg -C` clears it too (a record written after `-c` first).
+        let cleared = ok(
+            &p.exec(
+                &name,
+                &[
+                    "sh",
+                    "-c",
+                    "echo '<6>again' > /dev/kmsg && /usr/bin/dmesg -C && /usr/bin/dmesg | wc -l",
+                ],
+                timeout,
+            ),
+            "podman exec /usr/bin/dmesg -C",
+        );
+        assert_eq!(cleared.trim(), "0", "dmesg -C clears the container's ring");
         tags.push(t);
     }
     // The first container's ring was cleared by its own dmesg -c only; the host ring still

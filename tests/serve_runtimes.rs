@@ -110,9 +110,13 @@ fn default_capabilities(rt: Runtime) {
         let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
         let mut b = Bundle::new(rt, &["sh", "dmesg", "cat", "echo", "wc"]);
         let t = unique_tag(&format!("{}-defcaps-{mode}", rt.bin()));
+        // util-linux dmesg reads /dev/kmsg, `-S` uses syslog(2) like busybox; `-c` and `-C`
+        // both clear the ring.
         let script = format!(
-            "echo '<6>{t}' > /dev/kmsg; dmesg; echo rc=$?; echo ===; dmesg -c >/dev/null; \
-             echo rc=$?; echo ===; dmesg | wc -l; cat /dev/kmsg & sleep 0.3; kill $!; echo done"
+            "echo '<6>{t}' > /dev/kmsg; /usr/bin/dmesg; echo rc=$?; echo ===; \
+             /usr/bin/dmesg -S; echo rc=$?; echo ===; dmesg; echo rc=$?; echo ===; \
+             dmesg -c >/dev/null; echo rc=$?; /usr/bin/dmesg -C; echo rc=$?; echo ===; \
+             dmesg | wc -l; /usr/bin/dmesg | wc -l; cat /dev/kmsg & sleep 0.3; kill $!; echo done"
         );
         configure_caps(&b, &script, d.dir(), &socket, false);
         let out = b.run(
@@ -126,25 +130,33 @@ fn default_capabilities(rt: Runtime) {
         );
         let so = stdout(&out);
         let parts: Vec<&str> = so.split("===\n").collect();
-        assert_eq!(parts.len(), 3, "{mode}: {text}");
+        assert_eq!(parts.len(), 5, "{mode}: {text}");
         if mode == "container" {
-            assert_eq!(parts[0].matches(&t).count(), 1, "busybox dmesg: {text}");
-            assert!(parts[0].contains("rc=0"), "{text}");
-            assert!(parts[1].contains("rc=0"), "dmesg -c: {text}");
+            for (i, what) in [(0, "/usr/bin/dmesg"), (1, "dmesg -S"), (2, "busybox dmesg")] {
+                assert_eq!(parts[i].matches(&t).count(), 1, "{what}: {text}");
+                assert!(parts[i].contains("rc=0"), "{what}: {text}");
+            }
+            assert_eq!(parts[3], "rc=0\nrc=0\n", "dmesg -c, dmesg -C: {text}");
             assert!(
-                parts[2].starts_with("0\n"),
-                "nothing left after dmesg -c: {text}"
+                parts[4].starts_with("0\n0\n"),
+                "nothing left after dmesg -c and -C: {text}"
             );
         } else {
-            assert!(
-                parts[0].contains("rc=1") && !parts[0].contains(&t),
-                "{text}"
-            );
+            // Under the kernel's rule (dmesg_restrict) reading the file needs CAP_SYSLOG too.
+            for (i, what) in [(0, "/usr/bin/dmesg"), (1, "dmesg -S"), (2, "busybox dmesg")] {
+                assert!(
+                    parts[i].contains("rc=1") && !parts[i].contains(&t),
+                    "{what}: {text}"
+                );
+            }
             assert!(
                 text.contains("Operation not permitted"),
                 "EPERM expected: {text}"
             );
-            assert!(parts[1].contains("rc=1"), "dmesg -c must fail: {text}");
+            assert_eq!(
+                parts[3], "rc=1\nrc=1\n",
+                "dmesg -c and -C must fail: {text}"
+            );
         }
     }
 }

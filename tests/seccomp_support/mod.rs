@@ -93,9 +93,9 @@ pub fn which(tool: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A rootfs at `root` holding only the static busybox and a symlink to it for each of
-/// `applets`, plus the empty directories runtimes mount over (`dev`, `proc`, `sys`, `etc`,
-/// `tmp`).
+/// A rootfs at `root` holding the static busybox and a symlink to it for each of `applets`,
+/// util-linux `dmesg` at `/usr/bin/dmesg`, and the empty directories runtimes mount over
+/// (`dev`, `proc`, `sys`, `etc`, `tmp`).
 pub fn busybox_rootfs(root: &Path, applets: &[&str]) {
     for d in ["bin", "dev", "proc", "sys", "etc", "tmp"] {
         fs::create_dir_all(root.join(d)).unwrap();
@@ -104,6 +104,33 @@ pub fn busybox_rootfs(root: &Path, applets: &[&str]) {
     fs::copy(&busybox, root.join("bin/busybox")).expect("copy busybox into the rootfs");
     for applet in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    add_util_linux_dmesg(root);
+}
+
+/// util-linux `dmesg` at `/usr/bin/dmesg` in `root`, with the shared libraries `ldd` names, at
+/// their host paths (the runtimes' rootfs hold nothing else but busybox).
+pub fn add_util_linux_dmesg(root: &Path) {
+    let bin = Path::new("/usr/bin/dmesg");
+    let ldd = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .expect("run ldd /usr/bin/dmesg");
+    let mut files = vec![bin.to_path_buf()];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux… (0x…)`.
+        if let Some(p) = line
+            .split_whitespace()
+            .find(|w| w.starts_with('/'))
+            .map(PathBuf::from)
+        {
+            files.push(p);
+        }
+    }
+    for f in files {
+        let dest = root.join(f.strip_prefix("/").unwrap());
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(&f, &dest).unwrap_or_else(|e| panic!("copy {} into the rootfs: {e}", f.display()));
     }
 }
 

@@ -41,7 +41,8 @@ pub struct Bundle {
 }
 
 impl Bundle {
-    /// A bundle whose rootfs holds `/bin/busybox` and a symlink to it for each of `applets`.
+    /// A bundle whose rootfs holds `/bin/busybox`, a symlink to it for each of `applets` and
+    /// util-linux `/usr/bin/dmesg`.
     pub fn new(rt: Runtime, applets: &[&str]) -> Bundle {
         let dir = TempDir::new(rt.bin());
         let rootfs = dir.path().join("bundle/rootfs");
@@ -51,6 +52,7 @@ impl Bundle {
         for applet in applets {
             std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
         }
+        super::add_util_linux_dmesg(&rootfs);
         fs::create_dir_all(dir.path().join("state")).unwrap();
         Bundle {
             rt,
