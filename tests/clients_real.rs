@@ -577,7 +577,8 @@ fn tail_and_less_behave_as_documented() {
 /// journald reports "Missed N kernel messages" and goes on; rsyslog's imkmsg goes on;
 /// go-kmsg-parser 2.0.1 ends its channel at the first EPIPE, as it does on the device (it
 /// compares the wrapped error with `==`). `dmesg -C` changes nothing for them, as on the device:
-/// the next record reaches journald and rsyslog.
+/// the next record reaches journald and rsyslog. journald restarted on the same `/run` imports
+/// nothing twice.
 #[test]
 fn overrun_and_clear_while_the_real_clients_follow() {
     if !clients_available() {
@@ -613,7 +614,11 @@ fn overrun_and_clear_while_the_real_clients_follow() {
          python3 {p}/burst.py; \
          kill -CONT $R $G $J; sleep 2; \
          dmesg -C; echo '<6>{tag} after-clear' > /dev/kmsg; sleep 2; kill $R $G; \
-         journalctl -D /run/log/journal -o cat --no-pager > {p}/journal 2>&1",
+         journalctl -D /run/log/journal -o cat --no-pager > {p}/journal 2>&1; \
+         kill $(pidof systemd-journald); sleep 0.5; \
+         (/lib/systemd/systemd-journald > {p}/journald2.err 2>&1 &); sleep 2; \
+         echo '<6>{tag} after-restart' > /dev/kmsg; sleep 1; \
+         journalctl -D /run/log/journal -o cat --no-pager > {p}/journal2 2>&1",
         go = go.display()
     );
     let o = Command::new("unshare")
@@ -639,6 +644,19 @@ fn overrun_and_clear_while_the_real_clients_follow() {
     assert!(
         journal.contains(&format!("{tag} after-clear")),
         "journald after dmesg -C"
+    );
+    // journald restarted on the same /run imports nothing twice, and goes on.
+    let journal2 = read("journal2");
+    for what in ["first", "after-clear", "burst 1199 "] {
+        assert_eq!(
+            journal2.matches(&format!("{tag} {what}")).count(),
+            1,
+            "journald after its restart, `{what}` once: {journal2}"
+        );
+    }
+    assert!(
+        journal2.contains(&format!("{tag} after-restart")),
+        "{journal2}"
     );
     let rs = read("rsyslog");
     assert!(
