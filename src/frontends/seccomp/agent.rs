@@ -1666,6 +1666,18 @@ impl Worker {
             }
         };
         bump(&self.shared.counters.received);
+        // Recorded before anything else: the kernel never delivers it again, so a crash
+        // before the end of this loop turn (when `sync_calls` runs) would lose it.
+        if let Some(table) = &self.calls {
+            if !table.lock().record(&n) {
+                rl_log!(
+                    self.rl,
+                    log::Level::Warn,
+                    "the syslog(2) call table is full; a crash of the daemon now leaves a call \
+                     waiting until a signal"
+                );
+            }
+        }
         self.handle(t, n);
     }
 

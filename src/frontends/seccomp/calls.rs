@@ -159,26 +159,29 @@ impl CallTable {
                 self.free.push(i);
             }
         }
-        let mut unrecorded = 0;
-        for (id, n) in keep {
-            if self.by_id.contains_key(&id) {
-                continue;
-            }
-            let Some(i) = self.free.pop() else {
-                unrecorded += 1;
-                continue;
-            };
-            let s = self.slot(i);
-            s[1].store(n.id, Relaxed);
-            s[2].store(u64::from(n.tid), Relaxed);
-            s[3].store(u64::from(n.arch) | u64::from(n.nr as u32) << 32, Relaxed);
-            for (k, a) in n.args.iter().enumerate() {
-                s[4 + k].store(*a, Relaxed);
-            }
-            s[0].store(1, Release);
-            self.by_id.insert(id, i);
+        keep.into_values().filter(|n| !self.record(n)).count()
+    }
+
+    /// Record one more call, keeping the others (false: the table is full). The agent records
+    /// a call as soon as it is received, before it is answered or parked: a received
+    /// notification is never delivered again, so a crash in between would lose it.
+    pub fn record(&mut self, n: &Notification) -> bool {
+        if self.by_id.contains_key(&n.id) {
+            return true;
         }
-        unrecorded
+        let Some(i) = self.free.pop() else {
+            return false;
+        };
+        let s = self.slot(i);
+        s[1].store(n.id, Relaxed);
+        s[2].store(u64::from(n.tid), Relaxed);
+        s[3].store(u64::from(n.arch) | u64::from(n.nr as u32) << 32, Relaxed);
+        for (k, a) in n.args.iter().enumerate() {
+            s[4 + k].store(*a, Relaxed);
+        }
+        s[0].store(1, Release);
+        self.by_id.insert(n.id, i);
+        true
     }
 
     /// How many calls are recorded.
@@ -230,6 +233,25 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert_eq!(t.sync([call(3)].iter()), 0, "freed slots are used again");
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_call_recorded_at_receipt_reaches_a_successor_until_the_turn_ends() {
+        let mut t = CallTable::new_shared(4).unwrap();
+        assert_eq!(t.sync([call(1)].iter()), 0);
+        // Received, not yet answered or parked: the agent dies here.
+        assert!(t.record(&call(2)));
+        assert!(t.record(&call(2)), "recording twice keeps one slot");
+        let fd = t.memfd().unwrap().try_clone_to_owned().unwrap();
+        let (_, mut calls) = CallTable::adopt(fd).unwrap();
+        calls.sort_by_key(|c| c.id);
+        assert_eq!(calls, vec![call(1), call(2)]);
+        // Or it lives on: the turn's end drops the call it answered.
+        assert_eq!(t.sync([call(1)].iter()), 0);
+        assert_eq!(t.len(), 1);
+        let mut small = CallTable::new(1);
+        assert!(small.record(&call(1)));
+        assert!(!small.record(&call(2)), "full");
     }
 
     #[test]
