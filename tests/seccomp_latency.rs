@@ -61,10 +61,14 @@ fn bench_ring() -> std::sync::Arc<kmsgfs::ring::Ring> {
 
 /// A harness whose agent thread runs on `cpu` (it inherits this thread's affinity while it is
 /// created; the affinity of this thread is restored afterwards).
-fn harness_on(cpu: Option<usize>) -> Harness {
+fn harness_on(cpu: Option<usize>, sync_wakeup: bool) -> Harness {
     let ring = bench_ring();
+    let options = AgentOptions {
+        sync_wakeup,
+        ..AgentOptions::default()
+    };
     let Some(cpu) = cpu else {
-        return Harness::with(ring, true, AgentOptions::default());
+        return Harness::with(ring, true, options);
     };
     // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
     let mut saved: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -72,7 +76,7 @@ fn harness_on(cpu: Option<usize>) -> Harness {
     let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&saved), &mut saved) };
     assert_eq!(rc, 0, "sched_getaffinity failed");
     pin(cpu).expect("pin the test thread before starting the agent");
-    let h = Harness::with(ring, true, AgentOptions::default());
+    let h = Harness::with(ring, true, options);
     // SAFETY: restores the set read above.
     let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&saved), &saved) };
     assert_eq!(rc, 0, "sched_setaffinity (restore) failed");
@@ -269,7 +273,7 @@ fn emulated_calls_return_the_ring_answers() {
     if !require_root() {
         return;
     }
-    let h = harness_on(None);
+    let h = harness_on(None, true);
     for act in [action::SIZE_BUFFER, action::SIZE_UNREAD, action::READ_ALL] {
         let run = measure(Some(&h), None, act, 100);
         check_emulated(&h, act, &run);
@@ -340,11 +344,17 @@ fn syslog_emulation_latency() {
         let pinned = measure(None, Some(0), act, calls);
         rows.push((format!("{name}, native, CPU 0"), stats(&pinned.ns), None));
         for (label, agent_cpu, caller_cpu) in &placements {
-            let h = harness_on(*agent_cpu);
-            let run = measure(Some(&h), *caller_cpu, act, calls);
-            check_emulated(&h, act, &run);
-            let s = stats(&run.ns);
-            rows.push((format!("{name}, emulated, {label}"), s, Some(s.0 / base.0)));
+            for (sync, how) in [(true, "sync wake-up"), (false, "plain wake-up")] {
+                let h = harness_on(*agent_cpu, sync);
+                let run = measure(Some(&h), *caller_cpu, act, calls);
+                check_emulated(&h, act, &run);
+                let s = stats(&run.ns);
+                rows.push((
+                    format!("{name}, emulated, {label}, {how}"),
+                    s,
+                    Some(s.0 / base.0),
+                ));
+            }
         }
     }
     // Parts of the agent's work per call, timed in this process against this process's own

@@ -139,6 +139,9 @@ pub struct AgentOptions {
     /// Also serve LXC's seccomp notify proxy protocol (`lxc.seccomp.notify.proxy`,
     /// [`lxc`]) on this socket.
     pub lxc_socket: Option<LxcSocket>,
+    /// Ask the kernel for synchronous wake-ups on every listener
+    /// ([`notify::set_sync_wakeup`]; true by default, false only to measure without).
+    pub sync_wakeup: bool,
 }
 
 /// See [`AgentOptions::on_listener`].
@@ -152,6 +155,7 @@ impl Default for AgentOptions {
             on_listener: None,
             calls: None,
             lxc_socket: None,
+            sync_wakeup: true,
         }
     }
 }
@@ -363,6 +367,7 @@ impl Agent {
             socket: listener,
             lxc_socket,
             lxc: HashMap::new(),
+            sync_wakeup: options.sync_wakeup,
             shared: shared.clone(),
             resolver,
             hooks: options.hooks,
@@ -653,6 +658,8 @@ struct Worker {
     socket: UnixListener,
     lxc_socket: Option<Arc<OwnedFd>>,
     lxc: HashMap<u64, LxcConn>,
+    /// [`AgentOptions::sync_wakeup`].
+    sync_wakeup: bool,
     shared: Arc<Shared>,
     resolver: Arc<dyn RingResolver>,
     hooks: Option<Arc<dyn AgentHooks>>,
@@ -1567,6 +1574,16 @@ impl Worker {
         };
         if let Some(ring) = &ring {
             self.hook_ring(ring);
+        }
+        if self.sync_wakeup {
+            if let Err(e) = notify::set_sync_wakeup(fd.as_fd()) {
+                // Before Linux 6.6: the kernel's ordinary wake-ups, only slower.
+                rl_log!(
+                    self.rl,
+                    log::Level::Debug,
+                    "`ioctl(SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP)` failed: {e}"
+                );
+            }
         }
         let t = self.token();
         if let Err(e) = epoll_add(self.epoll.as_fd(), fd.as_fd(), libc::EPOLLIN as u32, t) {

@@ -128,6 +128,23 @@ pub fn id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
     rc == 0
 }
 
+/// `SECCOMP_IOCTL_NOTIF_SET_FLAGS(SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)` (Linux 6.6): the kernel
+/// wakes the agent on the caller's CPU and the caller on the agent's, a synchronous hand-off
+/// instead of two cross-CPU wake-ups per call (docs/benchmarks.md). EINVAL on older kernels.
+pub fn set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
+    /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (include/uapi/linux/seccomp.h).
+    const SYNC_WAKE_UP: u64 = 1;
+    // SAFETY: SET_FLAGS takes the flags by value (an integer argument); no memory is passed.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
+            SYNC_WAKE_UP,
+        )
+    };
+    ioctl_err(rc)
+}
+
 /// `SECCOMP_IOCTL_NOTIF_SEND` with a return value (`error == 0`) or an errno (`val == 0`).
 /// ENOENT: the caller left (or was interrupted and will restart with a new id).
 pub fn send(listener: BorrowedFd<'_>, id: u64, val: i64, errno: i32) -> io::Result<()> {
