@@ -18,7 +18,6 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -235,10 +234,7 @@ fn records(tag: &str) -> Vec<String> {
 fn write_from_netns(pid: u32, lines: &[String]) {
     let lines = lines.to_vec();
     std::thread::spawn(move || {
-        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).expect("open the netns");
-        // SAFETY: setns on a valid netns fd changes only this thread's network namespace.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        common::enter_netns_of(pid);
         for l in lines {
             let mut f = OpenOptions::new().write(true).open("/dev/kmsg").unwrap();
             f.write_all(format!("{l}\n").as_bytes()).unwrap();

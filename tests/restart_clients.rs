@@ -21,7 +21,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,10 +104,7 @@ impl Container {
 /// applies), until stopped. Returns how many it wrote.
 fn writer(pid: u32, tag: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        let ns = fs::File::open(format!("/proc/{pid}/ns/net")).expect("open the netns");
-        // SAFETY: setns on a valid netns fd changes only this thread's network namespace.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        common::enter_netns_of(pid);
         let mut i = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let mut f = OpenOptions::new()

@@ -782,3 +782,12 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     found.remove(0);
     found
 }
+
+/// Move the calling thread into the network namespace of `pid` (for writes to the host's
+/// `/dev/kmsg` that BPF attributes to that namespace).
+pub fn enter_netns_of(pid: u32) {
+    let ns = fs::File::open(format!("/proc/{pid}/ns/net")).expect("open the netns");
+    // SAFETY: setns on a valid netns fd changes only this thread's network namespace.
+    let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&ns), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
