@@ -115,7 +115,7 @@ fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> C
                  template(name=\"t\" type=\"string\" \
                    string=\"%inputname% %syslogfacility-text%.%syslogseverity-text% %msg%\\n\")\n\
                  if ($msg contains \"{tag}\" or $syslogfacility-text == \"kern\") then {{\n\
-                   action(type=\"omfile\" file=\"{p}.rsyslog\" template=\"t\")\n\
+                   action(type=\"omfile\" file=\"{q}.rsyslog\" template=\"t\")\n\
                  }}\n",
                 // imklog drops records of other facilities than kern unless told (as on the
                 // device); the written records are user, daemon and local4.
@@ -393,7 +393,8 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
         .to_owned();
     let needles = [tag.as_str(), segv.as_str()];
     // rsyslog: imkmsg lines equal, host and container; imklog in the container has each too.
-    let rs_cont = read("c.rsyslog");
+    // One output file per instance: two rsyslogd appending to one file can cut a line in two.
+    let rs_cont = read("c.imkmsg.rsyslog") + &read("c.imklog.rsyslog");
     let imkmsg = |t: &str| -> Vec<String> {
         lines_with(t, &needles)
             .into_iter()
@@ -402,7 +403,7 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
     };
     assert_eq!(
         imkmsg(&rs_cont),
-        imkmsg(&read("h.rsyslog")),
+        imkmsg(&read("h.imkmsg.rsyslog")),
         "rsyslog imkmsg: container vs host\nerrors: {}",
         read("c.imkmsg.err") + &read("c.imklog.err")
     );
@@ -499,7 +500,7 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
     };
     assert_eq!(
         rs_block(&rs_cont),
-        rs_block(&read("h.rsyslog")),
+        rs_block(&read("h.imkmsg.rsyslog")),
         "rsyslog, OOM report"
     );
     assert_eq!(
