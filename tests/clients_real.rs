@@ -147,6 +147,11 @@ fn start_side(d: &Daemon, scratch: &Path, side: &str, tag: &str, go: &Path) -> C
     for (i, mode) in DMESG_MODES.iter().enumerate() {
         dmesgs.push_str(&format!("dmesg {mode} > {p}.dmesg.{i} 2>&1; "));
     }
+    if container {
+        for (i, mode) in DMESG_RELATIVE_MODES.iter().enumerate() {
+            dmesgs.push_str(&format!("dmesg {mode} > {p}.dmesg.rel.{i} 2>&1; "));
+        }
+    }
     let script = format!(
         "(/lib/systemd/systemd-journald > {p}.journald.err 2>&1 &); \
          R=; {rsyslogs}\
@@ -204,6 +209,72 @@ const DMESG_MODES: &[&str] = &[
     "-S",
     "-S -x -T",
 ];
+
+/// Modes whose output depends on the record printed before (`-d` the time since it, `-e` that
+/// or a date when the minute changes): the host's dmesg prints other records in between, so
+/// these are checked against the container's own plain `dmesg`, whose timestamps are the
+/// device's.
+const DMESG_RELATIVE_MODES: &[&str] = &["-d", "-e"];
+
+/// `[ 12.345678] text` (plain) and `[ 12.345678 <  0.000012>] text` (`-d`): the seconds and
+/// the text; `[  +0.000012] text` (`-e`): the delta and the text; a date (`-e`): `None`.
+fn dmesg_line(line: &str) -> Option<(Option<f64>, Option<f64>, String)> {
+    let rest = line.strip_prefix('[')?;
+    let (stamp, text) = rest.split_once("] ")?;
+    let stamp = stamp.trim();
+    if let Some(delta) = stamp.strip_prefix('+') {
+        return Some((None, delta.parse().ok(), text.to_owned()));
+    }
+    match stamp.split_once('<') {
+        Some((ts, delta)) => Some((
+            ts.trim().parse().ok(),
+            delta.trim_end_matches('>').trim().parse().ok(),
+            text.to_owned(),
+        )),
+        None => Some((stamp.parse().ok(), None, text.to_owned())),
+    }
+}
+
+/// The container's `dmesg -d` and `dmesg -e` against its plain `dmesg`: the same records in the
+/// same order, and each delta the difference of the device timestamps of a record and the one
+/// before it in the ring.
+fn check_relative_modes(read: &dyn Fn(&str) -> String) {
+    let plain: Vec<(f64, String)> = read("c.dmesg.0")
+        .lines()
+        .filter_map(dmesg_line)
+        .map(|(ts, _, text)| (ts.expect("plain dmesg has timestamps"), text))
+        .collect();
+    assert!(plain.len() > 3, "the container's plain dmesg: {plain:?}");
+    for (i, mode) in DMESG_RELATIVE_MODES.iter().enumerate() {
+        let out = read(&format!("c.dmesg.rel.{i}"));
+        let lines: Vec<_> = out.lines().filter_map(dmesg_line).collect();
+        let texts: Vec<&str> = lines.iter().map(|(_, _, t)| t.as_str()).collect();
+        let want: Vec<&str> = plain.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            texts, want,
+            "dmesg {mode}: the records of plain dmesg\n{out}"
+        );
+        for (k, (ts, delta, _)) in lines.iter().enumerate().skip(1) {
+            if let Some(ts) = ts {
+                assert!(
+                    (ts - plain[k].0).abs() < 1e-6,
+                    "dmesg {mode}, line {k}: {out}"
+                );
+            }
+            if let Some(delta) = delta {
+                let want = plain[k].0 - plain[k - 1].0;
+                assert!(
+                    (delta - want).abs() < 2e-6,
+                    "dmesg {mode}, line {k}: delta {delta}, timestamps give {want}\n{out}"
+                );
+            }
+        }
+        assert!(
+            lines.iter().skip(1).any(|(_, d, _)| d.is_some()),
+            "dmesg {mode} printed no delta: {out}"
+        );
+    }
+}
 
 /// Root and the clients (each missing one fails the test, naming it).
 fn clients_available() -> bool {
@@ -470,6 +541,7 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
             "dmesg {mode}: the host shows the records: {want:?}"
         );
     }
+    check_relative_modes(&read);
     // The OOM report: every line of the block, from "invoked oom-killer" to "Killed process",
     // is the same in each client as on the device.
     let victim = c_go
