@@ -16,10 +16,28 @@ echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"
 cargo clippy --all-targets --release -- -D warnings
-echo "== cargo test (release)"
-cargo test --release --all-targets
-echo "== loom model of the ring (cfg loom)"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test --release --lib loom
+echo "== cargo test (release): unit and property tests, benches as smoke tests"
+cargo test --release --lib --bins --benches
+echo "== integration suites (release), one suite after another"
+# One binary holds every suite (tests/main.rs); a suite's tests run in parallel as before, but
+# two suites never run at once: they start daemons, runtimes and namespaces that were never
+# meant to share the machine with another suite's.
+bin=$(cargo test --release --test integration --no-run 2>&1 | tee /dev/stderr |
+    sed -n 's/.*Executable tests\/main.rs (\(.*\))$/\1/p')
+[ -x "$bin" ] || { echo "integration test binary not found" >&2; exit 1; }
+suites=$(sed -n 's/^mod \([a-z0-9_]*\);$/\1/p' tests/main.rs | grep -vx support)
+listed=$("$bin" --list | grep -c ': test$')
+counted=0
+for suite in $suites; do
+    n=$("$bin" --list "$suite::" | grep -c ': test$' || true)
+    counted=$((counted + n))
+    echo "-- $suite ($n tests)"
+    "$bin" "$suite::"
+done
+# Every test belongs to exactly one suite: none is left out by the loop.
+[ "$counted" -eq "$listed" ] || { echo "suites ran $counted of $listed tests" >&2; exit 1; }
+echo "== loom model of the ring (--features loom)"
+cargo test --release --lib --features loom loom
 echo "== leftover mounts"
 tmp="${TMPDIR:-/tmp}"
 if awk -v t="$tmp/" '/ - fuse kmsgfs / && index($5, t) == 1 { print; found = 1 } END { exit !found }' /proc/self/mountinfo; then

@@ -2,13 +2,11 @@
 //! new namespaces produce events that carry those processes' namespace inodes, and the event's
 //! `descriptor id − K` equals the record's `/dev/kmsg` sequence number.
 
-mod bpf_common;
-
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpf_common::*;
+use crate::support::bpf::*;
 use kmsgfs::router::{Event, EventKind, NetSource};
 use kmsgfs::sources::bpf::{write_calibration_nonce, BpfConfig, BpfSource};
 

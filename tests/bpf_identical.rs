@@ -3,13 +3,11 @@
 //! `/dev/kmsg` is read by a small reader here, not by the FUSE daemon), each namespace's set
 //! holds exactly its own 2,500 records and the host all 10,000.
 
-mod bpf_common;
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bpf_common::*;
+use crate::support::bpf::*;
 use kmsgfs::router::{How, RouterConfig, Targets};
 use kmsgfs::sources::bpf::pipeline::Attribution;
 use kmsgfs::sources::bpf::{host_namespaces, BpfConfig};

@@ -5,11 +5,9 @@
 //! and none to B. The test creates both namespaces itself (never touching the host's network
 //! or firewall), sets `nf_log_all_netns=1` only while it runs, and removes everything.
 
-mod bpf_common;
-
 use std::time::{Duration, Instant};
 
-use bpf_common::*;
+use crate::support::bpf::*;
 use kmsgfs::router::{How, RouterConfig};
 use kmsgfs::sources::bpf::netns_log::NfLogAllNetnsGuard;
 use kmsgfs::sources::bpf::pipeline::Attribution;

@@ -5,13 +5,11 @@
 //! the router sends it to A's ring (and, by the default policy, to B's), and with the
 //! victim-only policy to A's alone.
 
-mod bpf_common;
-mod memcg;
-
+use crate::support;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
-use bpf_common::*;
+use crate::support::bpf::*;
 use kmsgfs::router::{How, OomPolicy, Routed, Router, RouterConfig};
 use kmsgfs::sources::bpf::{host_namespaces, write_calibration_nonce, BpfConfig, BpfSource};
 
@@ -156,7 +154,7 @@ fn d_oom_report_goes_to_the_victims_namespace() {
         return;
     }
     let name = format!("kmsgfs-oom-{}", std::process::id());
-    let cg = match memcg::MemCg::create(&name, LIMIT) {
+    let cg = match support::memcg::MemCg::create(&name, LIMIT) {
         Ok(c) => c,
         Err(what) => {
             need(false, &what);

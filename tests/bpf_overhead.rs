@@ -13,13 +13,11 @@
 //!
 //! `cargo test --release --test bpf_overhead -- --ignored --nocapture`
 
-mod bpf_common;
-
 use std::io::Write;
 use std::process::Command;
 use std::time::Instant;
 
-use bpf_common::*;
+use crate::support::bpf::*;
 use kmsgfs::sources::bpf::{BpfConfig, BpfSource, StatsGuard};
 
 /// Detached/attached pairs.

@@ -2,11 +2,9 @@
 //! host ring at once; with BPF on, the status names exactly which features run and why others
 //! do not.
 
-mod bpf_common;
-
 use std::time::Instant;
 
-use bpf_common::*;
+use crate::support::bpf::*;
 use kmsgfs::record::Record;
 use kmsgfs::router::{How, Reason, RouterConfig, Targets};
 use kmsgfs::sources::bpf::pipeline::Attribution;

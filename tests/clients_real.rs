@@ -14,19 +14,15 @@
 //! number, and nothing of the other host records. The host clients only read (`imkmsg`, never
 //! `imklog`: that would consume the host's syslog cursor). Root only; needs BPF.
 
-mod common;
-
+use crate::support;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{descendants, require_root, require_tool, Daemon, Options, TIMEOUT};
-use seccomp_support::TempDir;
-
-mod memcg;
-mod seccomp_support;
+use crate::support::seccomp::TempDir;
+use crate::support::{descendants, require_root, require_tool, Daemon, Options, TIMEOUT};
 
 /// The go-kmsg-parser client: every message as `priority<TAB>message`.
 const GO_CLIENT: &str = r#"package main
@@ -305,7 +301,7 @@ fn records(tag: &str) -> Vec<String> {
 fn write_from_netns(pid: u32, lines: &[String]) {
     let lines = lines.to_vec();
     std::thread::spawn(move || {
-        common::enter_netns_of(pid);
+        support::enter_netns_of(pid);
         for l in lines {
             let mut f = OpenOptions::new().write(true).open("/dev/kmsg").unwrap();
             f.write_all(format!("{l}\n").as_bytes()).unwrap();
@@ -435,8 +431,9 @@ fn rsyslog_go_kmsg_parser_and_journald_show_the_container_what_they_show_the_hos
     wait_file(&s.join("c.segv"));
     // An OOM kill in a memory cgroup of the container's: its init joins it, and the python
     // it starts next allocates past the limit (the clients stay outside).
-    let cg = memcg::MemCg::create(&format!("kmsgfs-clients-{}", std::process::id()), 32 << 20)
-        .unwrap_or_else(|what| panic!("needs {what}"));
+    let cg =
+        support::memcg::MemCg::create(&format!("kmsgfs-clients-{}", std::process::id()), 32 << 20)
+            .unwrap_or_else(|what| panic!("needs {what}"));
     cg.write("cgroup.procs", &init.to_string()).unwrap();
     fs::write(s.join("oom"), b"").unwrap();
     wait_file(&s.join("c.oom"));

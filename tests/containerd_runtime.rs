@@ -7,14 +7,12 @@
 //! their own records in `cat /dev/kmsg` and busybox `dmesg`, and `dmesg -c` clears only their
 //! own ring. Root only.
 
-mod common;
-mod seccomp_support;
-
+use crate::support;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use seccomp_support::{unique_tag, wait_output, TempDir};
+use crate::support::seccomp::{unique_tag, wait_output, TempDir};
 
 /// A private containerd, stopped on drop.
 struct Containerd {
@@ -82,7 +80,7 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        seccomp_support::detach_under(self.dir.path());
+        support::seccomp::detach_under(self.dir.path());
     }
 }
 
@@ -116,9 +114,9 @@ impl Recipe {
     }
 }
 
-fn prepare(d: &common::Daemon, c: &Containerd) -> Recipe {
+fn prepare(d: &support::Daemon, c: &Containerd) -> Recipe {
     let rootfs = c.dir.path().join("rootfs");
-    seccomp_support::busybox_rootfs(
+    support::seccomp::busybox_rootfs(
         &rootfs,
         &["sh", "dmesg", "cat", "sleep", "kill", "echo", "wc"],
     );
@@ -144,14 +142,14 @@ fn prepare(d: &common::Daemon, c: &Containerd) -> Recipe {
 
 #[test]
 fn ctr_containers_see_and_clear_only_their_own_rings() {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("containerd")
-        && common::require_tool("ctr"))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("containerd")
+        && support::require_tool("ctr"))
     {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let c = Containerd::start();
     let recipe = prepare(&d, &c);
@@ -194,29 +192,29 @@ fn ctr_containers_see_and_clear_only_their_own_rings() {
         }
         tags.push(t);
     }
-    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
-    let host = common::drain(fd);
-    common::close_raw(fd);
+    let fd = support::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    let host = support::drain(fd);
+    support::close_raw(fd);
     assert!(host
         .iter()
-        .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
+        .any(|r| support::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
 }
 
 #[test]
 fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_the_hosts() {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("containerd")
-        && common::require_tool("ctr"))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("containerd")
+        && support::require_tool("ctr"))
     {
         return;
     }
-    let host = seccomp_support::HostTag::write("ctr-host-log");
+    let host = support::seccomp::HostTag::write("ctr-host-log");
     let scratch = TempDir::new("ctr-holder");
-    let holder = common::Holder::start(scratch.path());
+    let holder = support::Holder::start(scratch.path());
     let sock = holder.socket.display().to_string();
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
-    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let mut d = support::Daemon::start_with(support::Options::args(&args));
     let c = Containerd::start();
     let recipe = prepare(&d, &c);
     // Two containers side by side, each waiting for its stop file.
@@ -237,10 +235,10 @@ fn ctr_task_exec_gets_the_containers_ring_across_kill_9_and_proc_kmsg_is_never_t
     // Once both wrote their record: `kill -9` of the daemon, a new one on the same holder.
     d.wait_container_rings(2);
     d.kill9();
-    d.restart(common::Options::args(&args));
+    d.restart(support::Options::args(&args));
     for (n, (id, t)) in ids.iter().enumerate() {
         let other = &ids[1 - n].1;
-        let deadline = Instant::now() + common::TIMEOUT;
+        let deadline = Instant::now() + support::TIMEOUT;
         let out = loop {
             let o = c.ctr(&[
                 "task",

@@ -8,8 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
-use common::require_root;
+use crate::support::require_root;
 
 /// A --mount where no daemon runs, so the demo starts (and stops) its own.
 fn no_daemon_dir() -> String {

@@ -1,9 +1,7 @@
 //! `DIR/metrics` through the real FUSE mount: the stats in Prometheus text format, listed in the
 //! root directory, readable by host root.
 
-mod common;
-
-use common::{require_root, Daemon};
+use crate::support::{require_root, Daemon};
 
 #[test]
 fn metrics_file_exposes_the_stats_in_prometheus_format() {

@@ -2,13 +2,11 @@
 //! the hook binds the daemon's `kmsg` over the container's `/dev/kmsg`, and a read inside sees
 //! the container's own records, not another container's and not the host's.
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::{require_root, require_tool, Daemon};
+use crate::support::{require_root, require_tool, Daemon};
 use serde_json::{json, Value};
 
 /// A runc bundle with a busybox-static rootfs in a temporary directory; containers are

@@ -7,14 +7,12 @@
 //! with `listenerPath` is refused by Docker 20.10 with exit 125, as documented; `docker exec`
 //! gets the container's ring, and `/dev/kmsg` survives `kill -9` of the daemon. Root only.
 
-mod common;
-mod seccomp_support;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use seccomp_support::{unique_tag, wait_output, TempDir};
+use crate::support::seccomp::{unique_tag, wait_output, TempDir};
 
 /// The tests of this binary one at a time: two private dockerds side by side disturb each
 /// other's containers.
@@ -115,8 +113,8 @@ impl Drop for Dockerd {
         // SAFETY: plain kill(2) of our child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = wait_output_child(&mut self.child, Duration::from_secs(20));
-        seccomp_support::detach_under(&self.root);
-        seccomp_support::detach_under(self._dir.path());
+        support::seccomp::detach_under(&self.root);
+        support::seccomp::detach_under(self._dir.path());
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
@@ -136,21 +134,21 @@ fn wait_output_child(child: &mut Child, limit: Duration) -> bool {
 
 fn rootfs(dir: &Path) -> PathBuf {
     let r = dir.join("rootfs");
-    seccomp_support::busybox_rootfs(&r, &["sh", "dmesg", "cat", "sleep", "kill", "echo"]);
+    support::seccomp::busybox_rootfs(&r, &["sh", "dmesg", "cat", "sleep", "kill", "echo"]);
     r
 }
 
 #[test]
 fn docker_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("dockerd")
-        && common::require_tool("docker"))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("dockerd")
+        && support::require_tool("docker"))
     {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let dk = Dockerd::start();
     let scratch = TempDir::new("docker-rootfs");
@@ -245,18 +243,18 @@ fn docker_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
 #[test]
 fn docker_exec_gets_the_containers_ring_and_dev_kmsg_survives_kill_9() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("dockerd")
-        && common::require_tool("docker"))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("dockerd")
+        && support::require_tool("docker"))
     {
         return;
     }
     let scratch = TempDir::new("docker-restart");
-    let holder = common::Holder::start(scratch.path());
+    let holder = support::Holder::start(scratch.path());
     let sock = holder.socket.display().to_string();
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
-    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let mut d = support::Daemon::start_with(support::Options::args(&args));
     let dk = Dockerd::start();
     dk.import("kmsgfs-test-busybox", &rootfs(scratch.path()));
     let bind = format!("{}:/dev/kmsg", d.kmsg().display());
@@ -292,7 +290,7 @@ fn docker_exec_gets_the_containers_ring_and_dev_kmsg_survives_kill_9() {
         "docker exec: {before}"
     );
     d.kill9();
-    d.restart(common::Options::args(&args));
+    d.restart(support::Options::args(&args));
     let after = exec(&format!(
         "echo '<6>{t} after' > /dev/kmsg; {dump}; echo ===; cat /tmp/log"
     ));

@@ -19,15 +19,14 @@
 //! Every run uses a unique tag, counts records exactly, and checks that none of them reached
 //! the real host log. Latencies are printed, never asserted beyond generous timeouts.
 
-mod common;
-
+use crate::support;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Daemon;
+use crate::support::Daemon;
 
 /// Generous bound for anything that should take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -51,7 +50,7 @@ fn unique_tag(what: &str) -> String {
 }
 
 fn require_root_and_dmesg() -> bool {
-    common::require_root() && common::require_tool("dmesg")
+    support::require_root() && support::require_tool("dmesg")
 }
 
 /// Daemon for these tests: `--devkmsg on` so that the per-fd write ratelimit (A7.5) does not
@@ -156,13 +155,13 @@ fn text(bytes: &[u8]) -> String {
 
 /// The records of the real host `/dev/kmsg` (read non-destructively, A8.3) that contain `tag`.
 fn host_records_with(tag: &str) -> Vec<String> {
-    let fd = common::open_raw(Path::new("/dev/kmsg"), libc::O_RDONLY | libc::O_NONBLOCK)
+    let fd = support::open_raw(Path::new("/dev/kmsg"), libc::O_RDONLY | libc::O_NONBLOCK)
         .unwrap_or_else(|e| panic!("open host /dev/kmsg: errno {e}"));
-    let found = common::drain(fd)
+    let found = support::drain(fd)
         .into_iter()
         .filter(|r| r.contains(tag))
         .collect();
-    common::close_raw(fd);
+    support::close_raw(fd);
     found
 }
 
@@ -173,13 +172,13 @@ fn assert_not_on_host(d: &Daemon, tag: &str) {
         host.is_empty(),
         "records leaked into the host /dev/kmsg: {host:?}"
     );
-    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK)
+    let fd = support::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK)
         .unwrap_or_else(|e| panic!("open host-ring kmsg: errno {e}"));
-    let ring: Vec<String> = common::drain(fd)
+    let ring: Vec<String> = support::drain(fd)
         .into_iter()
         .filter(|r| r.contains(tag))
         .collect();
-    common::close_raw(fd);
+    support::close_raw(fd);
     assert!(
         ring.is_empty(),
         "records leaked into the daemon's host ring: {ring:?}"
@@ -188,7 +187,7 @@ fn assert_not_on_host(d: &Daemon, tag: &str) {
 
 /// Host pids of the descendants of `pid` whose comm is `comm`.
 fn descendants_named(pid: u32, comm: &str) -> Vec<u32> {
-    common::descendants(pid)
+    support::descendants(pid)
         .into_iter()
         .filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
@@ -222,7 +221,7 @@ fn states(pid: u32, n: usize) -> String {
     (0..n)
         .map(|_| {
             std::thread::sleep(Duration::from_millis(10));
-            common::proc_stat_field(pid, 3).unwrap_or_else(|| "?".into())
+            support::proc_stat_field(pid, 3).unwrap_or_else(|| "?".into())
         })
         .collect()
 }
@@ -505,7 +504,7 @@ fn e5_blocked_dmesg_w_sleeps_in_s_and_ends_promptly_on_ctrl_c_and_sigkill() {
 
 #[test]
 fn run_reports_a_dead_daemon_clearly() {
-    if !common::require_root() {
+    if !support::require_root() {
         return;
     }
     let mut d = daemon(&[]);
@@ -560,7 +559,7 @@ const SMALL_RING: &str = "8192";
 
 #[test]
 fn d3_journald_style_client_level_triggered_epoll_and_overrun() {
-    if !common::require_root() {
+    if !support::require_root() {
         return;
     }
     let d = daemon(&["--ring-size", SMALL_RING]);
@@ -594,7 +593,7 @@ fn d3_journald_style_client_level_triggered_epoll_and_overrun() {
 
 #[test]
 fn d4_go_style_client_edge_triggered_epoll_never_hangs() {
-    if !common::require_root() {
+    if !support::require_root() {
         return;
     }
     let d = daemon(&[]);
@@ -646,7 +645,7 @@ mod clients {
 
     use serde_json::json;
 
-    use super::common;
+    use crate::support;
 
     const KMSG: &str = "/dev/kmsg";
     /// How long a client waits for an event before declaring a hang.
@@ -677,7 +676,7 @@ mod clients {
 
     /// Record text of `rec` if it carries `tag`.
     fn tagged<'a>(rec: &'a str, tag: &str) -> Option<&'a str> {
-        let t = common::text_of(rec);
+        let t = support::text_of(rec);
         t.contains(tag).then_some(t)
     }
 
@@ -704,7 +703,7 @@ mod clients {
 
     /// A writer's own `/dev/kmsg` fd, as another process of the namespace would have.
     fn writer_fd() -> RawFd {
-        common::open_raw(Path::new(KMSG), libc::O_WRONLY).expect("open /dev/kmsg O_WRONLY")
+        support::open_raw(Path::new(KMSG), libc::O_WRONLY).expect("open /dev/kmsg O_WRONLY")
     }
 
     fn epoll_add(fd: RawFd, events: u32) -> RawFd {
@@ -735,7 +734,7 @@ mod clients {
             match n {
                 1 => return ev.events,
                 0 => return 0,
-                _ if common::errno() == libc::EINTR => continue,
+                _ if support::errno() == libc::EINTR => continue,
                 _ => panic!("epoll_wait: {}", std::io::Error::last_os_error()),
             }
         }
@@ -745,7 +744,7 @@ mod clients {
     /// until EAGAIN, then level-triggered EPOLLIN with exactly one read per dispatch, EPOLLERR
     /// noted as "buffer overrun", seq gaps counted as "Missed N kernel messages".
     pub fn journald(tag: &str) -> serde_json::Value {
-        let fd = common::open_raw(
+        let fd = support::open_raw(
             Path::new(KMSG),
             libc::O_RDWR | libc::O_NONBLOCK | libc::O_NOCTTY,
         )
@@ -757,12 +756,12 @@ mod clients {
 
         // One journald read: a record, or None for EAGAIN/EPIPE (transient, D3.3).
         let mut read_one = |missed: &mut u64, epipe: &mut u64| -> Option<String> {
-            match common::read_raw(fd, 8192) {
+            match support::read_raw(fd, 8192) {
                 Ok(b) => {
                     assert!(!b.is_empty(), "read returned 0");
                     let rec = String::from_utf8_lossy(&b).into_owned();
                     assert!(rec.ends_with('\n'), "record without newline: {rec:?}");
-                    let (_, seq, _) = common::header_of(&rec);
+                    let (_, seq, _) = support::header_of(&rec);
                     if let Some(want) = expected_seq {
                         assert!(seq >= want, "seq went backwards: {seq} < {want}");
                         *missed += seq - want;
@@ -800,12 +799,12 @@ mod clients {
                 let w = writer_fd();
                 for i in 0..live_written {
                     let rec = format!("<6>{tag} live {i} t={}\n", now_us());
-                    common::write_raw(w, rec.as_bytes()).unwrap();
+                    support::write_raw(w, rec.as_bytes()).unwrap();
                     if i % 10 != 9 {
                         std::thread::sleep(Duration::from_millis(2));
                     }
                 }
-                common::close_raw(w);
+                support::close_raw(w);
             }
         });
         let (mut live_received, mut live_wakeups, mut spurious) = (0u64, 0u64, 0u64);
@@ -842,7 +841,7 @@ mod clients {
         let overrun_written = 1000u64;
         let w = writer_fd();
         for i in 0..overrun_written {
-            common::write_raw(w, format!("<6>{tag} ovr {i:04}\n").as_bytes()).unwrap();
+            support::write_raw(w, format!("<6>{tag} ovr {i:04}\n").as_bytes()).unwrap();
         }
         let (missed_before, epipe_before) = (missed, epipe);
         let (mut pollerr, mut overrun_received, mut overrun_dispatches) = (0u64, 0u64, 0u64);
@@ -882,7 +881,7 @@ mod clients {
         // Phase 4: the client keeps working after the overrun.
         let after_overrun_written = 5u64;
         for i in 0..after_overrun_written {
-            common::write_raw(w, format!("<6>{tag} after {i}\n").as_bytes()).unwrap();
+            support::write_raw(w, format!("<6>{tag} after {i}\n").as_bytes()).unwrap();
         }
         let mut after_overrun_received = 0u64;
         while after_overrun_received < after_overrun_written {
@@ -891,9 +890,9 @@ mod clients {
                 after_overrun_received += 1;
             }
         }
-        common::close_raw(w);
-        common::close_raw(ep);
-        common::close_raw(fd);
+        support::close_raw(w);
+        support::close_raw(ep);
+        support::close_raw(fd);
         json!({
             "pre_written": pre_written, "flushed": flushed,
             "live_written": live_written, "live_received": live_received,
@@ -917,11 +916,11 @@ mod clients {
         let w = writer_fd();
         let pre = 5u64;
         for i in 0..pre {
-            common::write_raw(w, format!("<6>{tag} rec {i}\n").as_bytes()).unwrap();
+            support::write_raw(w, format!("<6>{tag} rec {i}\n").as_bytes()).unwrap();
         }
-        common::close_raw(w);
+        support::close_raw(w);
 
-        let fd = common::open_raw(Path::new(KMSG), libc::O_RDONLY).expect("open /dev/kmsg");
+        let fd = support::open_raw(Path::new(KMSG), libc::O_RDONLY).expect("open /dev/kmsg");
         let ep = epoll_add(
             fd,
             (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
@@ -945,11 +944,11 @@ mod clients {
                     for _ in 0..burst {
                         if i < total {
                             let rec = format!("<6>{tag} rec {i} t={}\n", now_us());
-                            common::write_raw(w, rec.as_bytes()).unwrap();
+                            support::write_raw(w, rec.as_bytes()).unwrap();
                             i += 1;
                         }
                     }
-                    common::close_raw(w);
+                    support::close_raw(w);
                     std::thread::sleep(Duration::from_millis(3));
                 }
             }
@@ -962,7 +961,7 @@ mod clients {
             // Read until EAGAIN, like Go's fd.Read before parking on the poller.
             let mut got = 0;
             loop {
-                match common::read_raw(fd, 8192) {
+                match support::read_raw(fd, 8192) {
                     Ok(b) => {
                         assert!(!b.is_empty(), "read returned 0: fatal for go-kmsg-parser");
                         let rec = String::from_utf8_lossy(&b).into_owned();
@@ -1002,8 +1001,8 @@ mod clients {
             }
         }
         writer.join().unwrap();
-        common::close_raw(ep);
-        common::close_raw(fd);
+        support::close_raw(ep);
+        support::close_raw(fd);
         json!({
             "written": total, "received": received, "wakeups": wakeups,
             "spurious": spurious, "pollout": pollout, "epoll_wait_us": median_max(wait_us),

@@ -1,10 +1,8 @@
 //! Daemon lifecycle and host ingestion: lost-record accounting, crash recovery, thread options.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 #[test]
 fn ingestion_counts_lost_host_records_and_logs_the_gap() {

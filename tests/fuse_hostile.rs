@@ -4,13 +4,11 @@
 //! (`tests/hostile/pagecache.c`) run as root of its own network namespace (`unshare -n`),
 //! which is a container under the default `--key net`.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 fn tools() -> bool {
     require_root() && require_tool("unshare") && require_tool("cc") && require_tool("busybox")

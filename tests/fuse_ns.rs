@@ -2,13 +2,11 @@
 //! (kmsg-semantics E6, A1.2, A1.3; docs/security.md). Openers in other namespaces are started
 //! with util-linux `unshare`, `nsenter` and `setpriv`.
 
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 fn tools() -> bool {
     require_root() && require_tool("unshare") && require_tool("nsenter") && require_tool("setpriv")

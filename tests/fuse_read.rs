@@ -3,11 +3,9 @@
 //! Root only. Host records come from the harness FIFO; the test process is in the host's
 //! namespaces, so `DIR/kmsg` is the host ring.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::support::*;
 
 /// Every event a kmsg fd could report, so revents shows the full mask (poll(2) masks revents
 /// with the requested events plus POLLERR|POLLHUP).

@@ -6,14 +6,13 @@
 //! binary, one test at a time, so no other daemon mounts meanwhile) and restored even on
 //! failure.
 
-mod common;
-
+use crate::support;
 use std::path::Path;
 use std::process::Command;
 
 use std::time::{Duration, Instant};
 
-use common::{is_kmsgfs_mounted, require_root, text_of, Daemon, Holder, Options};
+use crate::support::{is_kmsgfs_mounted, require_root, text_of, Daemon, Holder, Options};
 
 /// The tests of this binary change host-wide sysctls: one at a time.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -115,7 +114,7 @@ fn a_restart_with_the_timeout_set_adopts_the_connection_and_its_parked_read_surv
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn dd");
-    common::wait_blocked_in_fuse(reader.id());
+    support::wait_blocked_in_fuse(reader.id());
 
     let guard = Sysctl::set(MAX_TIMEOUT, "1").expect("read the sysctl");
     d.kill9();

@@ -6,13 +6,11 @@
 //! a signal ends a blocked read with EINTR quickly, and SIGKILL ends a blocked reader.
 //! The bounds asserted here are generous (the machine is noisy); measured values are printed.
 
-mod common;
-
 use std::os::unix::thread::JoinHandleExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::support::*;
 
 extern "C" fn on_usr1(_: libc::c_int) {}
 

@@ -1,8 +1,6 @@
 //! Writes to the kmsg file (kmsg-semantics A6, A7, A1.1, E7, E8) over a real FUSE mount.
 
-mod common;
-
-use common::*;
+use crate::support::*;
 
 /// Every record in the host ring, as text.
 fn host_records(d: &Daemon) -> Vec<String> {

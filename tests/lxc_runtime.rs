@@ -8,17 +8,14 @@
 //! later and keeps them across a planned restart (SIGTERM) of the daemon, and `syslog(2)`
 //! works again after `kill -9` of the daemon. Root only; needs `lxc-start` and `busybox`.
 
-mod common;
-
+use crate::support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{require_root, require_tool, Daemon};
-use seccomp_support::HostTag;
-
-mod seccomp_support;
+use crate::support::seccomp::HostTag;
+use crate::support::{require_root, require_tool, Daemon};
 
 /// One container: its rootfs, config and `lxc-start` process; stopped and its files removed on
 /// drop.
@@ -94,7 +91,7 @@ impl Lxc {
     /// Wait until `/out/<file>` in the container's rootfs exists; `/out/log`.
     fn wait_out(&mut self, file: &str) -> String {
         let path = self.rootfs().join("out").join(file);
-        let deadline = Instant::now() + common::TIMEOUT;
+        let deadline = Instant::now() + support::TIMEOUT;
         while !path.exists() {
             if let Some(st) = self.start.as_mut().unwrap().try_wait().unwrap() {
                 let mut err = String::new();
@@ -183,7 +180,7 @@ fn sections(log: &str) -> std::collections::HashMap<String, String> {
 /// Wait until the container's `/out/messages` (busybox syslogd, fed by klogd) holds `needle`.
 fn wait_klogd(c: &Lxc, needle: &str) {
     let path = c.rootfs().join("out/messages");
-    let deadline = Instant::now() + common::TIMEOUT;
+    let deadline = Instant::now() + support::TIMEOUT;
     loop {
         let text = fs::read_to_string(&path).unwrap_or_default();
         if text.contains(needle) {
@@ -209,11 +206,11 @@ fn lxc_containers_get_their_own_log_through_the_files_and_syslog() {
         return;
     }
     let host = HostTag::write("lxc-host-log");
-    let scratch = seccomp_support::TempDir::new("lxc-holder");
-    let holder = common::Holder::start(scratch.path());
+    let scratch = support::seccomp::TempDir::new("lxc-holder");
+    let holder = support::Holder::start(scratch.path());
     let sock = holder.socket.display().to_string();
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
-    let opts = || common::Options::args(&args);
+    let opts = || support::Options::args(&args);
     let mut d = Daemon::start_with(opts());
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let lxcpath = scratch.path().join("lxc");

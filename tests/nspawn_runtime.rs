@@ -4,19 +4,16 @@
 //! the kernel and, without CAP_SYSLOG (nspawn's default), gets EPERM: busybox `dmesg` fails and
 //! never prints the host log. Root only; installs nothing (CI installs systemd-container).
 
-mod common;
-
+use crate::support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use seccomp_support::{unique_tag, wait_output, TempDir};
-
-mod seccomp_support;
+use crate::support::seccomp::{unique_tag, wait_output, TempDir};
 
 fn rootfs(dir: &Path) -> std::path::PathBuf {
     let r = dir.join("rootfs");
-    seccomp_support::busybox_rootfs(&r, &["sh", "dmesg", "cat", "sleep", "kill", "echo"]);
+    support::seccomp::busybox_rootfs(&r, &["sh", "dmesg", "cat", "sleep", "kill", "echo"]);
     std::fs::create_dir_all(r.join("usr/lib")).unwrap();
     // nspawn wants an os-release to accept the directory as an OS tree.
     std::fs::write(r.join("etc/os-release"), "ID=kmsgfs-test\n").unwrap();
@@ -42,13 +39,13 @@ fn nspawn(root: &Path, kmsg: &Path, script: &str) -> Command {
 
 #[test]
 fn nspawn_containers_see_only_their_own_dev_kmsg_and_syslog_is_eperm() {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("systemd-nspawn"))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("systemd-nspawn"))
     {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let mut tags: Vec<String> = Vec::new();
     for n in 0..2 {
@@ -124,20 +121,20 @@ impl Drop for Stop {
 /// (with the holder) in between.
 #[test]
 fn nsenter_into_an_nspawn_container_gets_its_ring_across_kill_9_of_the_daemon() {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("systemd-nspawn")
-        && common::require_tool("nsenter")
-        && common::require_tool("setpriv"))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("systemd-nspawn")
+        && support::require_tool("nsenter")
+        && support::require_tool("setpriv"))
     {
         return;
     }
-    let host = seccomp_support::HostTag::write("nspawn-host-log");
+    let host = support::seccomp::HostTag::write("nspawn-host-log");
     let dir = TempDir::new("nspawn-exec");
-    let holder = common::Holder::start(dir.path());
+    let holder = support::Holder::start(dir.path());
     let sock = holder.socket.display().to_string();
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
-    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let mut d = support::Daemon::start_with(support::Options::args(&args));
     let root = rootfs(dir.path());
     let t = unique_tag("nspawn-exec");
     let child = nspawn(
@@ -156,12 +153,12 @@ fn nsenter_into_an_nspawn_container_gets_its_ring_across_kill_9_of_the_daemon() 
     // Once the container wrote its record: `kill -9` of the daemon, a new one on the holder.
     d.wait_container_rings(1);
     d.kill9();
-    d.restart(common::Options::args(&args));
+    d.restart(support::Options::args(&args));
     let own_net = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let deadline = std::time::Instant::now() + support::TIMEOUT;
     let out = loop {
         // The container's init: the first descendant of nspawn in another network namespace.
-        let leader = common::descendants(child_pid)
+        let leader = support::descendants(child_pid)
             .into_iter()
             .find(|p| std::fs::read_link(format!("/proc/{p}/ns/net")).is_ok_and(|n| n != own_net));
         if let Some(pid) = leader {

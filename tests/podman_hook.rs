@@ -8,28 +8,26 @@
 //! one with only its paths pointed at this build and this daemon (`--hooks-dir` of a private
 //! directory: the host's hook directories are not touched). Root only.
 
-mod common;
-mod seccomp_support;
-
+use crate::support;
 use std::time::Duration;
 
-use seccomp_support::oci::Runtime;
-use seccomp_support::podman::Podman;
-use seccomp_support::{ok, unique_tag};
+use crate::support::seccomp::oci::Runtime;
+use crate::support::seccomp::podman::Podman;
+use crate::support::seccomp::{ok, unique_tag};
 
 fn two_containers_through_the_shipped_hook(rt: Runtime) {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool("podman")
-        && common::require_tool(rt.bin()))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool("podman")
+        && support::require_tool(rt.bin()))
     {
         return;
     }
-    let scratch = seccomp_support::TempDir::new("podman-holder");
-    let holder = common::Holder::start(scratch.path());
+    let scratch = support::seccomp::TempDir::new("podman-holder");
+    let holder = support::Holder::start(scratch.path());
     let sock = holder.socket.display().to_string();
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
-    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let mut d = support::Daemon::start_with(support::Options::args(&args));
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let mut p = Podman::new(rt, &["sh", "dmesg", "cat", "sleep", "kill", "wc"]);
@@ -82,7 +80,7 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
             // The first container across `kill -9` of the daemon (a new one on the holder).
             d.wait_container_rings(1);
             d.kill9();
-            d.restart(common::Options::args(&args));
+            d.restart(support::Options::args(&args));
         }
         let file = ok(
             &p.exec(
@@ -172,12 +170,12 @@ fn two_containers_through_the_shipped_hook(rt: Runtime) {
     }
     // The first container's ring was cleared by its own dmesg -c only; the host ring still
     // has its record.
-    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
-    let host = common::drain(fd);
-    common::close_raw(fd);
+    let fd = support::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).unwrap();
+    let host = support::drain(fd);
+    support::close_raw(fd);
     assert!(host
         .iter()
-        .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
+        .any(|r| support::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"));
     drop(p);
     drop(d);
     drop(holder);

@@ -16,8 +16,7 @@
 //! Root only (FUSE, BPF, namespaces); every process, mount and the holder are cleaned up by
 //! guards, also on failure.
 
-mod common;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -27,7 +26,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{descendants, proc_stat_field, require_root, require_tool, Daemon, Holder, Options};
+use crate::support::{
+    descendants, proc_stat_field, require_root, require_tool, Daemon, Holder, Options,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const WRITE_EVERY: Duration = Duration::from_millis(20);
@@ -104,7 +105,7 @@ impl Container {
 /// applies), until stopped. Returns how many it wrote.
 fn writer(pid: u32, tag: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
     std::thread::spawn(move || {
-        common::enter_netns_of(pid);
+        support::enter_netns_of(pid);
         let mut i = 0u64;
         while !stop.load(Ordering::SeqCst) {
             let mut f = OpenOptions::new()

@@ -5,13 +5,12 @@
 //! records produced while no daemon ran are read afterwards. Root only (FUSE mounts,
 //! network namespaces).
 
-mod common;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
+use crate::support::{
     close_raw, drain, open_raw, require_root, require_tool, text_of, Daemon, Holder, Options,
 };
 
@@ -275,8 +274,8 @@ fn without_resend_the_old_daemon_drains_its_reads_while_the_new_one_serves() {
     };
     let waiting = dd(&d);
     let mut killed = dd(&d);
-    common::wait_blocked_in_fuse(waiting.id());
-    common::wait_blocked_in_fuse(killed.id());
+    support::wait_blocked_in_fuse(waiting.id());
+    support::wait_blocked_in_fuse(killed.id());
 
     let mut old = d.upgrade_detached(
         Path::new(env!("CARGO_BIN_EXE_kmsgfs")),
@@ -297,7 +296,7 @@ fn without_resend_the_old_daemon_drains_its_reads_while_the_new_one_serves() {
         assert!(
             Instant::now() < deadline,
             "a reader killed during the drain stays blocked (state {:?})",
-            common::proc_stat_field(killed.id(), 3)
+            support::proc_stat_field(killed.id(), 3)
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -407,7 +406,7 @@ fn an_unreachable_holder_is_a_clear_start_up_error() {
         err.contains("--holder-socket") && err.contains(sock.to_str().unwrap()),
         "{err}"
     );
-    assert!(!common::is_kmsgfs_mounted(&mnt), "nothing may be mounted");
+    assert!(!support::is_kmsgfs_mounted(&mnt), "nothing may be mounted");
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

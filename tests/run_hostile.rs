@@ -14,15 +14,14 @@
 //! is refused by the kernel; without it, CMD runs without CAP_SYS_ADMIN, CAP_MKNOD and the
 //! other capabilities in `kmsgfs::frontends::run::DROPPED_WITHOUT_USERNS`.
 
-mod common;
-
+use crate::support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{close_raw, drain, lseek_raw, open_raw, require_root, require_tool, Daemon};
+use crate::support::{close_raw, drain, lseek_raw, open_raw, require_root, require_tool, Daemon};
 
 /// Bound for the container to reach its `written` line.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -112,7 +111,7 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         // Nothing can be mounted here from the container (its mounts die with its namespace),
         // but a lazy detach is harmless if the test itself failed half-way.
-        common::detach(&self.0.join("dev"));
+        support::detach(&self.0.join("dev"));
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -269,7 +268,7 @@ fn attack_container(unshare: Option<&str>) {
     );
     let final_line = format!("{tag} final");
     assert!(
-        ring.iter().any(|r| common::text_of(r) == final_line),
+        ring.iter().any(|r| support::text_of(r) == final_line),
         "the container's ring lacks its record `{final_line}`: {ring:?}\n{ctx}"
     );
 }

@@ -4,9 +4,8 @@
 //! `/dev/kmsg` and `/proc/kmsg` are inside, which namespaces are new, the exit status, signal
 //! forwarding and clean-up. They run the real binary as root.
 
-mod common;
-
-use common::require_root;
+use crate::support;
+use crate::support::require_root;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -404,7 +403,7 @@ fn run_killed_with_sigkill_takes_the_namespace_down() {
     }
     let m = FakeMount::new();
     let (mut child, _out) = spawn_ready(&m.dir, "sleep 1000 & echo ready; wait");
-    let inside = common::descendants(child.0.id());
+    let inside = support::descendants(child.0.id());
     assert!(inside.len() >= 3, "init, sh and sleep: {inside:?}");
     child.0.kill().unwrap();
     child.0.wait().unwrap();

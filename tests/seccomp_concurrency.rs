@@ -1,15 +1,13 @@
 //! Many callers at once, and the agent and `/proc/kmsg` sharing one destructive cursor
 //! (kmsg-semantics B4.4, C8). Root only.
 
-mod seccomp_support;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::support::seccomp::*;
 use kmsgfs::frontends::proc_kmsg::{self, ReadResult};
-use seccomp_support::*;
 
 fn ready() -> bool {
     require_root() && require_tool("busybox")

@@ -5,13 +5,11 @@
 //! kmsgfs filter (installed just before exec) and checks what it printed, what happened to the
 //! test ring, and that the host's log and console settings did not change. Root only.
 
-mod seccomp_support;
-
 use std::sync::Arc;
 
+use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::AgentOptions;
 use kmsgfs::ring::{Ring, RingConfig, DEFAULT_CONSOLE_LEVEL};
-use seccomp_support::*;
 
 fn lines(tag: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{tag} line {i}")).collect()

@@ -4,9 +4,7 @@
 //! / `runc exec` whose listener names a host process. Root only; needs `cc`, `python3`, and
 //! for some tests `unshare`, `busybox`, `runc`, `crun`.
 
-mod common;
-mod seccomp_support;
-
+use crate::support;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -15,12 +13,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::seccomp::hostile::{compile_c, line_channel, StallFuse};
+use crate::support::seccomp::oci::{Bundle, Runtime};
+use crate::support::seccomp::*;
 use kmsgfs::frontends::proc_kmsg::cursor_lock;
 use kmsgfs::frontends::seccomp::{AgentHooks, AgentOptions, ContainerProcessState};
 use kmsgfs::syslog::action;
-use seccomp_support::hostile::{compile_c, line_channel, StallFuse};
-use seccomp_support::oci::{Bundle, Runtime};
-use seccomp_support::*;
 
 /// The attacker and the victim in one program.
 ///
@@ -338,7 +336,7 @@ fn fd_count(pid: u32) -> usize {
 
 fn cpu_ticks(pid: u32) -> u64 {
     let f = |n| {
-        common::proc_stat_field(pid, n)
+        support::proc_stat_field(pid, n)
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
@@ -411,7 +409,7 @@ fn set_nofile(pid: u32, n: u64) {
 /// Flood the daemon with `n` connections; its fd count stays within `max_fds`, it uses little
 /// CPU and logs little while the flood idles, and a runtime handing over a listener then (the
 /// flood still connected) is served.
-fn flood_round(d: &common::Daemon, n: usize, max_fds: usize) {
+fn flood_round(d: &support::Daemon, n: usize, max_fds: usize) {
     let pid = d.pid().unwrap();
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let log_before = d.log_text().len();
@@ -456,7 +454,7 @@ fn a2_connection_flood_keeps_the_daemon_bounded_and_serving() {
     if !(ready(&["busybox", "unshare"])) {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let pid = d.pid().unwrap();
     let mut mine = libc::rlimit {
@@ -505,7 +503,7 @@ fn exec_sees_the_container_ring(rt: Runtime) {
     if !ready(&["busybox", rt.bin()]) {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let t = unique_tag(&format!("exec-{}", rt.bin()));
@@ -569,10 +567,10 @@ fn podman_exec_sees_the_container_ring(rt: Runtime) {
     if !ready(&["busybox", "podman", rt.bin()]) {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
-    let mut p = seccomp_support::podman::Podman::new(rt, &["sh", "dmesg", "sleep", "wc"]);
+    let mut p = support::seccomp::podman::Podman::new(rt, &["sh", "dmesg", "sleep", "wc"]);
     let profile = p.dir.path().join("seccomp.json");
     std::fs::write(
         &profile,
@@ -611,12 +609,12 @@ fn podman_exec_sees_the_container_ring(rt: Runtime) {
     );
     let cleared = ok(&o, "podman exec dmesg -c");
     assert_eq!(cleared.trim(), "0", "after dmesg -c in the container");
-    let fd = common::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).expect("open kmsg");
-    let host = common::drain(fd);
-    common::close_raw(fd);
+    let fd = support::open_raw(&d.kmsg(), libc::O_RDONLY | libc::O_NONBLOCK).expect("open kmsg");
+    let host = support::drain(fd);
+    support::close_raw(fd);
     assert!(
         host.iter()
-            .any(|r| common::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"),
+            .any(|r| support::text_of(r) == "kmsgfs-host-ring-record-not-for-containers"),
         "the host ring lost its record: {host:?}"
     );
 }
@@ -638,7 +636,7 @@ fn a3_host_task_on_a_listener_gets_eperm() {
     if !ready(&["busybox"]) {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let (child, listener) = spawn_filtered(Command::new("busybox").tap_args(&["dmesg"]));

@@ -16,20 +16,18 @@
 //!
 //! [`Agent`]: kmsgfs::frontends::seccomp::Agent
 
-mod seccomp_support;
-
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 
+use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::oci::{recv_one_fd, send_fd};
 use kmsgfs::frontends::seccomp::{
     caller, install_filter, printk_time, send_listener, AgentOptions,
 };
 use kmsgfs::syslog::{self, action, Call, Outcome, Policy};
-use seccomp_support::*;
 
 /// Records in the test ring.
 const RECORDS: usize = 100;

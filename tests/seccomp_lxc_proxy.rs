@@ -5,19 +5,17 @@
 //! gets exactly one answer and never a late one. `tests/lxc_runtime.rs` runs the real LXC.
 //! Root only.
 
-mod seccomp_support;
-
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::lxc::{self, REPLY_LEN};
 use kmsgfs::frontends::seccomp::notify::{self, Notification};
 use kmsgfs::frontends::seccomp::{AgentOptions, LxcSocket};
 use kmsgfs::sys::scm;
-use seccomp_support::*;
 
 /// The test's LXC monitor: one connection to the agent's LXC socket.
 struct Monitor {

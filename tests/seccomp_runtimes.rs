@@ -12,16 +12,14 @@
 //! it runs in a private mount namespace where a tmpfs hides `/sys/fs/cgroup/unified`, so it sees
 //! pure cgroup v1. The host's mounts are not changed.
 
-mod seccomp_support;
-
 use std::fs;
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::support::seccomp::oci::{Bundle, Runtime};
+use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::profile::LISTENER_METADATA;
 use kmsgfs::frontends::seccomp::KEY_ANNOTATION;
-use seccomp_support::oci::{Bundle, Runtime};
-use seccomp_support::*;
 use serde_json::json;
 
 /// The busybox applets the tests' containers run.

@@ -2,8 +2,6 @@
 //! after the agent received their call, PID reuse between RECV and the memory write
 //! (seccomp-agent.md §9, §10, §12). Root only.
 
-mod seccomp_support;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -12,10 +10,10 @@ use std::process::Command;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::oci::{recv_one_fd, send_fd};
 use kmsgfs::frontends::seccomp::{install_filter, send_listener, AgentHooks, AgentOptions};
 use kmsgfs::syslog::action;
-use seccomp_support::*;
 
 fn ready(tools: &[&str]) -> bool {
     require_root() && tools.iter().all(|t| require_tool(t))

@@ -1,17 +1,15 @@
 //! The agent's socket: the OCI `listenerPath` protocol as runc and crun speak it
 //! (seccomp-agent.md §6.3, §7). Root only.
 
-mod seccomp_support;
-
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::process::Command;
 
+use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::oci::send_fd;
 use kmsgfs::frontends::seccomp::{Agent, AgentOptions, SeccompError};
-use seccomp_support::*;
 
 /// crun's pretty-printed message for `pid`, naming ring `key`.
 fn crun_message(pid: u32, key: &str) -> String {

@@ -14,15 +14,13 @@
 //! missing, unless `KMSGFS_ALLOW_SKIP=1`). Everything they create (daemon, mounts, namespaces,
 //! processes, the sysctl) is removed by guards, also on failure.
 
-mod bpf_common;
-mod common;
-
+use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use bpf_common::*;
-use common::{Daemon, Options};
+use crate::support::bpf::*;
+use crate::support::{Daemon, Options};
 use kmsgfs::sources::bpf::netns_log::{nf_log_all_netns, NF_LOG_ALL_NETNS};
 
 /// A daemon on the real host `/dev/kmsg` with `args`; fails unless BPF attribution is on
@@ -59,13 +57,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Texts of every record in the ring file `path` (empty if it does not exist).
 fn ring_texts(path: &Path) -> Vec<String> {
-    match common::open_raw(path, libc::O_RDONLY | libc::O_NONBLOCK) {
+    match support::open_raw(path, libc::O_RDONLY | libc::O_NONBLOCK) {
         Ok(fd) => {
-            let v = common::drain(fd)
+            let v = support::drain(fd)
                 .iter()
-                .map(|r| common::text_of(r).to_string())
+                .map(|r| support::text_of(r).to_string())
                 .collect();
-            common::close_raw(fd);
+            support::close_raw(fd);
             v
         }
         Err(libc::ENOENT) => Vec::new(),

@@ -9,13 +9,11 @@
 //! `/proc/kmsg` is masked: runc refuses bind mounts onto `/proc` paths outside its allow-list.
 //! Root only; needs `runc`, `crun` and `busybox`.
 
-mod common;
-mod seccomp_support;
-
+use crate::support;
 use std::path::Path;
 
-use seccomp_support::oci::{Bundle, Runtime};
-use seccomp_support::{stderr, stdout, unique_tag};
+use crate::support::seccomp::oci::{Bundle, Runtime};
+use crate::support::seccomp::{stderr, stdout, unique_tag};
 use serde_json::json;
 
 /// Write config.json running `sh -c <script>` with CAP_SYSLOG, the kmsgfs profile on
@@ -37,13 +35,13 @@ fn configure_caps(b: &Bundle, script: &str, kmsg_dir: &Path, socket: &Path, cap_
 }
 
 fn containers_see_only_their_rings(rt: Runtime) {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool(rt.bin()))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool(rt.bin()))
     {
         return;
     }
-    let d = common::Daemon::start_args(&["--devkmsg", "on"]);
+    let d = support::Daemon::start_args(&["--devkmsg", "on"]);
     d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let mut b = Bundle::new(rt, &["sh", "dmesg", "cat", "echo"]);
@@ -56,7 +54,7 @@ fn containers_see_only_their_rings(rt: Runtime) {
         configure(&b, &script, d.dir(), &socket);
         let out = b.run(
             &format!("kmsgfs-serve-{}-{n}", std::process::id()),
-            common::TIMEOUT * 3,
+            support::TIMEOUT * 3,
         );
         let text = stdout(&out);
         assert!(
@@ -98,14 +96,14 @@ fn crun_syslog_and_dev_kmsg_share_the_container_ring() {
 /// `--syslog-access kernel` the same calls get EPERM, as the kernel's rule says, and the
 /// host log is never shown.
 fn default_capabilities(rt: Runtime) {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool(rt.bin()))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool(rt.bin()))
     {
         return;
     }
     for mode in ["container", "kernel"] {
-        let d = common::Daemon::start_args(&["--devkmsg", "on", "--syslog-access", mode]);
+        let d = support::Daemon::start_args(&["--devkmsg", "on", "--syslog-access", mode]);
         d.feed(6, "kmsgfs-host-ring-record-not-for-containers");
         let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
         let mut b = Bundle::new(rt, &["sh", "dmesg", "cat", "echo", "wc"]);
@@ -121,7 +119,7 @@ fn default_capabilities(rt: Runtime) {
         configure_caps(&b, &script, d.dir(), &socket, false);
         let out = b.run(
             &format!("kmsgfs-defcaps-{}-{mode}", std::process::id()),
-            common::TIMEOUT * 3,
+            support::TIMEOUT * 3,
         );
         let text = format!("{}{}", stdout(&out), stderr(&out));
         assert!(
@@ -177,17 +175,17 @@ fn crun_default_capabilities_read_and_clear_their_own_ring() {
 /// the container, untouched, reads its records before and after, once each, through the file
 /// and through busybox `dmesg`, and `dmesg -c` clears its ring.
 fn survives_kill_9(rt: Runtime) {
-    if !(common::require_root()
-        && common::require_tool("busybox")
-        && common::require_tool(rt.bin()))
+    if !(support::require_root()
+        && support::require_tool("busybox")
+        && support::require_tool(rt.bin()))
     {
         return;
     }
-    let scratch = seccomp_support::TempDir::new("runtime-restart");
-    let holder = common::Holder::start(scratch.path());
+    let scratch = support::seccomp::TempDir::new("runtime-restart");
+    let holder = support::Holder::start(scratch.path());
     let sock = holder.socket.display().to_string();
     let args = ["--devkmsg", "on", "--holder-socket", sock.as_str()];
-    let mut d = common::Daemon::start_with(common::Options::args(&args));
+    let mut d = support::Daemon::start_with(support::Options::args(&args));
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
     let mut b = Bundle::new(rt, &["sh", "dmesg", "cat", "echo", "sleep", "wc"]);
     let t = unique_tag(&format!("{}-restart", rt.bin()));
@@ -200,13 +198,13 @@ fn survives_kill_9(rt: Runtime) {
     let go = b.bundle().join("rootfs/go");
     let id = format!("kmsgfs-restart-{}-{}", rt.bin(), std::process::id());
     let runner = std::thread::spawn(move || {
-        let out = b.run(&id, common::TIMEOUT * 3);
+        let out = b.run(&id, support::TIMEOUT * 3);
         (out, b)
     });
     // The container is up once its ring holds its first record.
     d.wait_container_rings(1);
     d.kill9();
-    d.restart(common::Options::args(&args));
+    d.restart(support::Options::args(&args));
     std::fs::write(&go, b"").unwrap();
     let (out, b) = runner.join().unwrap();
     let text = stdout(&out);

@@ -9,14 +9,13 @@
 //! written to (one tagged record in the leak test) and inspected with a SEEK_DATA reader, never
 //! cleared.
 
-mod common;
-
+use crate::support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::Daemon;
+use crate::support::Daemon;
 
 /// Generous bound for anything that should take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,7 +29,7 @@ fn tag(what: &str) -> String {
 }
 
 fn ready(tools: &[&str]) -> bool {
-    common::require_root() && tools.iter().all(|t| common::require_tool(t))
+    support::require_root() && tools.iter().all(|t| support::require_tool(t))
 }
 
 fn daemon() -> Daemon {
@@ -127,17 +126,17 @@ fn write_script(tag: &str, n: usize) -> String {
 /// The seq of the first record a fresh reader of the REAL /dev/kmsg sees after
 /// `lseek(SEEK_DATA)`, i.e. the host's clear point (A4.3). Read-only; never clears.
 fn host_clear_point() -> u64 {
-    let fd = common::open_raw(Path::new("/dev/kmsg"), libc::O_RDONLY | libc::O_NONBLOCK)
+    let fd = support::open_raw(Path::new("/dev/kmsg"), libc::O_RDONLY | libc::O_NONBLOCK)
         .expect("open the real /dev/kmsg");
-    common::lseek_raw(fd, 0, libc::SEEK_DATA).expect("lseek(SEEK_DATA) on /dev/kmsg");
+    support::lseek_raw(fd, 0, libc::SEEK_DATA).expect("lseek(SEEK_DATA) on /dev/kmsg");
     let rec = loop {
-        match common::read_raw(fd, 8192) {
+        match support::read_raw(fd, 8192) {
             Ok(r) => break r,
             Err(libc::EPIPE) => continue,
             Err(e) => panic!("read the real /dev/kmsg: errno {e}"),
         }
     };
-    common::close_raw(fd);
+    support::close_raw(fd);
     let s = String::from_utf8_lossy(&rec);
     s.split(',').nth(1).unwrap().parse().unwrap()
 }

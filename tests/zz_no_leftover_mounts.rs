@@ -2,18 +2,18 @@
 //! every other target, including other helpers' tests that use tests/common): no kmsgfs mount made
 //! by this `cargo test` invocation remains in `/proc/self/mountinfo`.
 
-mod common;
+use crate::support;
 
 #[test]
 fn no_kmsgfs_mount_of_this_test_run_remains() {
-    if !common::require_root() {
+    if !support::require_root() {
         return;
     }
-    let left = common::leftover_mounts();
+    let left = support::leftover_mounts();
     assert!(
         left.is_empty(),
         "kmsgfs mounts left under {}:\n{}",
-        common::run_root().display(),
+        support::run_root().display(),
         left.join("\n")
     );
 }

@@ -1,5 +1,6 @@
 //! Loom models of the publish/read protocol, of the wake-up protocol (see the module design)
-//! and of the hand-over to a successor writer (a restarted daemon adopting the memfd). Run with `RUSTFLAGS="--cfg loom" cargo test --release loom`.
+//! and of the hand-over to a successor writer (a restarted daemon adopting the memfd). Run with
+//! `cargo test --release --lib --features loom loom`.
 //!
 //! The rings are tiny (96 bytes of data, two descriptors) so that three 40-byte records wrap
 //! the data ring (the third blob straddles the end and overwrites the first) and reuse a

@@ -172,9 +172,9 @@
 
 mod sync;
 
-#[cfg(all(test, loom))]
+#[cfg(all(test, feature = "loom"))]
 mod loom_tests;
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(feature = "loom")))]
 mod tests;
 
 use std::fmt;
@@ -413,11 +413,11 @@ enum Region {
     /// Process memory ([`Ring::new`]).
     Heap(Box<[AtomicU64]>),
     /// A sealed memfd that outlives the process ([`Ring::new_shared`], [`Ring::adopt`]).
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     Shared(crate::sys::shm::SharedWords),
     /// Under the loom model: words two `Ring` values share, standing for the memfd a dead
     /// writer and its successor map ([`Ring::successor`]).
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     Model(std::sync::Arc<[AtomicU64]>),
 }
 
@@ -425,9 +425,9 @@ impl Region {
     fn words(&self) -> &[AtomicU64] {
         match self {
             Region::Heap(w) => w,
-            #[cfg(not(all(loom, test)))]
+            #[cfg(not(all(feature = "loom", test)))]
             Region::Shared(m) => m.words(),
-            #[cfg(all(loom, test))]
+            #[cfg(all(feature = "loom", test))]
             Region::Model(w) => w,
         }
     }
@@ -614,7 +614,7 @@ impl Ring {
     /// An empty ring like [`Ring::new`] whose words live in a new sealed memfd named `name`
     /// ([`Ring::memfd`]): a holder that keeps the fd lets a restarted daemon [`Ring::adopt`]
     /// it with every record and cursor.
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub fn new_shared(config: RingConfig, name: &str) -> Result<Self, crate::sys::SysError> {
         let config = config.effective();
         let m = crate::sys::shm::SharedWords::create(name, Self::region_words(config))?;
@@ -626,7 +626,7 @@ impl Ring {
     /// and every stored record are checked first; the writer's state (head, bytes in use,
     /// blob lengths) is rebuilt from the records. An append the previous process did not
     /// finish was never published (`next_seq`), so it is simply not there.
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub fn adopt(fd: std::os::fd::OwnedFd) -> Result<Self, RingAdoptError> {
         let m = crate::sys::shm::SharedWords::from_fd(fd)?;
         let w = m.words();
@@ -659,7 +659,7 @@ impl Ring {
     }
 
     /// The memfd of a shared ring, to hand to a holder process.
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         match &self.region {
             Region::Shared(m) => Some(m.fd()),
@@ -717,7 +717,7 @@ impl Ring {
 
     /// Under the loom model the ring's atomics are loom's, which cannot live in shared
     /// memory: no shared rings (the model checks the protocol, which is the same).
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub fn new_shared(_config: RingConfig, name: &str) -> Result<Self, crate::sys::SysError> {
         Err(crate::sys::SysError::new(
             format!("memfd ring {name} under loom"),
@@ -726,7 +726,7 @@ impl Ring {
     }
 
     /// See the loom [`Ring::new_shared`].
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub fn adopt(_fd: std::os::fd::OwnedFd) -> Result<Self, RingAdoptError> {
         Err(RingAdoptError::Inconsistent(
             "no shared rings under loom".into(),
@@ -734,13 +734,13 @@ impl Ring {
     }
 
     /// See the loom [`Ring::new_shared`].
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub fn memfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
 
     /// Under loom: an empty ring whose words a [`Ring::successor`] can share.
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn new_model(config: RingConfig) -> Self {
         let words: std::sync::Arc<[AtomicU64]> =
             sync::zeroed_atomics(Self::region_words(config)).into();
@@ -749,7 +749,7 @@ impl Ring {
 
     /// Under loom: what [`Ring::adopt`] makes of a memfd, over the same words as `self`: the
     /// published bounds read from the header, the writer state rebuilt from the records.
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn successor(&self) -> Result<Self, RingAdoptError> {
         let Region::Model(words) = &self.region else {
             unreachable!("successor of a model ring only")
@@ -766,7 +766,7 @@ impl Ring {
 
     /// Under loom: the writer dies in the middle of an append: steps 1 and 2 (reclaim, blob,
     /// descriptor) happen, the publication (append:C) does not.
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn append_unpublished(&self, rec: &RecordRef<'_>) {
         self.append_steps(rec, false);
     }

@@ -1,21 +1,24 @@
 //! The synchronisation primitives the ring is built from, behind one seam so that the loom
-//! model (`RUSTFLAGS="--cfg loom" cargo test --release loom`) can replace every atomic, fence,
+//! model (`cargo test --release --lib --features loom loom`) can replace every atomic, fence,
 //! lock and condition variable the publish/read/wake protocol uses.
 //!
-//! Only the crate's own unit-test build switches to loom (`cfg(all(loom, test))`): loom is a
-//! dev-dependency, so the library as linked into integration tests and benches keeps the real
-//! primitives even when `--cfg loom` is set.
+//! Only the crate's own unit-test build switches to loom (`cfg(all(feature = "loom", test))`):
+//! the library as linked into the binary, integration tests and benches keeps the real
+//! primitives even with the feature on. A feature rather than loom's usual `--cfg loom`:
+//! `RUSTFLAGS` would rebuild every dependency (libbpf's C sources included) for the model,
+//! two of the nine minutes of a CI run, while a feature of this crate (no crate depends on
+//! kmsgfs, so nothing else can turn it on) rebuilds only this crate.
 //!
 //! The API is the intersection of `parking_lot` and loom: guards by value, no poisoning.
 
-#[cfg(all(loom, test))]
+#[cfg(all(feature = "loom", test))]
 pub(crate) use loom::sync::atomic::{fence, AtomicU64};
-#[cfg(not(all(loom, test)))]
+#[cfg(not(all(feature = "loom", test)))]
 pub(crate) use std::sync::atomic::{fence, AtomicU64};
 
 use std::time::Instant;
 
-#[cfg(all(loom, test))]
+#[cfg(all(feature = "loom", test))]
 mod imp {
     pub(crate) type Mutex<T> = loom::sync::Mutex<T>;
     pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
@@ -25,7 +28,7 @@ mod imp {
     pub(crate) type RwLockWriteGuard<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
 }
 
-#[cfg(not(all(loom, test)))]
+#[cfg(not(all(feature = "loom", test)))]
 mod imp {
     pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
     pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
@@ -43,12 +46,12 @@ impl<T> Mutex<T> {
         Mutex(imp::Mutex::new(value))
     }
 
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub(crate) fn lock(&self) -> imp::MutexGuard<'_, T> {
         self.0.lock()
     }
 
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn lock(&self) -> imp::MutexGuard<'_, T> {
         self.0.lock().expect("loom mutex poisoned")
     }
@@ -68,7 +71,7 @@ impl Condvar {
 
     /// Wait for a notification or until `deadline` (forever when `None`); returns the guard
     /// and whether the deadline passed. Spurious wake-ups are possible.
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub(crate) fn wait_until<'a, T>(
         &self,
         mut guard: imp::MutexGuard<'a, T>,
@@ -86,7 +89,7 @@ impl Condvar {
 
     /// Loom has no time: the wait lasts until a notification, so a lost wake-up shows up as
     /// a deadlock in the model.
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn wait_until<'a, T>(
         &self,
         guard: imp::MutexGuard<'a, T>,
@@ -104,22 +107,22 @@ impl<T> RwLock<T> {
         RwLock(imp::RwLock::new(value))
     }
 
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub(crate) fn read(&self) -> imp::RwLockReadGuard<'_, T> {
         self.0.read()
     }
 
-    #[cfg(not(all(loom, test)))]
+    #[cfg(not(all(feature = "loom", test)))]
     pub(crate) fn write(&self) -> imp::RwLockWriteGuard<'_, T> {
         self.0.write()
     }
 
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn read(&self) -> imp::RwLockReadGuard<'_, T> {
         self.0.read().expect("loom rwlock poisoned")
     }
 
-    #[cfg(all(loom, test))]
+    #[cfg(all(feature = "loom", test))]
     pub(crate) fn write(&self) -> imp::RwLockWriteGuard<'_, T> {
         self.0.write().expect("loom rwlock poisoned")
     }
@@ -142,7 +145,7 @@ impl<T> std::ops::Deref for CachePadded<T> {
 /// `n` atomics, all 0, from zeroed memory: a large ring's words cost nothing until they are
 /// first written (the allocator hands out fresh, lazily zeroed pages), so creating a ring for a
 /// new namespace does not stall the thread that delivers its first record.
-#[cfg(not(all(loom, test)))]
+#[cfg(not(all(feature = "loom", test)))]
 pub(crate) fn zeroed_atomics(n: usize) -> Box<[AtomicU64]> {
     if n == 0 {
         return Box::new([]);
@@ -160,7 +163,7 @@ pub(crate) fn zeroed_atomics(n: usize) -> Box<[AtomicU64]> {
 }
 
 /// Loom's atomics are not plain memory: build them one by one.
-#[cfg(all(loom, test))]
+#[cfg(all(feature = "loom", test))]
 pub(crate) fn zeroed_atomics(n: usize) -> Box<[AtomicU64]> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }

@@ -29,6 +29,10 @@
 //! ```
 #![allow(dead_code)]
 
+pub mod bpf;
+pub mod memcg;
+pub mod seccomp;
+
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
