@@ -28,14 +28,16 @@ bin=$(cargo test --release --test integration --no-run 2>&1 | tee /dev/stderr |
 suites=$(sed -n 's/^mod \([a-z0-9_]*\);$/\1/p' tests/main.rs | grep -vx support)
 listed=$("$bin" --list | grep -c ': test$')
 counted=0
+failed=
 for suite in $suites; do
     n=$("$bin" --list "$suite::" | grep -c ': test$' || true)
     counted=$((counted + n))
     echo "-- $suite ($n tests)"
-    "$bin" "$suite::"
+    "$bin" "$suite::" || failed="$failed $suite"
 done
 # Every test belongs to exactly one suite: none is left out by the loop.
 [ "$counted" -eq "$listed" ] || { echo "suites ran $counted of $listed tests" >&2; exit 1; }
+[ -z "$failed" ] || { echo "failed suites:$failed" >&2; exit 1; }
 echo "== loom model of the ring (--features loom)"
 cargo test --release --lib --features loom loom
 echo "== leftover mounts"

@@ -92,7 +92,7 @@ fn a_events_carry_caller_namespaces_and_seq() {
     eprintln!("K = {k:#x}");
 
     let host = kmsgfs::sources::bpf::host_namespaces().unwrap();
-    let tag = run_tag("events");
+    let tag = unique_tag("events");
     let script = r#"read x; echo "<6>$0" > /dev/kmsg"#;
     let mut kids = Vec::new();
     for (i, flags) in [
@@ -226,7 +226,7 @@ fn a_continuation_fragments_link_to_their_record() {
     if !need_basics(&[]) {
         return;
     }
-    if !need(
+    if !require(
         std::fs::read_to_string("/proc/sys/debug/exception-trace").is_ok_and(|s| s.trim() != "0"),
         "debug.exception-trace=1 (the kernel prints segfault reports)",
     ) {

@@ -30,7 +30,7 @@ fn b_identical_text_from_four_namespaces_is_routed_exactly() {
         attr.status().summary()
     );
 
-    let text = format!("{} identical text", run_tag("identical"));
+    let text = format!("{} identical text", unique_tag("identical"));
     let script = format!(
         r#"read x; i=0; while [ $i -lt {PER_WRITER} ]; do echo "<6>{text}" > /dev/kmsg; i=$((i+1)); done"#
     );

@@ -28,7 +28,7 @@ fn c_netfilter_log_lines_go_to_the_rules_namespace() {
     if !need_basics(&["ip", "iptables", "nft", "ping"]) {
         return;
     }
-    if !need(
+    if !require(
         std::path::Path::new(kmsgfs::sources::bpf::netns_log::NF_LOG_ALL_NETNS).exists(),
         "net.netfilter.nf_log_all_netns (netfilter logging in the kernel)",
     ) {

@@ -5,10 +5,10 @@
 //! the router sends it to A's ring (and, by the default policy, to B's), and with the
 //! victim-only policy to A's alone.
 
-use crate::support;
 use std::ffi::CString;
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::bpf::*;
 use kmsgfs::router::{How, OomPolicy, Routed, Router, RouterConfig};
 use kmsgfs::sources::bpf::{host_namespaces, write_calibration_nonce, BpfConfig, BpfSource};
@@ -157,14 +157,14 @@ fn d_oom_report_goes_to_the_victims_namespace() {
     let cg = match support::memcg::MemCg::create(&name, LIMIT) {
         Ok(c) => c,
         Err(what) => {
-            need(false, &what);
+            require(false, &what);
             return;
         }
     };
     let host = host_namespaces().unwrap();
     let mut src = BpfSource::start(&BpfConfig::default())
         .unwrap_or_else(|e| panic!("BPF source failed to start: {e}"));
-    if !need(
+    if !require(
         src.status().oom_victim,
         "tp_btf/mark_victim (OOM victim events)",
     ) {

@@ -91,7 +91,7 @@ fn overhead_per_printk_and_per_packet() {
     if !need_basics(&["unshare", "ping", "ip"]) {
         return;
     }
-    let tag = run_tag("bench");
+    let tag = unique_tag("bench");
     let mut detached = Vec::new();
     let mut attached = Vec::new();
     let mut printk = Runs::default();

@@ -14,13 +14,13 @@
 //! number, and nothing of the other host records. The host clients only read (`imkmsg`, never
 //! `imklog`: that would consume the host's syslog cursor). Root only; needs BPF.
 
-use crate::support;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::seccomp::TempDir;
 use crate::support::{descendants, require_root, require_tool, Daemon, Options, TIMEOUT};
 

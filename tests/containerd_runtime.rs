@@ -7,11 +7,11 @@
 //! their own records in `cat /dev/kmsg` and busybox `dmesg`, and `dmesg -c` clears only their
 //! own ring. Root only.
 
-use crate::support;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::seccomp::{unique_tag, wait_output, TempDir};
 
 /// A private containerd, stopped on drop.

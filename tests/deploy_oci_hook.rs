@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::support;
 use crate::support::{require_root, require_tool, Daemon};
 use serde_json::{json, Value};
 
@@ -22,7 +23,7 @@ impl Bundle {
         let _ = fs::remove_dir_all(&dir);
         let bin = dir.join("bundle/rootfs/bin");
         fs::create_dir_all(&bin).unwrap();
-        let busybox = which("busybox").expect("busybox on PATH");
+        let busybox = support::which("busybox").expect("busybox on PATH");
         fs::copy(busybox, bin.join("busybox")).expect("copy busybox into the rootfs");
         for applet in ["sh", "dd", "timeout", "echo", "dmesg"] {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
@@ -112,12 +113,6 @@ impl Drop for Bundle {
         }
         let _ = fs::remove_dir_all(&self.dir);
     }
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
 }
 
 fn text(b: &[u8]) -> String {

@@ -7,11 +7,11 @@
 //! with `listenerPath` is refused by Docker 20.10 with exit 125, as documented; `docker exec`
 //! gets the container's ring, and `/dev/kmsg` survives `kill -9` of the daemon. Root only.
 
-use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::seccomp::{unique_tag, wait_output, TempDir};
 
 /// The tests of this binary one at a time: two private dockerds side by side disturb each

@@ -19,13 +19,13 @@
 //! Every run uses a unique tag, counts records exactly, and checks that none of them reached
 //! the real host log. Latencies are printed, never asserted beyond generous timeouts.
 
-use crate::support;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::Daemon;
 
 /// Generous bound for anything that should take milliseconds.
@@ -40,14 +40,6 @@ const RESULT_PREFIX: &str = "E2E-RESULT ";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers on the test side.
-
-fn unique_tag(what: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kmsgfs-e2e-{what}-{}-{nanos}", std::process::id())
-}
 
 fn require_root_and_dmesg() -> bool {
     support::require_root() && support::require_tool("dmesg")
@@ -248,7 +240,7 @@ fn d1_dmesg_r_x_show_exactly_the_namespace_records() {
         return;
     }
     let d = daemon(&[]);
-    let tag = unique_tag("dmesg");
+    let tag = support::unique_tag("e2e-dmesg");
     let n = 7;
     let script = format!(
         "{} echo ==plain; dmesg; echo ==raw; dmesg -r; echo ==decode; dmesg -x; echo ==end",
@@ -315,7 +307,7 @@ fn d1_dmesg_sees_its_records_in_a_user_namespace_and_with_only_a_new_netns() {
     // CAP_SYSLOG in the initial namespace) and a run without new pid/uts/ipc namespaces both
     // get a ring of their own.
     for unshare in ["user,net,pid", "net"] {
-        let tag = unique_tag("userns");
+        let tag = support::unique_tag("e2e-userns");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmsgfs"));
         cmd.arg("run")
             .arg("--mount")
@@ -347,7 +339,7 @@ fn d1_dmesg_w_and_dmesg_w_new_see_records_written_after_start() {
         return;
     }
     let d = daemon(&[]);
-    let tag = unique_tag("follow");
+    let tag = support::unique_tag("e2e-follow");
     let out_dir = d.scratch().join("follow");
     std::fs::create_dir_all(&out_dir).unwrap();
     // Both followers run under `timeout` so that nothing hangs; they are stopped with SIGINT as
@@ -398,7 +390,7 @@ fn d1_two_concurrent_runs_never_see_each_other() {
         return;
     }
     let d = daemon(&[]);
-    let base = unique_tag("pair");
+    let base = support::unique_tag("e2e-pair");
     let sync = d.scratch().join("pair");
     std::fs::create_dir_all(&sync).unwrap();
     let n = 5;
@@ -529,7 +521,7 @@ fn run_client(d: &Daemon, client: &str, tag: &str) -> serde_json::Value {
     cmd.arg(exe)
         .args([
             "--exact",
-            "client_entry",
+            "e2e_clients::client_entry",
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -563,7 +555,7 @@ fn d3_journald_style_client_level_triggered_epoll_and_overrun() {
         return;
     }
     let d = daemon(&["--ring-size", SMALL_RING]);
-    let tag = unique_tag("journald");
+    let tag = support::unique_tag("e2e-journald");
     let r = run_client(&d, "journald", &tag);
     eprintln!("journald client: {r:#}");
     let n = |k: &str| {
@@ -597,7 +589,7 @@ fn d4_go_style_client_edge_triggered_epoll_never_hangs() {
         return;
     }
     let d = daemon(&[]);
-    let tag = unique_tag("go");
+    let tag = support::unique_tag("e2e-go");
     let r = run_client(&d, "go", &tag);
     eprintln!("go client: {r:#}");
     let n = |k: &str| {

@@ -6,12 +6,12 @@
 //! binary, one test at a time, so no other daemon mounts meanwhile) and restored even on
 //! failure.
 
-use crate::support;
 use std::path::Path;
 use std::process::Command;
 
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::{is_kmsgfs_mounted, require_root, text_of, Daemon, Holder, Options};
 
 /// The tests of this binary change host-wide sysctls: one at a time.
@@ -48,14 +48,9 @@ fn a_fuse_request_timeout_is_refused_at_start_with_the_setting_named() {
             "default_request_timeout" => "/proc/sys/fs/fuse/default_request_timeout",
             _ => "/proc/sys/fs/fuse/max_request_timeout",
         };
-        if !Path::new(path).exists() && std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-            eprintln!("skipped: {path} is missing (Linux before 6.14)");
+        if !support::require_path(Path::new(path), "Linux 6.14+") {
             return;
         }
-        assert!(
-            Path::new(path).exists(),
-            "{path} is missing: this test needs Linux 6.14+ (set KMSGFS_ALLOW_SKIP=1 to skip)"
-        );
         let _guard = Sysctl::set(path, "30").expect("read the sysctl");
         let dir =
             std::env::temp_dir().join(format!("kmsgfs-timeout-{}-{name}", std::process::id()));
@@ -91,11 +86,7 @@ fn a_restart_with_the_timeout_set_adopts_the_connection_and_its_parked_read_surv
     if !require_root() {
         return;
     }
-    assert!(
-        Path::new(MAX_TIMEOUT).exists() || std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1"),
-        "{MAX_TIMEOUT} is missing: this test needs Linux 6.14+ (set KMSGFS_ALLOW_SKIP=1 to skip)"
-    );
-    if !Path::new(MAX_TIMEOUT).exists() {
+    if !support::require_path(Path::new(MAX_TIMEOUT), "Linux 6.14+") {
         return;
     }
     let scratch =

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::support;
 use kmsgfs::frontends::fuse::wire::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
     MountOptions, OpenFlags, ReplyAttr, ReplyData, ReplyEntry, ReplyOpen, Request, Session,
@@ -26,21 +27,6 @@ const INO_PARK: u64 = 3;
 const DATA: &[u8] = b"fixed bytes from kmsgfs wire\n";
 const ADOPTED: &[u8] = b"answered by the successor\n";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let dev = Path::new("/dev/fuse").exists();
-    if root && dev {
-        return true;
-    }
-    let why = if root { "/dev/fuse" } else { "root" };
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("skipping: needs {why} (KMSGFS_ALLOW_SKIP=1)");
-        return false;
-    }
-    panic!("this test needs {why}; run as root with /dev/fuse, or set KMSGFS_ALLOW_SKIP=1");
-}
 
 /// A temp mount point, detached (MNT_DETACH) and removed on drop, also after a failure.
 struct MountGuard(PathBuf);
@@ -248,7 +234,9 @@ fn install_usr1() {
 
 #[test]
 fn mount_cat_stat_and_adopt_a_live_connection() {
-    if !require_root() {
+    if !(support::require_root()
+        && support::require_path(Path::new("/dev/fuse"), "the FUSE device"))
+    {
         return;
     }
     let guard = MountGuard::new("adopt");
@@ -333,7 +321,9 @@ fn mount_cat_stat_and_adopt_a_live_connection() {
 
 #[test]
 fn signal_interrupts_a_parked_read_and_interrupts_stay_enabled() {
-    if !require_root() {
+    if !(support::require_root()
+        && support::require_path(Path::new("/dev/fuse"), "the FUSE device"))
+    {
         return;
     }
     install_usr1();

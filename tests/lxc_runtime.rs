@@ -8,12 +8,12 @@
 //! later and keeps them across a planned restart (SIGTERM) of the daemon, and `syslog(2)`
 //! works again after `kill -9` of the daemon. Root only; needs `lxc-start` and `busybox`.
 
-use crate::support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::seccomp::HostTag;
 use crate::support::{require_root, require_tool, Daemon};
 

@@ -4,11 +4,11 @@
 //! the kernel and, without CAP_SYSLOG (nspawn's default), gets EPERM: busybox `dmesg` fails and
 //! never prints the host log. Root only; installs nothing (CI installs systemd-container).
 
-use crate::support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support;
 use crate::support::seccomp::{unique_tag, wait_output, TempDir};
 
 fn rootfs(dir: &Path) -> std::path::PathBuf {

@@ -8,9 +8,9 @@
 //! one with only its paths pointed at this build and this daemon (`--hooks-dir` of a private
 //! directory: the host's hook directories are not touched). Root only.
 
-use crate::support;
 use std::time::Duration;
 
+use crate::support;
 use crate::support::seccomp::oci::Runtime;
 use crate::support::seccomp::podman::Podman;
 use crate::support::seccomp::{ok, unique_tag};

@@ -16,7 +16,6 @@
 //! Root only (FUSE, BPF, namespaces); every process, mount and the holder are cleaned up by
 //! guards, also on failure.
 
-use crate::support;
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -26,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::{
     descendants, proc_stat_field, require_root, require_tool, Daemon, Holder, Options,
 };
@@ -440,13 +440,10 @@ fn require_all() -> bool {
         && require_tool("strace")
         && require_tool("busybox")
         && require_tool("journalctl")
-        && (Path::new("/lib/systemd/systemd-journald").exists() || {
-            assert!(
-                std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1"),
-                "/lib/systemd/systemd-journald is missing (apt-get install systemd)"
-            );
-            false
-        })
+        && support::require_path(
+            Path::new("/lib/systemd/systemd-journald"),
+            "apt-get install systemd",
+        )
 }
 
 #[test]

@@ -5,11 +5,11 @@
 //! records produced while no daemon ran are read afterwards. Root only (FUSE mounts,
 //! network namespaces).
 
-use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::{
     close_raw, drain, open_raw, require_root, require_tool, text_of, Daemon, Holder, Options,
 };

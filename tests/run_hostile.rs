@@ -14,13 +14,13 @@
 //! is refused by the kernel; without it, CMD runs without CAP_SYS_ADMIN, CAP_MKNOD and the
 //! other capabilities in `kmsgfs::frontends::run::DROPPED_WITHOUT_USERNS`.
 
-use crate::support;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use crate::support;
 use crate::support::{close_raw, drain, lseek_raw, open_raw, require_root, require_tool, Daemon};
 
 /// Bound for the container to reach its `written` line.
@@ -52,14 +52,6 @@ const ATTACKS: [(&str, &str); 9] = [
         "python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' \"$A\"",
     ),
 ];
-
-fn unique_tag(what: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kmsgfs-hostile-{what}-{}-{nanos}", std::process::id())
-}
 
 /// The attacker: prints its network namespace, runs every attack and reports
 /// `attack NAME: failed|succeeded`, writes a final record, prints `written` and waits for
@@ -182,7 +174,10 @@ fn agent_socket(d: &Daemon) -> PathBuf {
 
 fn attack_container(unshare: Option<&str>) {
     let d = Daemon::start_args(&["--devkmsg", "on"]);
-    let tag = unique_tag(&unshare.unwrap_or("default").replace(',', "-"));
+    let tag = support::unique_tag(&format!(
+        "hostile-{}",
+        unshare.unwrap_or("default").replace(',', "-")
+    ));
     let scratch = Scratch::new(&tag);
     let host = HostLog::open();
 

@@ -11,7 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Generous bound for anything that should take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,7 +27,7 @@ struct FakeMount {
 impl FakeMount {
     fn new() -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let tag = unique_tag();
+        let tag = support::unique_tag("run");
         let dir = std::env::temp_dir().join(format!(
             "kmsgfs-run-test-{}-{}",
             std::process::id(),
@@ -50,14 +50,6 @@ impl Drop for FakeMount {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn unique_tag() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kmsgfs-run-{}-{nanos}", std::process::id())
 }
 
 fn kmsgfs_run(mount: &Path, unshare: Option<&str>) -> Command {
@@ -448,7 +440,8 @@ fn run_fails_clearly_when_dir_has_no_kmsg() {
     if !require_root() {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("kmsgfs-run-nothing-{}", unique_tag()));
+    let dir =
+        std::env::temp_dir().join(format!("kmsgfs-run-nothing-{}", support::unique_tag("run")));
     let out = run_sh(&dir, None, "echo must-not-run");
     assert_eq!(out.status.code(), Some(125));
     assert_eq!(stdout(&out), "");

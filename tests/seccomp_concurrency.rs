@@ -165,8 +165,13 @@ fn threads_of_one_caller_each_get_their_answer() {
     let h = Harness::new(&[format!("{tag} one"), format!("{tag} two")]);
     let expect = format!("<6>[    1.000000] {tag} one\n<6>[    2.000000] {tag} two\n");
     let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--exact", "mt_helper", "--nocapture", "--test-threads=1"])
-        .env(MT_ENV, &expect);
+    cmd.args([
+        "--exact",
+        "seccomp_concurrency::mt_helper",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(MT_ENV, &expect);
     let (child, listener) = spawn_filtered(cmd);
     kmsgfs::frontends::seccomp::send_listener(
         &h.socket(),

@@ -4,7 +4,6 @@
 //! / `runc exec` whose listener names a host process. Root only; needs `cc`, `python3`, and
 //! for some tests `unshare`, `busybox`, `runc`, `crun`.
 
-use crate::support;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -13,6 +12,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::seccomp::hostile::{compile_c, line_channel, StallFuse};
 use crate::support::seccomp::oci::{Bundle, Runtime};
 use crate::support::seccomp::*;

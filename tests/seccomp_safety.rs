@@ -308,7 +308,7 @@ fn run_pid_reuse(at: &str) {
         .arg(exe)
         .args([
             "--exact",
-            "pid_reuse_inner",
+            "seccomp_safety::pid_reuse_inner",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -14,11 +14,11 @@
 //! missing, unless `KMSGFS_ALLOW_SKIP=1`). Everything they create (daemon, mounts, namespaces,
 //! processes, the sysctl) is removed by guards, also on failure.
 
-use crate::support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::bpf::*;
 use crate::support::{Daemon, Options};
 use kmsgfs::sources::bpf::netns_log::{nf_log_all_netns, NF_LOG_ALL_NETNS};
@@ -99,7 +99,7 @@ fn serve_identical_text_from_four_namespaces_lands_in_each_owner_ring() {
     let _serial = serial();
     let host_net = ns_of(std::process::id(), "net");
     let d = daemon(&["--ring-size", "4194304"], true);
-    let text = format!("{} identical text", run_tag("serve-identical"));
+    let text = format!("{} identical text", unique_tag("serve-identical"));
     let script = format!(
         // Every 50 records a writer pauses 10 ms: the four writers still race each other,
         // but a burst (at most 200 records) always fits in the kernel's 128 KiB ring, so a
@@ -161,7 +161,7 @@ fn serve_netfilter_log_lines_land_in_the_rules_namespace() {
         return;
     }
     let _serial = serial();
-    if !need(
+    if !require(
         Path::new(NF_LOG_ALL_NETNS).exists(),
         "net.netfilter.nf_log_all_netns (netfilter logging in the kernel)",
     ) {
@@ -247,7 +247,7 @@ fn serve_no_bpf_keeps_write_isolation_and_reports_why() {
     assert_eq!(a["source"]["reason"], "disabled by --no-bpf", "{a}");
     assert_eq!(a["router"]["bpf"], false, "{a}");
 
-    let tag = run_tag("serve-nobpf");
+    let tag = unique_tag("serve-nobpf");
     let kmsg = d.kmsg();
     // Each writer writes one record through the FUSE file (its own ring) and one to the host
     // /dev/kmsg (host ring only, without attribution).
@@ -310,7 +310,7 @@ fn serve_pid_key_delivers_to_nested_pid_namespaces() {
     let _serial = serial();
     let host_pid = ns_of(std::process::id(), "pid");
     let d = daemon(&["--key", "pid"], true);
-    let tag = run_tag("serve-pidnest");
+    let tag = unique_tag("serve-pidnest");
     let inner = format!("read x; echo '<6>{tag} inner' > /dev/kmsg");
     let outer = format!(
         "unshare -p -f -- sh -c \"{}\"; echo '<6>{tag} outer' > /dev/kmsg",
@@ -373,7 +373,7 @@ fn serve_a_reused_namespace_inode_gets_none_of_the_dead_namespaces_records() {
     }
     let _serial = serial();
     let d = daemon(&[], true);
-    let tag = run_tag("serve-nsreuse");
+    let tag = unique_tag("serve-nsreuse");
     let mut dead: Vec<u32> = Vec::new();
     for i in 0..5 {
         std::thread::sleep(Duration::from_millis(500));

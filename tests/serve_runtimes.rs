@@ -9,9 +9,9 @@
 //! `/proc/kmsg` is masked: runc refuses bind mounts onto `/proc` paths outside its allow-list.
 //! Root only; needs `runc`, `crun` and `busybox`.
 
-use crate::support;
 use std::path::Path;
 
+use crate::support;
 use crate::support::seccomp::oci::{Bundle, Runtime};
 use crate::support::seccomp::{stderr, stdout, unique_tag};
 use serde_json::json;

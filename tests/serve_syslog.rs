@@ -9,24 +9,16 @@
 //! written to (one tagged record in the leak test) and inspected with a SEEK_DATA reader, never
 //! cleared.
 
-use crate::support;
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use crate::support;
 use crate::support::Daemon;
 
 /// Generous bound for anything that should take milliseconds.
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn tag(what: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kmsgfs-sys-{what}-{}-{nanos}", std::process::id())
-}
 
 fn ready(tools: &[&str]) -> bool {
     support::require_root() && tools.iter().all(|t| support::require_tool(t))
@@ -152,7 +144,7 @@ fn d1_util_linux_dmesg_c_consumes_only_the_namespace_records() {
     }
     let d = daemon();
     d.feed(6, "host-ring-record-must-not-show");
-    let t = tag("c");
+    let t = support::unique_tag("sys-c");
     let host_clear = host_clear_point();
     let script = format!(
         "{}echo @@c; dmesg -c; echo @@after; dmesg; echo @@S; dmesg -S; echo @@end",
@@ -183,7 +175,7 @@ fn d1_util_linux_dmesg_big_c_clears_and_s_reads_via_syslog() {
         return;
     }
     let d = daemon();
-    let t = tag("C");
+    let t = support::unique_tag("sys-C");
     let host_clear = host_clear_point();
     let script = format!(
         "{}echo @@S; dmesg -S; echo @@C; dmesg -C; echo rc=$?; echo @@after; dmesg; dmesg -S; \
@@ -230,7 +222,7 @@ fn d2_busybox_dmesg_c_and_s() {
         return;
     }
     let d = daemon();
-    let t = tag("bb");
+    let t = support::unique_tag("sys-bb");
     let host_clear = host_clear_point();
     let script = format!(
         "{}echo @@s100; strace -qq -e trace=syslog -e signal=none -s 0 \
@@ -267,7 +259,7 @@ fn d2_busybox_klogd_receives_records_written_after_it_started() {
         return;
     }
     let d = daemon();
-    let t = tag("klogd");
+    let t = support::unique_tag("sys-klogd");
     // klogd logs through syslog(3) to /dev/log, which does not exist here; strace shows the
     // syslog(2) READs it made and what they returned.
     let script = format!(
@@ -292,7 +284,7 @@ fn c4_cat_proc_kmsg_streams_b3_text_destructively() {
         return;
     }
     let d = daemon();
-    let t = tag("proc");
+    let t = support::unique_tag("sys-proc");
     let script = format!(
         "{}echo @@cat; timeout -s INT 2 cat /proc/kmsg; echo; echo @@again; \
          timeout -s INT 1 cat /proc/kmsg; echo @@nb; dd if=/proc/kmsg iflag=nonblock bs=4096 \
@@ -328,7 +320,7 @@ fn e6_another_containers_ring_is_untouched() {
         return;
     }
     let d = daemon();
-    let t = tag("other");
+    let t = support::unique_tag("sys-other");
     let flag = d.scratch().join("go");
     let wrote = d.scratch().join("wrote");
     let b = spawn(
@@ -373,7 +365,7 @@ fn agent_death_never_leaks_the_host_log() {
         return;
     }
     let mut d = daemon();
-    let t = tag("leak");
+    let t = support::unique_tag("sys-leak");
     // A tagged record in the REAL host log, which a fallback to the host's syslog(2) would show.
     std::fs::write("/dev/kmsg", format!("<6>{t}-host\n")).expect("write the real /dev/kmsg");
     let flag = d.scratch().join("go");
@@ -428,7 +420,7 @@ fn c1_proc_kmsg_refuses_non_root_and_works_under_a_user_namespace() {
         return;
     }
     let d = daemon();
-    let t = tag("userns");
+    let t = support::unique_tag("sys-userns");
     // Container root in its own user namespace: syslog(2) and /proc/kmsg on its ring.
     let script = format!(
         "{}echo @@S; dmesg -S; echo @@proc; timeout -s INT 1 cat /proc/kmsg; echo; \
@@ -475,7 +467,7 @@ fn c4_blocked_proc_kmsg_read_wakes_on_a_new_record() {
         return;
     }
     let d = daemon();
-    let t = tag("wake");
+    let t = support::unique_tag("sys-wake");
     // cat blocks on an empty cursor (parked READ) until the background write appends.
     let script = format!(
         "(sleep 1; echo '<6>{t}-late' > /dev/kmsg) & \

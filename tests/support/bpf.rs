@@ -20,53 +20,26 @@ use std::time::{Duration, Instant};
 
 use kmsgfs::record::Record;
 
-/// `Err(message)` if the requirement is missing and skipping is not allowed; `Ok(false)` to
-/// skip; `Ok(true)` to run.
-pub fn need(ok: bool, what: &str) -> bool {
-    if ok {
-        return true;
-    }
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: {what} (KMSGFS_ALLOW_SKIP=1)");
-        return false;
-    }
-    panic!("requirement missing: {what} (set KMSGFS_ALLOW_SKIP=1 to skip)");
-}
+pub use super::{require, unique_tag};
 
 /// Root, kernel BTF and the given commands.
 pub fn need_basics(cmds: &[&str]) -> bool {
     // SAFETY: geteuid has no preconditions.
-    if !need(unsafe { libc::geteuid() } == 0, "root") {
+    if !require(unsafe { libc::geteuid() } == 0, "root") {
         return false;
     }
-    if !need(
+    if !require(
         std::path::Path::new("/sys/kernel/btf/vmlinux").exists(),
         "kernel BTF (/sys/kernel/btf/vmlinux)",
     ) {
         return false;
     }
     for c in cmds {
-        if !need(have_cmd(c), &format!("command `{c}`")) {
+        if !super::require_tool(c) {
             return false;
         }
     }
     true
-}
-
-/// Whether `cmd` is on PATH.
-pub fn have_cmd(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
-        .unwrap_or(false)
-}
-
-/// A unique tag for this test run.
-pub fn run_tag(name: &str) -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("kmsgfs-{name}-{}-{:x}", std::process::id(), t & 0xffff_ffff)
 }
 
 /// Write one record to the host `/dev/kmsg` through a fresh fd (avoids the per-fd ratelimit).
@@ -364,7 +337,7 @@ impl NetfilterPair {
     /// `<id>` derived from this process's pid (so runs of different test binaries do not meet).
     pub fn create(name: &str, octet: u8) -> Self {
         // iptables cuts --log-prefix at 29 characters: keep the tag short.
-        let long = run_tag("nf");
+        let long = unique_tag("nf");
         let tag = format!("kmsgfs{}", &long[long.len() - 8..]);
         let id = std::process::id() % 200 + 20;
         let (a, b) = (

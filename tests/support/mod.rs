@@ -47,39 +47,95 @@ use std::time::{Duration, Instant};
 /// Generous functional timeout for the daemon to become ready or for a record to arrive.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Fail unless running as root. With `KMSGFS_ALLOW_SKIP=1` a non-root run prints a SKIP line and
-/// returns `false`; the caller then returns early.
+/// `true` if `ok`. Otherwise the test fails with a message naming `what`, unless a human set
+/// `KMSGFS_ALLOW_SKIP=1`: then it prints a SKIP line and returns `false`, and the caller returns
+/// early. Every "this test needs X" check of the suites goes through here.
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
+        eprintln!("SKIP: this test needs {what} (KMSGFS_ALLOW_SKIP=1)");
+        return false;
+    }
+    panic!("this test needs {what}; set KMSGFS_ALLOW_SKIP=1 to skip it");
+}
+
+/// Root (euid 0): FUSE mounts, namespaces, seccomp listeners, `/proc/<pid>/mem`.
 pub fn require_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    if euid == 0 {
-        return true;
-    }
-    let what = format!(
-        "this test needs root (euid 0) to mount FUSE; running as euid {euid}. \
-         Run as root, or set KMSGFS_ALLOW_SKIP=1 to skip"
-    );
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIP: {what}");
-        return false;
-    }
-    panic!("{what}");
+    require(euid == 0, &format!("root (euid 0); running as euid {euid}"))
 }
 
-/// Fail unless `tool` is on PATH (or skip with `KMSGFS_ALLOW_SKIP=1`).
+/// `tool` on PATH, naming the Debian package that has it.
 pub fn require_tool(tool: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false);
-    if found {
-        return true;
+    let package = match tool {
+        "busybox" => "busybox-static",
+        "cc" => "gcc",
+        "dmesg" | "unshare" | "nsenter" | "setpriv" => "util-linux",
+        "journalctl" => "systemd",
+        "rsyslogd" => "rsyslog",
+        "go" => "golang-go",
+        other => other,
+    };
+    require(
+        which(tool).is_some(),
+        &format!("`{tool}` on PATH (Debian: apt-get install {package})"),
+    )
+}
+
+/// `path` exists (a kernel interface or an installed file), `why` saying what provides it.
+pub fn require_path(path: &Path, why: &str) -> bool {
+    require(path.exists(), &format!("{} ({why})", path.display()))
+}
+
+/// Full path of `tool` on PATH.
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// A tag no other test, run or process uses, for records that must be recognised later:
+/// `kmsgfs-WHAT-PID-N-NANOS` (the counter separates calls within one process; pid and time
+/// separate processes, including PID-namespace inits that all have pid 1).
+pub fn unique_tag(what: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "kmsgfs-{what}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A temporary directory, removed on drop (also when the test fails).
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system temp dir.
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(unique_tag(tag));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
     }
-    let what = format!("this test needs the `{tool}` binary on PATH");
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIP: {what}");
-        return false;
+
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.0
     }
-    panic!("{what}");
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The directory holding every mount of this `cargo test` invocation.

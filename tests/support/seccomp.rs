@@ -30,7 +30,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -49,49 +49,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Size of the test rings: not the host's 131072, so a leaked host answer is visible.
 pub const RING_BYTES: usize = 64 * 1024;
 
-fn skip_or_panic(what: String) -> bool {
-    if std::env::var("KMSGFS_ALLOW_SKIP").as_deref() == Ok("1") {
-        eprintln!("SKIP: {what}");
-        return false;
-    }
-    panic!("{what}");
-}
-
-/// Fail unless root (or skip with `KMSGFS_ALLOW_SKIP=1`): installing filters for other
-/// programs, writing `/proc/<pid>/mem` and reading the host `/dev/kmsg` need it.
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    euid == 0
-        || skip_or_panic(format!(
-            "this test needs root (euid 0) for seccomp listeners and /proc/<pid>/mem; \
-             running as euid {euid}. Run as root or set KMSGFS_ALLOW_SKIP=1"
-        ))
-}
-
-/// Fail unless `tool` is on PATH (or skip with `KMSGFS_ALLOW_SKIP=1`).
-pub fn require_tool(tool: &str) -> bool {
-    which(tool).is_some()
-        || skip_or_panic(format!(
-            "this test needs `{tool}` on PATH (Debian: apt-get install {})",
-            match tool {
-                "busybox" => "busybox-static",
-                "runc" => "runc",
-                "crun" => "crun",
-                "cc" => "gcc",
-                "python3" => "python3",
-                _ => "util-linux",
-            }
-        ))
-}
-
-/// Full path of `tool` on PATH.
-pub fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(tool))
-        .find(|p| p.is_file())
-}
+pub use super::{require_root, require_tool, unique_tag, which, TempDir};
 
 /// A rootfs at `root` holding the static busybox and a symlink to it for each of `applets`,
 /// util-linux `dmesg` at `/usr/bin/dmesg`, and the empty directories runtimes mount over
@@ -152,45 +110,6 @@ pub fn detach_under(dir: &Path) {
             unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
         }
     }
-}
-
-/// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A new empty directory under the system temp dir.
-    pub fn new(tag: &str) -> TempDir {
-        // Unique across processes, including PID-namespace inits that all have pid 1.
-        let p = std::env::temp_dir().join(unique_tag(tag));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).expect("create temp dir");
-        TempDir(p)
-    }
-
-    /// The path.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A unique tag for this test run, for records that must be recognised later.
-pub fn unique_tag(what: &str) -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "kmsgfs-{what}-{}-{}-{nanos:x}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// Append one record with `text` (level 6, facility kern) and timestamp `ts_usec`.
