@@ -28,12 +28,14 @@
 //! neither runc's example spec nor Podman's defaults have one (Podman's containers see their
 //! ring there: `tests/podman_hook.rs`).
 
-use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::sys::process::{self, Fork};
+use crate::sys::SysError;
 use thiserror::Error;
 
 /// Options of `kmsgfs oci-hook`.
@@ -68,14 +70,11 @@ pub enum HookError {
         detail: String,
     },
     /// A system call failed.
-    #[error("`{call}` failed: {source}")]
-    Sys {
-        /// The call with its arguments.
-        call: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    /// The hook forks to enter the container's mount namespace, which needs one thread.
+    #[error("kmsgfs oci-hook must run single-threaded to fork (it has {0} threads)")]
+    NotSingleThreaded(usize),
     /// The child that entered the container failed.
     #[error("in the container's mount namespace: {0}")]
     Child(String),
@@ -291,7 +290,7 @@ pub fn check_syslog_routing(
 
 fn sys(call: impl Into<String>) -> impl FnOnce(std::io::Error) -> HookError {
     let call = call.into();
-    move |source| HookError::Sys { call, source }
+    move |source| HookError::Sys(SysError::new(call, source))
 }
 
 /// The fields of the OCI state the hook needs.
@@ -351,61 +350,20 @@ fn rootfs_of(bundle: &Path, text: &[u8]) -> Result<PathBuf, HookError> {
 /// One bind mount to make inside the container.
 #[derive(Debug, Clone)]
 struct Bind {
-    source: CString,
+    source: PathBuf,
     /// Directory components below the root, then the file name.
     dir: &'static str,
     name: &'static str,
     optional: bool,
 }
 
-fn cstr(p: &Path) -> Result<CString, HookError> {
-    CString::new(p.as_os_str().as_encoded_bytes()).map_err(|_| HookError::Input {
-        what: "state",
-        detail: format!("path with NUL: {}", p.display()),
-    })
-}
-
-fn openat(dir: RawFd, name: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
-    let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: `c` is a valid NUL-terminated string; the mode is used only with O_CREAT.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openat returned a new descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn is_symlink(fd: &OwnedFd) -> bool {
-    // SAFETY: an all-zero stat is valid storage; fstat fills it for a valid fd.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open and `st` is writable.
-    let rc = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-    rc == 0 && st.st_mode & libc::S_IFMT == libc::S_IFLNK
-}
-
 /// In the container's mount namespace: bind each source over its target below `root`.
-fn bind_all(root: &CString, binds: &[Bind]) -> Result<Vec<String>, String> {
+fn bind_all(root: &Path, binds: &[Bind]) -> Result<Vec<String>, String> {
     let mut done = Vec::new();
-    // SAFETY: `root` is a valid C string.
-    let rfd = unsafe {
-        libc::open(
-            root.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if rfd < 0 {
-        return Err(format!(
-            "`open({})` failed: {}",
-            root.to_string_lossy(),
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: a new descriptor we own.
-    let rfd = unsafe { OwnedFd::from_raw_fd(rfd) };
+    let rfd = process::open_dir_path(root).map_err(|e| e.to_string())?;
     for b in binds {
-        let src = b.source.to_string_lossy().into_owned();
-        if std::fs::symlink_metadata(&src).is_err() {
+        let src = b.source.display().to_string();
+        if std::fs::symlink_metadata(&b.source).is_err() {
             if b.optional {
                 continue;
             }
@@ -414,52 +372,39 @@ fn bind_all(root: &CString, binds: &[Bind]) -> Result<Vec<String>, String> {
                  mounted before the container was created?"
             ));
         }
-        let dir = openat(
-            rfd.as_raw_fd(),
+        let dir = process::openat(
+            rfd.as_fd(),
+            "ROOT",
             b.dir,
             libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
         )
-        .map_err(|e| format!("`openat(ROOT, {}, O_NOFOLLOW)` failed: {e}", b.dir))?;
-        let target = match openat(dir.as_raw_fd(), b.name, libc::O_PATH | libc::O_NOFOLLOW) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !b.optional => openat(
-                dir.as_raw_fd(),
-                b.name,
-                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
-            )
-            .map_err(|e| format!("`openat({}, {}, O_CREAT)` failed: {e}", b.dir, b.name))?,
-            Err(e) if b.optional => {
-                log::debug!("no {}/{}: {e}", b.dir, b.name);
-                continue;
-            }
-            Err(e) => return Err(format!("`openat({}, {})` failed: {e}", b.dir, b.name)),
-        };
-        if is_symlink(&target) {
+        .map_err(|e| format!("{e} (O_NOFOLLOW)"))?;
+        let target =
+            match process::openat(dir.as_fd(), b.dir, b.name, libc::O_PATH | libc::O_NOFOLLOW) {
+                Ok(fd) => fd,
+                Err(e) if e.errno() == Some(libc::ENOENT) && !b.optional => process::openat(
+                    dir.as_fd(),
+                    b.dir,
+                    b.name,
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+                )
+                .map_err(|e| format!("{e} (O_CREAT)"))?,
+                Err(e) if b.optional => {
+                    log::debug!("no {}/{}: {e}", b.dir, b.name);
+                    continue;
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+        if process::is_symlink(target.as_fd()) {
             return Err(format!(
                 "{}/{} in the container is a symlink; refusing",
                 b.dir, b.name
             ));
         }
-        let tpath = CString::new(format!("/proc/self/fd/{}", target.as_raw_fd()))
-            .expect("no NUL in a number");
-        // SAFETY: both strings are valid; a bind mount ignores fstype and data.
-        let rc = unsafe {
-            libc::mount(
-                b.source.as_ptr(),
-                tpath.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(format!(
-                "`mount({src}, ROOT/{}/{}, MS_BIND)` failed: {}",
-                b.dir,
-                b.name,
-                std::io::Error::last_os_error()
-            ));
-        }
+        // Through the fd: the target cannot be swapped for a symlink after the check.
+        let tpath = PathBuf::from(format!("/proc/self/fd/{}", target.as_raw_fd()));
+        process::mount(Some(&b.source), &tpath, None, libc::MS_BIND, "MS_BIND")
+            .map_err(|e| format!("{e} (ROOT/{}/{})", b.dir, b.name))?;
         done.push(format!("{}/{}", b.dir, b.name));
     }
     Ok(done)
@@ -482,16 +427,16 @@ pub fn apply(state: &State, mount: &Path) -> Result<(), HookError> {
 
 /// [`apply`] with the bundle's `config.json` already read.
 fn apply_config(state: &State, mount: &Path, config: &[u8]) -> Result<(), HookError> {
-    let root = cstr(&rootfs_of(&state.bundle, config)?)?;
+    let root = rootfs_of(&state.bundle, config)?;
     let binds = [
         Bind {
-            source: cstr(&mount.join("kmsg"))?,
+            source: mount.join("kmsg"),
             dir: "dev",
             name: "kmsg",
             optional: false,
         },
         Bind {
-            source: cstr(&mount.join("proc-kmsg"))?,
+            source: mount.join("proc-kmsg"),
             dir: "proc",
             name: "kmsg",
             optional: true,
@@ -509,54 +454,37 @@ fn apply_config(state: &State, mount: &Path, config: &[u8]) -> Result<(), HookEr
         let f = std::fs::File::open(&ns_path).map_err(sys(format!("open({ns_path})")))?;
         Some((ns_path, f))
     };
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is valid storage for two descriptors.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(sys("pipe2()")(std::io::Error::last_os_error()));
+    let (rd, wr) = process::pipe_cloexec()?;
+    let threads = process::thread_count()?;
+    if threads != 1 {
+        return Err(HookError::NotSingleThreaded(threads));
     }
-    // SAFETY: pipe2 returned two new descriptors we own.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fork(2); the child only makes system calls and small allocations before _exit,
-    // which is sound because the hook is single-threaded at this point (no locks held).
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(sys("fork()")(std::io::Error::last_os_error()));
-    }
-    if pid == 0 {
-        drop(rd);
-        let entered = match &ns {
-            None => Ok(()),
-            // SAFETY: `f` is an open nsfs file of a mount namespace.
-            Some((ns_path, f)) => match unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNS) } {
-                0 => Ok(()),
-                _ => Err(format!(
-                    "`setns({ns_path}, CLONE_NEWNS)` failed: {}",
-                    std::io::Error::last_os_error()
-                )),
-            },
-        };
-        let r = entered.and_then(|()| bind_all(&root, &binds));
-        let (msg, code) = match r {
-            Ok(done) => (done.join(" "), 0),
-            Err(e) => (e, 1),
-        };
-        let mut f = std::fs::File::from(wr);
-        let _ = std::io::Write::write_all(&mut f, msg.as_bytes());
-        drop(f);
-        // SAFETY: _exit ends the forked child without running the parent's destructors.
-        unsafe { libc::_exit(code) };
-    }
+    // SAFETY: checked just above: this process has one thread, so the child is a consistent
+    // copy (no lock of another thread is held in it).
+    let pid = match unsafe { process::fork() }? {
+        Fork::Child => {
+            drop(rd);
+            let entered = match &ns {
+                None => Ok(()),
+                Some((ns_path, f)) => {
+                    process::setns(f.as_fd(), libc::CLONE_NEWNS, ns_path).map_err(|e| e.to_string())
+                }
+            };
+            let (msg, code) = match entered.and_then(|()| bind_all(&root, &binds)) {
+                Ok(done) => (done.join(" "), 0),
+                Err(e) => (e, 1),
+            };
+            let mut f = std::fs::File::from(wr);
+            let _ = std::io::Write::write_all(&mut f, msg.as_bytes());
+            drop(f);
+            process::exit_now(code)
+        }
+        Fork::Parent(pid) => pid,
+    };
     drop(wr);
     let mut msg = String::new();
     let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(sys(format!("waitpid({pid})"))(e));
-        }
-    }
+    let status = process::waitpid_blocking(pid)?;
     if !(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0) {
         return Err(HookError::Child(msg));
     }

@@ -79,8 +79,6 @@
 //! Root (CAP_SYS_ADMIN) in the initial namespaces, and a single-threaded caller: `unshare(2)`
 //! with `CLONE_NEWUSER` refuses multi-threaded processes, and [`run`] forks without exec.
 
-mod sys;
-
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -93,8 +91,8 @@ use std::str::FromStr;
 
 use libc::{c_int, c_ulong, pid_t};
 
-pub use sys::SysError;
-use sys::{Fork, SigSet};
+use crate::sys::process::{self, Fork, SigSet};
+pub use crate::sys::SysError;
 
 /// Where `kmsgfs serve` is mounted unless `--mount` says otherwise.
 pub const DEFAULT_MOUNT: &str = "/run/kmsgfs";
@@ -446,7 +444,7 @@ pub fn main(args: &RunArgs) -> i32 {
 /// Must be called from a single-threaded process (the `kmsgfs` binary's `main`): it forks and
 /// the child keeps running Rust code.
 pub fn run(args: &RunArgs) -> Result<i32, RunError> {
-    let threads = thread_count()?;
+    let threads = process::thread_count()?;
     if threads != 1 {
         return Err(RunError::NotSingleThreaded(threads));
     }
@@ -474,7 +472,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     let mut waited: Vec<c_int> = FORWARDED_SIGNALS.to_vec();
     waited.push(libc::SIGCHLD);
     let waited = SigSet::of(&waited);
-    sys::default_action(libc::SIGCHLD)?;
+    process::default_action(libc::SIGCHLD)?;
     let original = waited.block()?;
 
     // Connect to the agent now, from the host's mount namespace: the container's mount
@@ -489,15 +487,15 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     };
 
     let outer = args.unshare.outer();
-    sys::unshare(outer.clone_flags(), &outer.clone_flags_text())?;
-    sys::mount(
+    process::unshare(outer.clone_flags(), &outer.clone_flags_text())?;
+    process::mount(
         None,
         Path::new("/"),
         None,
         libc::MS_REC | libc::MS_PRIVATE,
         "MS_REC|MS_PRIVATE",
     )?;
-    sys::mount(
+    process::mount(
         Some(&kmsg),
         Path::new("/dev/kmsg"),
         None,
@@ -510,8 +508,8 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     // Init reports setup and exec failures over `report`, and learns from `alive` hanging up
     // whether this process died before init armed PR_SET_PDEATHSIG. Both are close-on-exec, so
     // CMD holds neither.
-    let (report_rx, report_tx) = sys::pipe_cloexec()?;
-    let (alive_rx, alive_tx) = sys::pipe_cloexec()?;
+    let (report_rx, report_tx) = process::pipe_cloexec()?;
+    let (alive_rx, alive_tx) = process::pipe_cloexec()?;
     // Init sends the seccomp listener over this pair and waits for the hand-over (std's
     // UnixStream::pair is close-on-exec).
     let pair = match seccomp_socket {
@@ -526,14 +524,14 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
     let holder = args.unshare.holder();
     let (init_pid_rx, init_pid_tx, mounted_rx, mounted_tx) = match holder {
         Some(_) => {
-            let (a, b) = sys::pipe_cloexec()?;
-            let (c, d) = sys::pipe_cloexec()?;
+            let (a, b) = process::pipe_cloexec()?;
+            let (c, d) = process::pipe_cloexec()?;
             (Some(a), Some(b), Some(c), Some(d))
         }
         None => (None, None, None, None),
     };
     // SAFETY: checked above that this process has a single thread.
-    match unsafe { sys::fork() }? {
+    match unsafe { process::fork() }? {
         Fork::Child => {
             drop(report_rx);
             drop(alive_tx);
@@ -550,7 +548,7 @@ pub fn run(args: &RunArgs) -> Result<i32, RunError> {
                 (Some(holder), Some(tx)) => helper(holder, tx, start_init),
                 _ => start_init(),
             };
-            sys::exit_now(code)
+            process::exit_now(code)
         }
         Fork::Parent(child) => {
             drop(report_tx);
@@ -604,7 +602,7 @@ fn hide_agent_sockets(mount: &Path, socket: Option<&Path>) -> Result<(), RunErro
         if std::fs::symlink_metadata(path).is_err() {
             continue;
         }
-        sys::mount(
+        process::mount(
             Some(Path::new("/dev/null")),
             path,
             None,
@@ -623,8 +621,8 @@ struct ChildGuard(Option<pid_t>);
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(pid) = self.0.take() {
-            let _ = sys::kill(pid, libc::SIGKILL);
-            if let Err(err) = sys::waitpid_blocking(pid) {
+            let _ = process::kill(pid, libc::SIGKILL);
+            if let Err(err) = process::waitpid_blocking(pid) {
                 log::warn!("reaping {pid}: {err}");
             }
         }
@@ -638,20 +636,20 @@ impl Drop for ChildGuard {
 /// the mounts are made.
 fn helper(holder: Namespaces, init_pid_tx: OwnedFd, start_init: impl FnOnce() -> i32) -> i32 {
     let mut tx = std::fs::File::from(init_pid_tx);
-    let started = sys::set_parent_death_signal(libc::SIGKILL)
-        .and_then(|()| sys::unshare(holder.member_flags(), &holder.member_flags_text()))
+    let started = process::set_parent_death_signal(libc::SIGKILL)
+        .and_then(|()| process::unshare(holder.member_flags(), &holder.member_flags_text()))
         // SAFETY: this process was forked from the single-threaded `run` and starts no thread.
-        .and_then(|()| unsafe { sys::fork() });
+        .and_then(|()| unsafe { process::fork() });
     match started {
         Ok(Fork::Child) => {
             // Only the helper reports init's pid; `run` reads until every writer is gone.
             drop(tx);
-            sys::exit_now(start_init())
+            process::exit_now(start_init())
         }
         Ok(Fork::Parent(init_pid)) => {
             let _ = tx.write_all(format!("P{init_pid}").as_bytes());
             drop(tx);
-            match sys::waitpid_blocking(init_pid) {
+            match process::waitpid_blocking(init_pid) {
                 Ok(status) => exit_code(status).unwrap_or(EXIT_SETUP_FAILED),
                 Err(_) => EXIT_SETUP_FAILED,
             }
@@ -692,13 +690,13 @@ fn prepare_user_container(
     init_pid: pid_t,
     mounted_tx: OwnedFd,
 ) -> Result<(), RunError> {
-    let (uid, gid) = sys::effective_ids();
-    sys::write_proc_file(&format!("/proc/{init_pid}/setgroups"), "deny\n")?;
-    sys::write_proc_file(
+    let (uid, gid) = process::effective_ids();
+    process::write_proc_file(&format!("/proc/{init_pid}/setgroups"), "deny\n")?;
+    process::write_proc_file(
         &format!("/proc/{init_pid}/uid_map"),
         &format!("0 {uid} 1\n"),
     )?;
-    sys::write_proc_file(
+    process::write_proc_file(
         &format!("/proc/{init_pid}/gid_map"),
         &format!("0 {gid} 1\n"),
     )?;
@@ -706,14 +704,14 @@ fn prepare_user_container(
         let path = format!("/proc/{init_pid}/ns/pid");
         let ns = std::fs::File::open(&path)
             .map_err(|err| SysError::new(format!("open({path})"), err))?;
-        sys::setns(
+        process::setns(
             ns.as_fd(),
             libc::CLONE_NEWPID,
             &format!("{path}, CLONE_NEWPID"),
         )?;
-        let (err_rx, err_tx) = sys::pipe_cloexec()?;
+        let (err_rx, err_tx) = process::pipe_cloexec()?;
         // SAFETY: `run` is single-threaded.
-        match unsafe { sys::fork() }? {
+        match unsafe { process::fork() }? {
             Fork::Child => {
                 drop(err_rx);
                 let code = match mount_proc(proc_kmsg) {
@@ -723,13 +721,13 @@ fn prepare_user_container(
                         1
                     }
                 };
-                sys::exit_now(code)
+                process::exit_now(code)
             }
             Fork::Parent(pid) => {
                 drop(err_tx);
                 let mut message = String::new();
                 let _ = std::fs::File::from(err_rx).read_to_string(&mut message);
-                let status = sys::waitpid_blocking(pid)?;
+                let status = process::waitpid_blocking(pid)?;
                 if !message.is_empty() || exit_code(status) != Some(0) {
                     return Err(RunError::Setup(format!(
                         "mounting /proc for the container: {message}"
@@ -776,13 +774,6 @@ fn hand_over(
     Ok(())
 }
 
-/// The number of threads of the calling process.
-fn thread_count() -> Result<usize, SysError> {
-    let entries = std::fs::read_dir("/proc/self/task")
-        .map_err(|err| SysError::new("opendir(/proc/self/task)", err))?;
-    Ok(entries.count())
-}
-
 /// Checks that `dir/kmsg` is there and answers, before anything is changed.
 fn check_kmsg(dir: &Path) -> Result<PathBuf, RunError> {
     check_kmsg_file(dir, "kmsg")
@@ -817,7 +808,7 @@ fn check_kmsg_file(dir: &Path, name: &str) -> Result<PathBuf, RunError> {
 /// the host's files underneath, nor bind `/dev` without its kmsgfs child (mount_namespaces(7),
 /// "restrictions on mount namespaces").
 fn enter_inner_namespaces(inner: Namespaces) -> Result<(), SysError> {
-    sys::unshare(inner.clone_flags(), &inner.clone_flags_text())
+    process::unshare(inner.clone_flags(), &inner.clone_flags_text())
 }
 
 /// Capabilities CMD never gets without a user namespace. There CMD is root of the initial user
@@ -921,8 +912,8 @@ fn init(
     // Die with the outer process, which takes the whole pid namespace along. If it already
     // died between fork and here, the signal was never armed: `alive` has hung up then.
     let arm = |alive_rx: &OwnedFd| {
-        sys::set_parent_death_signal(libc::SIGKILL)
-            .and_then(|()| sys::pipe_hung_up(alive_rx.as_fd()))
+        process::set_parent_death_signal(libc::SIGKILL)
+            .and_then(|()| process::pipe_hung_up(alive_rx.as_fd()))
     };
     match arm(&alive_rx) {
         Ok(false) => {}
@@ -943,7 +934,7 @@ fn init(
                 if args.unshare.contains(Namespace::Pid) {
                     Ok(())
                 } else {
-                    sys::set_child_subreaper().map_err(|e| e.to_string())
+                    process::set_child_subreaper().map_err(|e| e.to_string())
                 }
             })
             .and_then(|()| enter_inner_namespaces(inner).map_err(|e| e.to_string())),
@@ -962,7 +953,7 @@ fn init(
     }
     if !args.unshare.contains(Namespace::User) {
         // After the filter (whose installation needs CAP_SYS_ADMIN without no_new_privs).
-        if let Err(err) = sys::drop_capabilities(&DROPPED_WITHOUT_USERNS) {
+        if let Err(err) = process::drop_capabilities(&DROPPED_WITHOUT_USERNS) {
             send(Report::Setup(err.to_string()));
             return EXIT_SETUP_FAILED;
         }
@@ -1030,7 +1021,7 @@ fn init_setup(namespaces: Namespaces, proc_kmsg: &Path) -> Result<(), SysError> 
         mount_proc(proc_kmsg)
     } else {
         // Without a pid namespace orphans would go to the host's init; keep them here.
-        sys::set_child_subreaper()?;
+        process::set_child_subreaper()?;
         bind_read_only(proc_kmsg, Path::new("/proc/kmsg"))
     }
 }
@@ -1038,7 +1029,7 @@ fn init_setup(namespaces: Namespaces, proc_kmsg: &Path) -> Result<(), SysError> 
 /// Mounts a fresh `proc` (of the caller's pid namespace) on `/proc` and binds `proc_kmsg` over
 /// its `kmsg`.
 fn mount_proc(proc_kmsg: &Path) -> Result<(), SysError> {
-    sys::mount(
+    process::mount(
         Some(Path::new("proc")),
         Path::new("/proc"),
         Some("proc"),
@@ -1052,12 +1043,12 @@ fn mount_proc(proc_kmsg: &Path) -> Result<(), SysError> {
 
 /// Binds `source` over `target` and makes that bind read-only.
 fn bind_read_only(source: &Path, target: &Path) -> Result<(), SysError> {
-    sys::mount(Some(source), target, None, libc::MS_BIND, "MS_BIND")?;
+    process::mount(Some(source), target, None, libc::MS_BIND, "MS_BIND")?;
     // A read-only bind needs a remount. Inside a user namespace the kernel refuses to drop the
     // nosuid/nodev/noexec/atime flags the bind inherited ("locked" flags), so keep them.
-    let locked = locked_mount_flags(sys::statvfs_flags(target)?);
+    let locked = locked_mount_flags(process::statvfs_flags(target)?);
     let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | locked;
-    sys::mount(
+    process::mount(
         None,
         target,
         None,
@@ -1089,7 +1080,7 @@ fn supervise(child: pid_t, target: pid_t, waited: &SigSet) -> Result<i32, SysErr
     loop {
         let (sig, code) = waited.wait()?;
         if sig == libc::SIGCHLD {
-            while let Some((pid, status)) = sys::waitpid_nohang(-1)? {
+            while let Some((pid, status)) = process::waitpid_nohang(-1)? {
                 if pid == child {
                     if let Some(code) = exit_code(status) {
                         return Ok(code);
@@ -1097,8 +1088,8 @@ fn supervise(child: pid_t, target: pid_t, waited: &SigSet) -> Result<i32, SysErr
                 }
             }
         } else if should_forward(code) {
-            log::debug!("forwarding {} to {target}", sys::signal_name(sig));
-            if let Err(err) = sys::kill(target, sig) {
+            log::debug!("forwarding {} to {target}", process::signal_name(sig));
+            if let Err(err) = process::kill(target, sig) {
                 // ESRCH: the child is already gone; its SIGCHLD is on the way.
                 if err.errno() != Some(libc::ESRCH) {
                     return Err(err);

@@ -5,6 +5,8 @@
 //!
 //! * [`proc`]: a process looked up by pid through a pinned `/proc/<pid>` directory fd: its
 //!   namespace inodes, start time, uid map and comm (used to resolve an opener's ring, E6).
+//! * [`process`]: fork, pipes, waitpid, namespaces (`unshare`, `setns`), mounts, capabilities
+//!   and signal masks, for `kmsgfs run` and `kmsgfs oci-hook`.
 //! * [`mount`]: `/proc/self/mountinfo` parsing and `umount2(MNT_DETACH)` (stale-mount
 //!   recovery after a crash, fuse-notes §5).
 //! * [`signal`]: blocking SIGINT/SIGTERM in every thread and waiting for them synchronously.
@@ -12,11 +14,13 @@
 //! * [`fuse_dev`]: `/dev/fuse`: open, mount, read, writev, clone, poll (the FUSE transport).
 //! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
 //! * [`memory`]: the allocator settings that return a reclaimed ring's memory to the kernel.
+//! * [`epoll`], [`eventfd`]: the seccomp agent's wait and its wake-up.
 //! * [`scm`]: fds over Unix sockets (`SCM_RIGHTS`).
 //! * [`shm`]: sealed memfds mapped as atomic words, the ring storage that survives a restart.
 
 pub mod clock;
 pub mod cpu;
+pub mod epoll;
 pub mod eventfd;
 pub mod fuse_dev;
 pub mod maps;
@@ -25,6 +29,7 @@ pub mod mount;
 pub mod peer;
 pub mod pidfd;
 pub mod proc;
+pub mod process;
 pub mod scm;
 pub mod shm;
 pub mod signal;

@@ -1,9 +1,10 @@
-//! Thin wrappers around the system calls `kmsgfs run` makes.
+//! Processes, namespaces, mounts, capabilities and signals: the calls `kmsgfs run` and
+//! `kmsgfs oci-hook` make to build and watch a container.
 //!
 //! Each wrapper makes exactly one call (or one small fixed sequence), converts the C result into
 //! a `Result`, and names the call and its arguments in the error, so that a failure reads like
 //! "`mount(proc, /proc, proc, MS_NOSUID|MS_NODEV|MS_NOEXEC)` failed: Operation not permitted".
-//! Every `unsafe` block is here; the launcher logic in the parent module is safe code.
+//! The launcher logic (`frontends/run.rs`, `frontends/oci_hook.rs`) is safe code.
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -14,8 +15,7 @@ use std::path::Path;
 
 use libc::{c_int, c_ulong, pid_t};
 
-// The crate's syscall seam error: the call with its arguments, and the errno.
-pub use crate::sys::{Result, SysError};
+use super::{Result, SysError};
 
 fn cstring(path: &OsStr, call: &str) -> Result<CString> {
     CString::new(path.as_bytes()).map_err(|_| {
@@ -416,4 +416,55 @@ pub fn waitpid_blocking(pid: pid_t) -> Result<c_int> {
         }
         return Ok(status);
     }
+}
+
+/// The number of threads of the calling process (`/proc/self/task`): [`fork`] needs 1.
+pub fn thread_count() -> Result<usize> {
+    let entries = std::fs::read_dir("/proc/self/task")
+        .map_err(|err| SysError::new("opendir(/proc/self/task)", err))?;
+    Ok(entries.count())
+}
+
+/// `open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)`: a directory to resolve names below without
+/// following anything above it.
+pub fn open_dir_path(path: &Path) -> Result<OwnedFd> {
+    let c = cstring(path.as_os_str(), "open")?;
+    // SAFETY: `c` is a NUL-terminated path that outlives the call; no mode without O_CREAT.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(SysError::last(format!(
+            "open({}, O_PATH|O_DIRECTORY)",
+            path.display()
+        )));
+    }
+    // SAFETY: open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat(dir, name, flags | O_CLOEXEC, 0644)`; `dir_text` names `dir` for the error message.
+pub fn openat(dir: BorrowedFd<'_>, dir_text: &str, name: &str, flags: c_int) -> Result<OwnedFd> {
+    let call = || format!("openat({dir_text}, {name})");
+    let c = cstring(OsStr::new(name), "openat")?;
+    // SAFETY: `c` is a NUL-terminated name that outlives the call and `dir` is open; the mode
+    // is used only with O_CREAT.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    if fd < 0 {
+        return Err(SysError::last(call()));
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether `fd` (opened with `O_PATH | O_NOFOLLOW`) is a symbolic link (fstat(2)).
+pub fn is_symlink(fd: BorrowedFd<'_>) -> bool {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `fd` is open and `st` is valid storage for one stat, filled on success.
+    let rc = unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) };
+    // SAFETY: fstat returned 0, so it initialised `st`.
+    rc == 0 && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFLNK
 }

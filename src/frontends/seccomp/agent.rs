@@ -37,7 +37,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::AssertUnwindSafe;
@@ -60,9 +60,12 @@ use super::writer::{self, Completions, Job, Writers};
 use super::{printk_time, Caller, Container, RingResolver, SeccompError};
 use crate::frontends::proc_kmsg::cursor_lock;
 use crate::ring::{Listener, Ring};
+use crate::sys::epoll;
+use crate::sys::eventfd::EventFd;
 use crate::sys::maps;
 use crate::sys::peer::{self, NsId};
 use crate::sys::scm;
+use crate::sys::SysError;
 use crate::syslog::{self, Call, Effect, Outcome, Policy};
 
 /// Largest message accepted on a connection before it is dropped.
@@ -198,7 +201,7 @@ fn bump(c: &AtomicU64) {
 }
 
 struct Shared {
-    wake: OwnedFd,
+    wake: EventFd,
     stop: AtomicBool,
     incoming: Mutex<Vec<(OwnedFd, ContainerProcessState)>>,
     /// Calls a previous agent received and had not answered ([`AgentHandle::resume`]).
@@ -210,16 +213,7 @@ struct Shared {
 
 impl Shared {
     fn wake(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a valid u64 to our eventfd. EAGAIN (counter saturated)
-        // still leaves it readable, which is all a wake-up needs.
-        unsafe {
-            libc::write(
-                self.wake.as_raw_fd(),
-                (&one as *const u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.wake.signal();
     }
 }
 
@@ -262,7 +256,7 @@ impl Agent {
         options: AgentOptions,
     ) -> Result<AgentHandle, SeccompError> {
         let socket = socket_path.as_ref().to_path_buf();
-        let io_err = |call: String| move |source| SeccompError::Io { call, source };
+        let io_err = |call: String| move |source| SeccompError::Sys(SysError::new(call, source));
 
         let (notif, resp) =
             filter::notif_sizes().map_err(io_err("seccomp(SECCOMP_GET_NOTIF_SIZES)".into()))?;
@@ -286,28 +280,16 @@ impl Agent {
             .set_nonblocking(true)
             .map_err(io_err("fcntl(O_NONBLOCK)".into()))?;
 
-        // SAFETY: epoll_create1 has no memory preconditions.
-        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if ep < 0 {
-            return Err(io_err("epoll_create1".into())(io::Error::last_os_error()));
-        }
-        // SAFETY: a new fd owned by nobody else.
-        let epoll = unsafe { OwnedFd::from_raw_fd(ep) };
-        // SAFETY: eventfd has no memory preconditions.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(io_err("eventfd".into())(io::Error::last_os_error()));
-        }
-        // SAFETY: a new fd owned by nobody else.
-        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
-        epoll_add(
+        let epoll = epoll::create().map_err(SeccompError::from)?;
+        let wake = EventFd::new().map_err(SeccompError::from)?;
+        epoll::add(
             epoll.as_fd(),
             wake.as_fd(),
             libc::EPOLLIN as u32,
             TOKEN_WAKE,
         )
         .map_err(io_err("epoll_ctl(ADD, eventfd)".into()))?;
-        epoll_add(
+        epoll::add(
             epoll.as_fd(),
             listener.as_fd(),
             libc::EPOLLIN as u32,
@@ -317,13 +299,8 @@ impl Agent {
         let lxc_socket = match &options.lxc_socket {
             None => None,
             Some(l) => {
-                crate::sys::fuse_dev::set_nonblocking(l.fd.as_fd()).map_err(|e| {
-                    SeccompError::Io {
-                        call: e.call,
-                        source: e.source,
-                    }
-                })?;
-                epoll_add(
+                crate::sys::fuse_dev::set_nonblocking(l.fd.as_fd())?;
+                epoll::add(
                     epoll.as_fd(),
                     l.fd.as_fd(),
                     libc::EPOLLIN as u32,
@@ -493,9 +470,11 @@ impl LxcSocket {
     /// Bind and listen at `path` (mode 0600), replacing a stale socket there.
     pub fn bind(path: &Path) -> Result<LxcSocket, SeccompError> {
         free_socket_path(path, |p| scm::seqpacket_connect(p).is_ok())?;
-        let fd = scm::seqpacket_listen(path).map_err(|source| SeccompError::Io {
-            call: format!("bind(SOCK_SEQPACKET, {})", path.display()),
-            source,
+        let fd = scm::seqpacket_listen(path).map_err(|source| {
+            SeccompError::Sys(SysError::new(
+                format!("bind(SOCK_SEQPACKET, {})", path.display()),
+                source,
+            ))
         })?;
         Ok(LxcSocket {
             path: path.to_path_buf(),
@@ -516,7 +495,7 @@ impl LxcSocket {
 /// Make `path` free for a new socket: create its directory, remove a stale socket; refuse if
 /// `live` connects to it (another agent serves it).
 fn free_socket_path(path: &Path, live: impl Fn(&Path) -> bool) -> Result<(), SeccompError> {
-    let io_err = |call: String| move |source| SeccompError::Io { call, source };
+    let io_err = |call: String| move |source| SeccompError::Sys(SysError::new(call, source));
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
             std::fs::create_dir_all(dir).map_err(io_err(format!("mkdir -p {}", dir.display())))?;
@@ -529,43 +508,6 @@ fn free_socket_path(path: &Path, live: impl Fn(&Path) -> bool) -> Result<(), Sec
         std::fs::remove_file(path).map_err(io_err(format!("unlink({})", path.display())))?;
     }
     Ok(())
-}
-
-fn epoll_ctl(
-    ep: BorrowedFd<'_>,
-    op: libc::c_int,
-    fd: BorrowedFd<'_>,
-    events: u32,
-    token: u64,
-) -> io::Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: valid epoll and target fds; `ev` is read during the call only.
-    let rc = unsafe { libc::epoll_ctl(ep.as_raw_fd(), op, fd.as_raw_fd(), &mut ev) };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn epoll_add(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
-    epoll_ctl(ep, libc::EPOLL_CTL_ADD, fd, events, token)
-}
-
-fn epoll_mod(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>, events: u32, token: u64) -> io::Result<()> {
-    epoll_ctl(ep, libc::EPOLL_CTL_MOD, fd, events, token)
-}
-
-fn epoll_del(ep: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
-    // SAFETY: valid fds; a null event pointer is allowed for EPOLL_CTL_DEL.
-    unsafe {
-        libc::epoll_ctl(
-            ep.as_raw_fd(),
-            libc::EPOLL_CTL_DEL,
-            fd.as_raw_fd(),
-            std::ptr::null_mut(),
-        )
-    };
 }
 
 /// A connection from a runtime, until its message is complete.
@@ -695,28 +637,18 @@ struct Worker {
 
 impl Worker {
     fn run(mut self) {
-        const EMPTY: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
-        let mut events = [EMPTY; 32];
+        let mut events = [epoll::NO_EVENT; 32];
         while !self.shared.stop.load(Ordering::SeqCst) {
             let timeout = self.epoll_timeout();
-            // SAFETY: `events` is a writable array of the length passed.
-            let n = unsafe {
-                libc::epoll_wait(
-                    self.epoll.as_raw_fd(),
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+            let n = match epoll::wait(self.epoll.as_fd(), &mut events, timeout) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("`epoll_wait` failed: {e}; the seccomp agent stops");
+                    break;
                 }
-                log::error!("`epoll_wait` failed: {e}; the seccomp agent stops");
-                break;
-            }
-            for ev in &events[..n as usize] {
+            };
+            for ev in &events[..n] {
                 let (flags, token) = (ev.events, ev.u64);
                 match token {
                     TOKEN_WAKE => self.drain_wake(),
@@ -839,7 +771,7 @@ impl Worker {
         }
         if self.accept_paused_until.is_some_and(|u| now >= u) {
             self.accept_paused_until = None;
-            if let Err(e) = epoll_add(
+            if let Err(e) = epoll::add(
                 self.epoll.as_fd(),
                 self.socket.as_fd(),
                 libc::EPOLLIN as u32,
@@ -848,7 +780,7 @@ impl Worker {
                 log::error!("`epoll_ctl(ADD, socket)` after an accept back-off failed: {e}");
             }
             if let Some(l) = &self.lxc_socket {
-                if let Err(e) = epoll_add(
+                if let Err(e) = epoll::add(
                     self.epoll.as_fd(),
                     l.as_fd(),
                     libc::EPOLLIN as u32,
@@ -894,15 +826,7 @@ impl Worker {
     }
 
     fn drain_wake(&mut self) {
-        let mut v = 0u64;
-        // SAFETY: reads 8 bytes into a valid u64 from our nonblocking eventfd.
-        unsafe {
-            libc::read(
-                self.shared.wake.as_raw_fd(),
-                (&mut v as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
+        self.shared.wake.clear();
         let incoming = std::mem::take(&mut *self.shared.incoming.lock());
         for (fd, state) in incoming {
             self.register(fd, &state, 0, false);
@@ -1089,7 +1013,7 @@ impl Worker {
             }
             let t = self.token();
             let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-            if let Err(e) = epoll_add(self.epoll.as_fd(), stream.as_fd(), events, t) {
+            if let Err(e) = epoll::add(self.epoll.as_fd(), stream.as_fd(), events, t) {
                 rl_log!(
                     self.rl,
                     log::Level::Warn,
@@ -1178,7 +1102,7 @@ impl Worker {
                 let Some(conn) = self.conns.remove(&t) else {
                     return;
                 };
-                epoll_del(self.epoll.as_fd(), conn.stream.as_fd());
+                epoll::delete(self.epoll.as_fd(), conn.stream.as_fd());
                 let Some(idx) = state.seccomp_fd_index() else {
                     rl_log!(
                         self.rl,
@@ -1225,9 +1149,9 @@ impl Worker {
     /// Stop polling the sockets for [`ACCEPT_BACKOFF`] (out of fds: never spin on EMFILE; the
     /// connections stay queued in the backlog).
     fn pause_accepting(&mut self) {
-        epoll_del(self.epoll.as_fd(), self.socket.as_fd());
+        epoll::delete(self.epoll.as_fd(), self.socket.as_fd());
         if let Some(l) = &self.lxc_socket {
-            epoll_del(self.epoll.as_fd(), l.as_fd());
+            epoll::delete(self.epoll.as_fd(), l.as_fd());
         }
         self.accept_paused_until = Some(Instant::now() + ACCEPT_BACKOFF);
     }
@@ -1282,7 +1206,7 @@ impl Worker {
             }
             let t = self.token();
             let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-            if let Err(e) = epoll_add(self.epoll.as_fd(), sock.as_fd(), events, t) {
+            if let Err(e) = epoll::add(self.epoll.as_fd(), sock.as_fd(), events, t) {
                 rl_log!(
                     self.rl,
                     log::Level::Warn,
@@ -1382,7 +1306,7 @@ impl Worker {
         if let Some(conn) = self.lxc.get_mut(&t) {
             conn.busy = true;
             // Poll only for the end until the answer went out: one call at a time, as LXC does.
-            if let Err(e) = epoll_mod(
+            if let Err(e) = epoll::modify(
                 self.epoll.as_fd(),
                 conn.sock.as_fd(),
                 libc::EPOLLRDHUP as u32,
@@ -1470,7 +1394,7 @@ impl Worker {
         }
         conn.busy = false;
         let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
-        if let Err(e) = epoll_mod(self.epoll.as_fd(), conn.sock.as_fd(), events, t) {
+        if let Err(e) = epoll::modify(self.epoll.as_fd(), conn.sock.as_fd(), events, t) {
             rl_log!(self.rl, log::Level::Warn, "`epoll_ctl(MOD)` failed: {e}");
             self.drop_lxc(t);
         }
@@ -1480,7 +1404,7 @@ impl Worker {
     /// Close LXC connection `t` and forget its call (LXC answers it itself).
     fn drop_lxc(&mut self, t: u64) {
         if let Some(c) = self.lxc.remove(&t) {
-            epoll_del(self.epoll.as_fd(), c.sock.as_fd());
+            epoll::delete(self.epoll.as_fd(), c.sock.as_fd());
             rl_log!(
                 self.rl,
                 log::Level::Debug,
@@ -1540,7 +1464,7 @@ impl Worker {
 
     fn drop_conn(&mut self, t: u64) {
         if let Some(c) = self.conns.remove(&t) {
-            epoll_del(self.epoll.as_fd(), c.stream.as_fd());
+            epoll::delete(self.epoll.as_fd(), c.stream.as_fd());
         }
     }
 
@@ -1586,7 +1510,7 @@ impl Worker {
             }
         }
         let t = self.token();
-        if let Err(e) = epoll_add(self.epoll.as_fd(), fd.as_fd(), libc::EPOLLIN as u32, t) {
+        if let Err(e) = epoll::add(self.epoll.as_fd(), fd.as_fd(), libc::EPOLLIN as u32, t) {
             rl_log!(
                 self.rl,
                 log::Level::Error,
@@ -1644,7 +1568,7 @@ impl Worker {
 
     fn close_listener(&mut self, t: u64) {
         if let Some(h) = self.listeners.remove(&t) {
-            epoll_del(self.epoll.as_fd(), h.fd.as_fd());
+            epoll::delete(self.epoll.as_fd(), h.fd.as_fd());
             rl_log!(
                 self.rl,
                 log::Level::Debug,

@@ -24,7 +24,6 @@
 //! with ENOSYS from then on; nothing reaches the host log (docs/deploy.md, "Agent death").
 
 use std::collections::BTreeMap;
-use std::io;
 use std::sync::Arc;
 
 use thiserror::Error;
@@ -58,15 +57,10 @@ pub use resolver::RegistryResolver;
 /// Errors of the seccomp frontend, each naming the call that failed.
 #[derive(Debug, Error)]
 pub enum SeccompError {
-    /// A system call or file operation failed.
-    #[error("`{call}` failed: {source}")]
-    Io {
-        /// The call, with its argument (for example `bind(/run/kmsgfs/seccomp.sock)`).
-        call: String,
-        /// The OS error.
-        #[source]
-        source: io::Error,
-    },
+    /// A system call or file operation failed; the error names it with its argument (for
+    /// example `bind(/run/kmsgfs/seccomp.sock)`).
+    #[error(transparent)]
+    Sys(#[from] crate::sys::SysError),
     /// The kernel's notification structs are larger than the ones this build knows.
     #[error("kernel seccomp_notif is {kernel} bytes, this build knows {ours}; refusing to RECV")]
     NotifSize {

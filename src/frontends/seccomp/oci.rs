@@ -14,6 +14,8 @@
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+
+use crate::sys::SysError;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -149,9 +151,11 @@ pub fn send_listener_on(
     let state =
         ContainerProcessState::for_process(pid, &format!("kmsgfs-run-{pid}"), BTreeMap::new());
     let payload = serde_json::to_vec(&state).expect("ContainerProcessState serialises");
-    send_fd(stream.as_fd(), &payload, fd).map_err(|source| SeccompError::Io {
-        call: format!("sendmsg({})", socket.display()),
-        source,
+    send_fd(stream.as_fd(), &payload, fd).map_err(|source| {
+        SeccompError::Sys(SysError::new(
+            format!("sendmsg({})", socket.display()),
+            source,
+        ))
     })
 }
 
@@ -162,13 +166,17 @@ pub fn send_state(
     fd: BorrowedFd<'_>,
 ) -> Result<(), SeccompError> {
     let payload = serde_json::to_vec(state).expect("ContainerProcessState serialises");
-    let stream = UnixStream::connect(socket).map_err(|source| SeccompError::Io {
-        call: format!("connect({})", socket.display()),
-        source,
+    let stream = UnixStream::connect(socket).map_err(|source| {
+        SeccompError::Sys(SysError::new(
+            format!("connect({})", socket.display()),
+            source,
+        ))
     })?;
-    send_fd(stream.as_fd(), &payload, fd).map_err(|source| SeccompError::Io {
-        call: format!("sendmsg({})", socket.display()),
-        source,
+    send_fd(stream.as_fd(), &payload, fd).map_err(|source| {
+        SeccompError::Sys(SysError::new(
+            format!("sendmsg({})", socket.display()),
+            source,
+        ))
     })
 }
 
