@@ -22,8 +22,9 @@ echo "== integration suites (release), one suite after another"
 # One binary holds every suite (tests/main.rs); a suite's tests run in parallel as before, but
 # two suites never run at once: they start daemons, runtimes and namespaces that were never
 # meant to share the machine with another suite's.
-bin=$(cargo test --release --test integration --no-run 2>&1 | tee /dev/stderr |
-    sed -n 's/.*Executable tests\/main.rs (\(.*\))$/\1/p')
+cargo test --release --test integration --no-run
+bin=$(cargo test --release --test integration --no-run --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\/integration-[^"]*\)".*/\1/p')
 [ -x "$bin" ] || { echo "integration test binary not found" >&2; exit 1; }
 suites=$(sed -n 's/^mod \([a-z0-9_]*\);$/\1/p' tests/main.rs | grep -vx support)
 listed=$("$bin" --list | grep -c ': test$')
