@@ -101,21 +101,10 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 
 fn install_handlers() -> Result<(), DemoError> {
     for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: an all-zero sigaction is a valid value to fill in; the handler only stores to
-        // an atomic, which is async-signal-safe; handlers reset to default across exec, so the
-        // daemon and containers started later are unaffected.
-        let rc = unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            libc::sigaction(sig, &sa, std::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(DemoError::Io {
-                what: format!("sigaction({sig})"),
-                source: std::io::Error::last_os_error(),
-            });
-        }
+        crate::sys::signal::set_handler(sig, on_signal).map_err(|e| DemoError::Io {
+            what: e.call,
+            source: e.source,
+        })?;
     }
     Ok(())
 }
@@ -146,8 +135,8 @@ fn stop_child(child: &mut Child, sig: libc::c_int) {
         return;
     }
     if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) on our own unreaped child's pid; it cannot have been reused.
-        unsafe { libc::kill(pid, sig) };
+        // Our own unreaped child: its pid cannot have been reused.
+        let _ = crate::sys::process::kill(pid, sig);
     }
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end {

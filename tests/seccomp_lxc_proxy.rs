@@ -45,7 +45,7 @@ impl Monitor {
             events: libc::POLLIN,
             revents: 0,
         }];
-        let n = scm::poll(&mut p, timeout.as_millis() as i32).unwrap();
+        let n = kmsgfs::sys::fd::poll(&mut p, timeout.as_millis() as i32).unwrap();
         assert_eq!(n, 1, "no answer from the agent within {timeout:?}");
         let mut buf = vec![0u8; 4096];
         let (n, fds) = scm::recv_fds(self.sock.as_fd(), &mut buf).unwrap();
@@ -91,7 +91,7 @@ impl Monitor {
                 events: libc::POLLIN,
                 revents: 0,
             }];
-            if scm::poll(&mut p, 50).unwrap() == 0 || p[0].revents & libc::POLLIN == 0 {
+            if kmsgfs::sys::fd::poll(&mut p, 50).unwrap() == 0 || p[0].revents & libc::POLLIN == 0 {
                 continue;
             }
             let Some(n) = notify::recv(listener.as_fd()).unwrap() else {

@@ -122,7 +122,7 @@ impl Holder {
             let fd = self.entries[n].fd.as_ref().map_or(-1, |f| f.as_raw_fd());
             pfd(fd, 0)
         }));
-        if scm::poll(&mut fds, timeout_ms).map_err(io("poll"))? == 0 {
+        if crate::sys::fd::poll(&mut fds, timeout_ms).map_err(io("poll"))? == 0 {
             return Ok(());
         }
         // Dead kept fds first: a listener without tasks, an aborted FUSE connection.

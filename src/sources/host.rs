@@ -43,6 +43,7 @@ use crate::sources::bpf::pipeline::Attribution;
 use crate::sources::bpf::BpfConfig;
 use crate::sources::deliver::Delivery;
 use crate::sys::eventfd::EventFd;
+use crate::sys::fd;
 
 /// How often the attribution statistics are republished for the stats file.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
@@ -450,18 +451,11 @@ pub fn spawn(
 }
 
 fn set_nonblocking(f: &File, path: &Path) -> Result<(), SourceError> {
-    let fd = f.as_raw_fd();
-    // SAFETY: F_GETFL on an open fd has no memory effects.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: F_SETFL with a flag word on an open fd has no memory effects.
-    if fl < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
-        return Err(SourceError::Io {
-            call: "fcntl(O_NONBLOCK)",
-            path: path.to_path_buf(),
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
+    fd::set_nonblocking(f.as_fd()).map_err(|e| SourceError::Io {
+        call: "fcntl(O_NONBLOCK)",
+        path: path.to_path_buf(),
+        source: e.source,
+    })
 }
 
 fn open(path: &Path) -> Result<File, SourceError> {
@@ -479,37 +473,20 @@ fn read_device(path: &Path, mut f: File, mut sink: Sink, stop: &EventFd) {
     );
     let mut buf = vec![0u8; 8192];
     loop {
-        let mut fds = [
-            libc::pollfd {
-                fd: f.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sink
-                    .routing
-                    .as_ref()
-                    .and_then(|a| a.attr.epoll_fd())
-                    .unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: stop.as_fd().as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
-        let timeout = sink.poll_timeout_ms();
-        // SAFETY: `fds` is a valid array of three pollfds (a negative fd is ignored) and all
-        // fds stay open for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, timeout) };
-        if rc > 0 && fds[2].revents != 0 {
+        let bpf_events = sink
+            .routing
+            .as_ref()
+            .and_then(|a| a.attr.epoll_fd())
+            .unwrap_or(-1);
+        let polled = fd::poll_in(
+            [f.as_raw_fd(), bpf_events, stop.as_fd().as_raw_fd()],
+            sink.poll_timeout_ms(),
+        );
+        if matches!(polled, Ok([_, _, handed_off]) if handed_off != 0) {
             sink.hand_off(path, &mut f, &mut buf);
             return;
         }
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = polled {
             if e.kind() != std::io::ErrorKind::Interrupted {
                 log::error!(
                     "host source {}: poll failed: {e}; stopping ingestion",
@@ -566,14 +543,7 @@ fn read_device(path: &Path, mut f: File, mut sink: Sink, stop: &EventFd) {
 
 /// Whether more input is available right now.
 fn readable_now(f: &File) -> bool {
-    let mut p = libc::pollfd {
-        fd: f.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `p` is one valid pollfd and the fd is open for the duration of the call.
-    let n = unsafe { libc::poll(&mut p, 1, 0) };
-    n > 0 && p.revents & libc::POLLIN != 0
+    fd::readable(f.as_fd(), 0)
 }
 
 /// Splits a byte stream into records: header lines plus following ` KEY=value` lines.
@@ -639,21 +609,8 @@ fn read_lines(path: &Path, fifo: bool, mut sink: Sink, stop: &EventFd) {
         };
         loop {
             // Wait for input or the hand-off (a FIFO read would block past it).
-            let mut fds = [
-                libc::pollfd {
-                    fd: f.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: stop.as_fd().as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // SAFETY: two valid pollfds; both fds stay open for the call.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
-            if rc > 0 && fds[1].revents != 0 {
+            let polled = fd::poll_in([f.as_raw_fd(), stop.as_fd().as_raw_fd()], -1);
+            if matches!(polled, Ok([_, handed_off]) if handed_off != 0) {
                 asm.flush(&mut |r| sink.record(r));
                 sink.route();
                 log::info!("host source {}: handed off", path.display());

@@ -104,21 +104,6 @@ pub fn clone_fd(fd: BorrowedFd<'_>) -> Result<OwnedFd> {
     Ok(new)
 }
 
-/// Set `O_NONBLOCK` on `fd`'s open file description (shared with every dup of it).
-pub fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<()> {
-    // SAFETY: F_GETFL on an open fd has no memory preconditions.
-    let fl = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
-    if fl < 0 {
-        return Err(SysError::last("fcntl(F_GETFL)"));
-    }
-    // SAFETY: F_SETFL with an int argument has no memory preconditions.
-    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) };
-    if rc < 0 {
-        return Err(SysError::last("fcntl(F_SETFL, O_NONBLOCK)"));
-    }
-    Ok(())
-}
-
 /// A close-on-exec, non-blocking pipe `(read end, write end)`, used to wake pollers.
 pub fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -14,14 +14,19 @@
 //! * [`fuse_dev`]: `/dev/fuse`: open, mount, read, writev, clone, poll (the FUSE transport).
 //! * [`clock`]: `CLOCK_MONOTONIC` in microseconds, the time base of host records (A2.3).
 //! * [`memory`]: the allocator settings that return a reclaimed ring's memory to the kernel.
+//! * [`fd`]: poll(2) and `O_NONBLOCK` on any descriptor.
 //! * [`epoll`], [`eventfd`]: the seccomp agent's wait and its wake-up.
+//! * [`seccomp`]: seccomp(2) and the user-notification ioctls (the `syslog(2)` agent).
+//! * [`bpf`]: run-time statistics of the attribution's BPF programs.
 //! * [`scm`]: fds over Unix sockets (`SCM_RIGHTS`).
 //! * [`shm`]: sealed memfds mapped as atomic words, the ring storage that survives a restart.
 
+pub mod bpf;
 pub mod clock;
 pub mod cpu;
 pub mod epoll;
 pub mod eventfd;
+pub mod fd;
 pub mod fuse_dev;
 pub mod maps;
 pub mod memory;
@@ -31,6 +36,7 @@ pub mod pidfd;
 pub mod proc;
 pub mod process;
 pub mod scm;
+pub mod seccomp;
 pub mod shm;
 pub mod signal;
 
@@ -74,6 +80,20 @@ impl SysError {
 
 /// Result alias for this module.
 pub type Result<T> = std::result::Result<T, SysError>;
+
+/// Eight random bytes from getrandom(2), or `None` if the kernel has none to give yet.
+pub fn random_u64() -> Option<u64> {
+    let mut r = [0u8; 8];
+    // SAFETY: getrandom writes at most `r.len()` bytes into the valid buffer `r`.
+    let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
+    (usize::try_from(n).ok() == Some(r.len())).then(|| u64::from_ne_bytes(r))
+}
+
+/// The effective uid of this process.
+pub fn geteuid() -> u32 {
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
 
 /// The real uid of this process.
 pub fn getuid() -> u32 {

@@ -264,16 +264,22 @@ pub fn shutdown_read(sock: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
-/// `poll(2)` over `fds` for up to `timeout_ms` (-1: no limit); EINTR counts as a timeout.
-pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
-    // SAFETY: `fds` is a valid, writable array of `fds.len()` pollfd entries.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(0);
-        }
-        return Err(e);
+/// A connected `SOCK_SEQPACKET` pair (close-on-exec): message boundaries are kept, as on
+/// `/dev/fuse` and LXC's proxy socket.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid storage for two fds.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
-    Ok(n as usize)
+    // SAFETY: socketpair returned two new fds owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }

@@ -59,3 +59,21 @@ pub fn raise_self(sig: i32) {
         libc::kill(libc::getpid(), sig);
     }
 }
+
+/// `sigaction(sig)` with `handler`, no flags and an empty mask. The handler must be
+/// async-signal-safe (storing to an atomic is); it resets to the default across `exec`, so
+/// programs started later are unaffected.
+pub fn set_handler(sig: i32, handler: extern "C" fn(libc::c_int)) -> Result<()> {
+    // SAFETY: an all-zero sigaction is a valid value to fill in; sigemptyset initialises the
+    // mask; `sa` outlives the call and the old action is not asked for.
+    let rc = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = handler as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(sig, &sa, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(SysError::last(format!("sigaction({sig})")));
+    }
+    Ok(())
+}

@@ -299,7 +299,7 @@ impl Agent {
         let lxc_socket = match &options.lxc_socket {
             None => None,
             Some(l) => {
-                crate::sys::fuse_dev::set_nonblocking(l.fd.as_fd())?;
+                crate::sys::fd::set_nonblocking(l.fd.as_fd())?;
                 epoll::add(
                     epoll.as_fd(),
                     l.fd.as_fd(),
@@ -1200,7 +1200,7 @@ impl Worker {
                 bump(&self.shared.counters.rejected);
                 continue;
             }
-            if let Err(e) = crate::sys::fuse_dev::set_nonblocking(sock.as_fd()) {
+            if let Err(e) = crate::sys::fd::set_nonblocking(sock.as_fd()) {
                 rl_log!(self.rl, log::Level::Warn, "LXC proxy connection: {e}");
                 continue;
             }

@@ -10,7 +10,9 @@
 //! `Command::pre_exec` closure of a multi-threaded parent.
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
+
+use crate::sys::seccomp;
 
 /// `AUDIT_ARCH_X86_64`: the native ABI, and x32 (whose numbers carry [`X32_SYSCALL_BIT`]).
 pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
@@ -79,54 +81,10 @@ fn evaluate(arch: u32, nr: u32) -> u32 {
 /// EACCES instead). Only the calling thread is covered: call it in a single-threaded child
 /// (`pre_exec`) before `exec`. Async-signal-safe.
 pub fn install_filter() -> io::Result<OwnedFd> {
-    let prog = libc::sock_fprog {
-        len: PROGRAM.len() as libc::c_ushort,
-        // The kernel only reads through this pointer.
-        filter: PROGRAM.as_ptr().cast_mut(),
-    };
-    // SAFETY: `prog` points to a valid BPF program that lives for the whole call; the kernel
-    // copies it. SECCOMP_SET_MODE_FILTER with NEW_LISTENER returns a new fd or -1.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const libc::sock_fprog,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = i32::try_from(rc).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
-    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    seccomp::install_filter(&PROGRAM)
 }
 
-/// The kernel's sizes of `struct seccomp_notif` and `struct seccomp_notif_resp`.
-pub fn notif_sizes() -> io::Result<(usize, usize)> {
-    let mut sizes = libc::seccomp_notif_sizes {
-        seccomp_notif: 0,
-        seccomp_notif_resp: 0,
-        seccomp_data: 0,
-    };
-    // SAFETY: SECCOMP_GET_NOTIF_SIZES writes one `struct seccomp_notif_sizes` to the pointer,
-    // which is valid and writable for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_GET_NOTIF_SIZES,
-            0,
-            &mut sizes as *mut libc::seccomp_notif_sizes,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((
-        usize::from(sizes.seccomp_notif),
-        usize::from(sizes.seccomp_notif_resp),
-    ))
-}
+pub use crate::sys::seccomp::notif_sizes;
 
 #[cfg(test)]
 mod tests {

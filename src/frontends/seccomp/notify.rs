@@ -17,9 +17,10 @@
 //!   `syslog` for the container.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use crate::sys::maps::{self, TaskMem};
+use crate::sys::seccomp;
 use crate::sys::SysError;
 
 use super::filter::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, NR_SYSLOG, X32_SYSCALL_BIT};
@@ -76,36 +77,17 @@ impl Notification {
     }
 }
 
-fn ioctl_err(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// `SECCOMP_IOCTL_NOTIF_RECV`. Blocks until a notification is pending; call it only when the
 /// listener polled readable. `Ok(None)`: the caller went away first (ENOENT).
 pub fn recv(listener: BorrowedFd<'_>) -> io::Result<Option<Notification>> {
-    // SAFETY: all-zero is a valid seccomp_notif, and the kernel requires it zeroed.
-    let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: RECV writes one seccomp_notif to the pointer, valid for the call; the kernel's
-        // struct is not larger than ours (checked by the agent at start-up).
-        let rc = unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_RECV,
-                &mut req,
-            )
-        };
-        match ioctl_err(rc) {
-            Ok(()) => break,
+    let req = loop {
+        match seccomp::notif_recv(listener) {
+            Ok(req) => break req,
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         }
-    }
+    };
     Ok(Some(Notification {
         id: req.id,
         tid: req.pid,
@@ -117,15 +99,7 @@ pub fn recv(listener: BorrowedFd<'_>) -> io::Result<Option<Notification>> {
 
 /// `SECCOMP_IOCTL_NOTIF_ID_VALID`: the task behind `id` is still waiting for this reply.
 pub fn id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
-    // SAFETY: ID_VALID reads one u64 from the pointer, valid for the call.
-    let rc = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
-            &id as *const u64,
-        )
-    };
-    rc == 0
+    seccomp::notif_id_valid(listener, id)
 }
 
 /// `SECCOMP_IOCTL_NOTIF_SET_FLAGS(SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP)` (Linux 6.6): the kernel
@@ -134,15 +108,7 @@ pub fn id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
 pub fn set_sync_wakeup(listener: BorrowedFd<'_>) -> io::Result<()> {
     /// `SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP` (include/uapi/linux/seccomp.h).
     const SYNC_WAKE_UP: u64 = 1;
-    // SAFETY: SET_FLAGS takes the flags by value (an integer argument); no memory is passed.
-    let rc = unsafe {
-        libc::ioctl(
-            listener.as_raw_fd(),
-            libc::SECCOMP_IOCTL_NOTIF_SET_FLAGS,
-            SYNC_WAKE_UP,
-        )
-    };
-    ioctl_err(rc)
+    seccomp::notif_set_flags(listener, SYNC_WAKE_UP)
 }
 
 /// `SECCOMP_IOCTL_NOTIF_SEND` with a return value (`error == 0`) or an errno (`val == 0`).
@@ -156,15 +122,7 @@ pub fn send(listener: BorrowedFd<'_>, id: u64, val: i64, errno: i32) -> io::Resu
         flags: 0,
     };
     loop {
-        // SAFETY: SEND reads one seccomp_notif_resp from the pointer, valid for the call.
-        let rc = unsafe {
-            libc::ioctl(
-                listener.as_raw_fd(),
-                libc::SECCOMP_IOCTL_NOTIF_SEND,
-                &resp as *const libc::seccomp_notif_resp,
-            )
-        };
-        match ioctl_err(rc) {
+        match seccomp::notif_send(listener, &resp) {
             Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
             r => return r,
         }

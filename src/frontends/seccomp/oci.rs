@@ -183,7 +183,6 @@ pub fn send_state(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
 
     const RUNC: &str = r#"{"ociVersion":"1.0.2-dev","fds":["seccompFd"],"pid":29532,"metadata":"kmsgfs-v1","state":{"ociVersion":"1.0.2-dev","id":"e1","status":"creating","pid":29532,"bundle":"/var/lib/kmsgfs-test/bundle","annotations":{"io.example.owner":"team-a","io.example.vkmsg/ring":"per-container"}}}"#;
 
@@ -278,8 +277,6 @@ mod tests {
         let (n, fds) = recv_fds(b.as_fd(), &mut buf).unwrap();
         assert_eq!(&buf[..n], CRUN.as_bytes());
         assert_eq!(fds.len(), 1);
-        // SAFETY: fcntl F_GETFD on an fd we own.
-        let flags = unsafe { libc::fcntl(fds[0].as_raw_fd(), libc::F_GETFD) };
-        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        assert!(crate::sys::fd::is_cloexec(fds[0].as_fd()).unwrap());
     }
 }

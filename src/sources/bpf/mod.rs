@@ -28,7 +28,7 @@ pub mod pipeline;
 use std::fs;
 use std::io::{self, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -757,7 +757,7 @@ impl BpfSource {
         ];
         all.into_iter()
             .filter(|(n, _)| self.links.iter().any(|(l, _)| l == n))
-            .filter_map(|(name, fd)| prog_run_stats(name, fd.as_raw_fd()))
+            .filter_map(|(name, fd)| prog_run_stats(name, fd.as_fd()))
             .collect()
     }
 }
@@ -882,17 +882,14 @@ pub const NONCE_LEN: usize = 32;
 /// ratelimit never drops it) and return its text, for
 /// [`crate::router::Router::begin_calibration`].
 pub fn write_calibration_nonce() -> Result<Vec<u8>, BpfError> {
-    let mut r = [0u8; 8];
-    // SAFETY: getrandom writes at most `r.len()` bytes into the valid buffer `r`.
-    let n = unsafe { libc::getrandom(r.as_mut_ptr().cast(), r.len(), 0) };
-    if n != r.len() as isize {
+    let r = crate::sys::random_u64().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
-        r = (t ^ u64::from(std::process::id()) << 40).to_ne_bytes();
-    }
-    let v = u64::from_ne_bytes(r) & 0x0fff_ffff_ffff_ffff;
+        t ^ u64::from(std::process::id()) << 40
+    });
+    let v = r & 0x0fff_ffff_ffff_ffff;
     let nonce = format!("kmsgfs-calibrate-{v:015x}");
     debug_assert_eq!(nonce.len(), NONCE_LEN);
     let mut f = fs::OpenOptions::new()
@@ -954,18 +951,12 @@ pub struct ProgRunStats {
     pub run_time_ns: u64,
 }
 
-fn prog_run_stats(name: &'static str, fd: RawFd) -> Option<ProgRunStats> {
-    let mut info = libbpf_rs::libbpf_sys::bpf_prog_info::default();
-    let mut len = std::mem::size_of_val(&info) as u32;
-    // SAFETY: `info` is a valid, writable bpf_prog_info of `len` bytes; the kernel writes at
-    // most `len` bytes and `fd` is a program fd owned by the skeleton.
-    let ret = unsafe {
-        libbpf_rs::libbpf_sys::bpf_obj_get_info_by_fd(fd, (&raw mut info).cast(), &mut len)
-    };
-    (ret == 0).then_some(ProgRunStats {
+fn prog_run_stats(name: &'static str, fd: BorrowedFd<'_>) -> Option<ProgRunStats> {
+    let (run_cnt, run_time_ns) = crate::sys::bpf::prog_run_stats(fd)?;
+    Some(ProgRunStats {
         name,
-        run_cnt: info.run_cnt,
-        run_time_ns: info.run_time_ns,
+        run_cnt,
+        run_time_ns,
     })
 }
 
@@ -979,19 +970,11 @@ pub struct StatsGuard {
 impl StatsGuard {
     /// Enable run-time statistics.
     pub fn enable() -> Result<Self, BpfError> {
-        // SAFETY: plain syscall wrapper without pointers.
-        let fd = unsafe {
-            libbpf_rs::libbpf_sys::bpf_enable_stats(libbpf_rs::libbpf_sys::BPF_STATS_RUN_TIME)
-        };
-        if fd < 0 {
-            return Err(BpfError::Io {
-                op: "bpf(BPF_ENABLE_STATS)",
-                path: String::new(),
-                source: io::Error::from_raw_os_error(-fd),
-            });
-        }
-        // SAFETY: `fd` is a fresh descriptor returned by the kernel and owned by nobody else.
-        let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let fd = crate::sys::bpf::enable_run_time_stats().map_err(|source| BpfError::Io {
+            op: "bpf(BPF_ENABLE_STATS)",
+            path: String::new(),
+            source,
+        })?;
         Ok(StatsGuard { fd })
     }
 }

@@ -13,6 +13,7 @@
 #![allow(missing_docs)]
 
 use std::mem::size_of;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 /// Major version of the protocol. A kernel with another major is refused.
 pub const FUSE_KERNEL_VERSION: u32 = 7;
@@ -195,27 +196,20 @@ pub const FUSE_IOCTL_COMPAT_X32: u32 = 1 << 5;
 pub const FUSE_DEV_IOC_CLONE: u64 = crate::sys::fuse_dev::FUSE_DEV_IOC_CLONE as u64;
 
 /// Plain old data: every bit pattern is a valid value and there is no padding the compiler
-/// could leave uninitialised (every struct below spells its padding out as fields).
-///
-/// # Safety
-/// Implement only for `#[repr(C)]` structs of integers without implicit padding.
-pub unsafe trait Pod: Copy + Default {}
+/// could leave uninitialised (every struct below spells its padding out as fields). zerocopy's
+/// derives check both at compile time, so the byte views need no `unsafe` here.
+pub trait Pod: FromBytes + IntoBytes + Immutable + Copy + Default {}
+
+impl<T: FromBytes + IntoBytes + Immutable + Copy + Default> Pod for T {}
 
 /// The bytes of `v`.
 pub fn as_bytes<T: Pod>(v: &T) -> &[u8] {
-    // SAFETY: `T: Pod` has no implicit padding, so all `size_of::<T>()` bytes are initialised;
-    // the slice borrows `v`.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }
+    v.as_bytes()
 }
 
 /// A copy of the `T` at the start of `b`, if `b` is long enough (any alignment).
 pub fn read_pod<T: Pod>(b: &[u8]) -> Option<T> {
-    if b.len() < size_of::<T>() {
-        return None;
-    }
-    // SAFETY: `b` has at least size_of::<T>() readable bytes; read_unaligned has no alignment
-    // requirement, and every bit pattern is a valid `T` (Pod).
-    Some(unsafe { std::ptr::read_unaligned(b.as_ptr().cast::<T>()) })
+    T::read_from_prefix(b).ok().map(|(v, _)| v)
 }
 
 macro_rules! pod {
@@ -223,12 +217,9 @@ macro_rules! pod {
         $(
             $(#[$m])*
             #[repr(C)]
-            #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+            #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable)]
             pub struct $name { $($(#[$fm])* pub $f: $t),* }
             const _: () = assert!(size_of::<$name>() == $size);
-            // SAFETY: repr(C), integer fields only, and the size assertion above equals the
-            // sum of the field sizes, so there is no implicit padding.
-            unsafe impl Pod for $name {}
         )*
     };
 }

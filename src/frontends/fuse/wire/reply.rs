@@ -429,24 +429,12 @@ impl PollNotifier {
 pub(crate) mod tests {
     use super::*;
     use crate::frontends::fuse::wire::abi::read_pod;
-    use std::os::fd::FromRawFd;
+
     use std::time::{SystemTime, UNIX_EPOCH};
 
     /// A SOCK_SEQPACKET pair: message boundaries are kept, like /dev/fuse's.
     pub(crate) fn seqpacket() -> (OwnedFd, OwnedFd) {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` is valid storage for two fds.
-        let rc = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(rc, 0);
-        // SAFETY: socketpair returned two new fds owned by nobody else.
-        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+        crate::sys::scm::seqpacket_pair().expect("socketpair(SOCK_SEQPACKET)")
     }
 
     pub(crate) fn recv(fd: &OwnedFd) -> Vec<u8> {
@@ -458,15 +446,9 @@ pub(crate) mod tests {
 
     /// Whether a message is waiting (non-blocking check).
     pub(crate) fn pending(fd: &OwnedFd) -> bool {
-        let mut p = libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(fd),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, 50) };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(fd);
         // A closed daemon end reads as EOF (POLLIN|POLLHUP): not a message.
-        rc > 0 && p.revents & libc::POLLIN != 0 && p.revents & libc::POLLHUP == 0
+        matches!(crate::sys::fd::poll_in([fd], 50), Ok([r]) if r & libc::POLLIN != 0 && r & libc::POLLHUP == 0)
     }
 
     fn pair() -> (Arc<Channel>, OwnedFd, Arc<AtomicBool>) {

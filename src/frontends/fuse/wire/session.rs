@@ -404,7 +404,7 @@ impl Session {
     /// Answer FUSE_INIT on the fresh connection `fd` (calling `fs.init`) and serve `fs`.
     pub fn new<F: Filesystem>(mut fs: F, fd: OwnedFd, options: &SessionOptions) -> Result<Self> {
         let shared = Shared::new()?;
-        fuse_dev::set_nonblocking(fd.as_fd())?;
+        crate::sys::fd::set_nonblocking(fd.as_fd())?;
         let ch = Arc::new(Channel::new(fd, shared.muted.clone()));
         let mut buf = vec![0u8; abi::FUSE_MIN_READ_BUFFER.max(PAGE * 2)];
         let params = loop {
@@ -463,7 +463,7 @@ impl Session {
         let shared = Shared::new()?;
         let mut channels = Vec::with_capacity(fds.len());
         for fd in fds {
-            fuse_dev::set_nonblocking(fd.as_fd())?;
+            crate::sys::fd::set_nonblocking(fd.as_fd())?;
             channels.push(Arc::new(Channel::new(fd, shared.muted.clone())));
         }
         let s = Session::start(fs, channels, shared, params, options)?;
@@ -492,7 +492,7 @@ impl Session {
     ) -> Result<Self> {
         while channels.len() < options.threads.max(1) {
             let fd = fuse_dev::clone_fd(channels[0].fd())?;
-            fuse_dev::set_nonblocking(fd.as_fd())?;
+            crate::sys::fd::set_nonblocking(fd.as_fd())?;
             channels.push(Arc::new(Channel::new(fd, shared.muted.clone())));
         }
         let fs = Arc::new(fs);
