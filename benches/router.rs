@@ -13,9 +13,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use kmsgfs::attribution::router::{
+    Chain, Event, HostNs, How, Routed, Router, RouterConfig, Targets,
+};
 use kmsgfs::record::Record;
 use kmsgfs::ring::Ring;
-use kmsgfs::router::{Chain, Event, HostNs, How, Routed, Router, RouterConfig, Targets};
 
 const HOST: HostNs = HostNs {
     net: 1000,

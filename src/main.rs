@@ -35,7 +35,7 @@ enum Command {
         listeners on DIR.seccomp.sock (see `kmsgfs seccomp-profile`).\n\n\
         Example: mkdir -p /run/kmsgfs && kmsgfs serve --mount /run/kmsgfs"
     )]
-    Serve(kmsgfs::daemon::ServeArgs),
+    Serve(kmsgfs::cli::serve::ServeArgs),
     /// Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.
     #[command(
         long_about = "Run a command in new namespaces with DIR/kmsg bound over /dev/kmsg.\n\n\
@@ -44,7 +44,7 @@ enum Command {
         forwards signals. Needs root and a running `kmsgfs serve`.\n\n\
         Example: kmsgfs run -- sh -c 'echo hello > /dev/kmsg; dmesg'"
     )]
-    Run(kmsgfs::frontends::run::RunArgs),
+    Run(kmsgfs::cli::run::RunArgs),
     /// Print the OCI seccomp profile that routes syslog(2) to the kmsgfs agent.
     #[command(
         long_about = "Print the OCI seccomp profile that routes syslog(2) to the kmsgfs agent.\n\n\
@@ -70,7 +70,7 @@ enum Command {
         syslog(2) agent serves it) and shows the other untouched. Cleans up everything, also \
         on Ctrl-C. Needs root. Exits non-zero if a check fails."
     )]
-    Demo(kmsgfs::demo::DemoArgs),
+    Demo(kmsgfs::cli::demo::DemoArgs),
     /// OCI createContainer hook: bind DIR/kmsg over the container's /dev/kmsg.
     #[command(
         long_about = "OCI createContainer hook: bind DIR/kmsg over the container's /dev/kmsg.\n\n\
@@ -80,7 +80,7 @@ enum Command {
         docs/deploy/hooks.d/kmsgfs.json into /usr/share/containers/oci/hooks.d/ for Podman \
         and CRI-O, or add it to config.json's hooks.createContainer for runc."
     )]
-    OciHook(kmsgfs::frontends::oci_hook::OciHookArgs),
+    OciHook(kmsgfs::cli::oci_hook::OciHookArgs),
     /// Keep the fds a restarted daemon needs (FUSE connection, rings, seccomp listeners).
     #[command(long_about = "Keep the fds a restarted daemon needs.\n\n\
         A small process that holds copies of the FUSE connection, the shared rings and the \
@@ -128,8 +128,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result: Result<(), Box<dyn std::error::Error>> = match cli.command {
-        Command::Serve(args) => kmsgfs::daemon::serve(args).map_err(Into::into),
-        Command::Run(args) => std::process::exit(kmsgfs::frontends::run::main(&args)),
+        Command::Serve(args) => kmsgfs::cli::serve::serve(args).map_err(Into::into),
+        Command::Run(args) => std::process::exit(kmsgfs::cli::run::main(&args)),
         Command::SeccompProfile { listener } => {
             print!(
                 "{}",
@@ -137,9 +137,9 @@ fn main() -> std::process::ExitCode {
             );
             Ok(())
         }
-        Command::Demo(args) => kmsgfs::demo::run(&args).map_err(Into::into),
+        Command::Demo(args) => kmsgfs::cli::demo::run(&args).map_err(Into::into),
         Command::Holder(args) => kmsgfs::restart::holder::main(&args).map_err(Into::into),
-        Command::OciHook(args) => kmsgfs::frontends::oci_hook::main(&args).map_err(Into::into),
+        Command::OciHook(args) => kmsgfs::cli::oci_hook::main(&args).map_err(Into::into),
         Command::Man(args) => write_man_pages(&args.out)
             .map(|pages| {
                 for p in pages {

@@ -466,12 +466,40 @@ pub fn unread_records(ring: &Ring) -> u64 {
     ring.next_seq().saturating_sub(seq.max(ring.first_seq()))
 }
 
+/// The current `printk.time` setting (`/sys/module/printk/parameters/time`), which decides
+/// whether the syslog text carries timestamps (B3.4). True if it cannot be read, as on a
+/// default kernel.
+pub fn printk_time() -> bool {
+    std::fs::read("/sys/module/printk/parameters/time")
+        .map(|v| parse_printk_time(&v))
+        .unwrap_or(true)
+}
+
+/// A boolean module parameter as the kernel prints it (`Y`/`N`; `1`/`0` are accepted too).
+pub fn parse_printk_time(value: &[u8]) -> bool {
+    !matches!(value.first(), Some(b'N' | b'n' | b'0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::Record;
     use crate::ring::{RingConfig, DEFAULT_CONSOLE_LEVEL};
     use proptest::prelude::*;
+    #[test]
+    fn b3_4_printk_time_parameter() {
+        assert!(parse_printk_time(b"Y\n"));
+        assert!(!parse_printk_time(b"N\n"));
+        assert!(!parse_printk_time(b"0"));
+        assert!(parse_printk_time(b"1"));
+        // The test machine runs with the default, printk.time=Y (kmsg-semantics 0.1).
+        assert_eq!(
+            printk_time(),
+            std::fs::read("/sys/module/printk/parameters/time")
+                .map(|v| v.first() == Some(&b'Y'))
+                .unwrap_or(true)
+        );
+    }
 
     const ROOT: Policy = Policy {
         privileged: true,

@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::bpf::*;
-use kmsgfs::router::{Event, EventKind, NetSource};
+use kmsgfs::attribution::router::{Event, EventKind, NetSource};
 use kmsgfs::sources::bpf::{write_calibration_nonce, BpfConfig, BpfSource};
 
 /// Calibrate K directly from a nonce: returns (K, events seen so far by id).

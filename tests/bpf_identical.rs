@@ -8,8 +8,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::support::bpf::*;
-use kmsgfs::router::{How, RouterConfig, Targets};
-use kmsgfs::sources::bpf::pipeline::Attribution;
+use kmsgfs::attribution::pipeline::Attribution;
+use kmsgfs::attribution::router::{How, RouterConfig, Targets};
 use kmsgfs::sources::bpf::{host_namespaces, BpfConfig};
 
 const WRITERS: usize = 4;

@@ -8,9 +8,9 @@
 use std::time::{Duration, Instant};
 
 use crate::support::bpf::*;
-use kmsgfs::router::{How, RouterConfig};
+use kmsgfs::attribution::pipeline::Attribution;
+use kmsgfs::attribution::router::{How, RouterConfig};
 use kmsgfs::sources::bpf::netns_log::NfLogAllNetnsGuard;
-use kmsgfs::sources::bpf::pipeline::Attribution;
 use kmsgfs::sources::bpf::{host_namespaces, BpfConfig};
 
 const PINGS: usize = 25;

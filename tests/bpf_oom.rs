@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support;
 use crate::support::bpf::*;
-use kmsgfs::router::{How, OomPolicy, Routed, Router, RouterConfig};
+use kmsgfs::attribution::router::{How, OomPolicy, Routed, Router, RouterConfig};
 use kmsgfs::sources::bpf::{host_namespaces, write_calibration_nonce, BpfConfig, BpfSource};
 
 const LIMIT: usize = 32 << 20;

@@ -5,9 +5,9 @@
 use std::time::Instant;
 
 use crate::support::bpf::*;
+use kmsgfs::attribution::pipeline::Attribution;
+use kmsgfs::attribution::router::{How, Reason, RouterConfig, Targets};
 use kmsgfs::record::Record;
-use kmsgfs::router::{How, Reason, RouterConfig, Targets};
-use kmsgfs::sources::bpf::pipeline::Attribution;
 use kmsgfs::sources::bpf::{
     host_namespaces, probe_fentry, start_or_degrade, BpfConfig, BpfError, BpfSource,
     NetfilterMethod,

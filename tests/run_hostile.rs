@@ -12,7 +12,7 @@
 //! With `--unshare user` the binds are locked (`MNT_LOCKED`: made in a mount namespace of the
 //! host user namespace, then copied into the container's user namespace) and mknod of a device
 //! is refused by the kernel; without it, CMD runs without CAP_SYS_ADMIN, CAP_MKNOD and the
-//! other capabilities in `kmsgfs::frontends::run::DROPPED_WITHOUT_USERNS`.
+//! other capabilities in `kmsgfs::cli::run::DROPPED_WITHOUT_USERNS`.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};

@@ -24,10 +24,8 @@ use std::os::unix::net::UnixStream;
 
 use crate::support::seccomp::*;
 use kmsgfs::frontends::seccomp::oci::{recv_one_fd, send_fd};
-use kmsgfs::frontends::seccomp::{
-    caller, install_filter, printk_time, send_listener, AgentOptions,
-};
-use kmsgfs::syslog::{self, action, Call, Outcome, Policy};
+use kmsgfs::frontends::seccomp::{caller, install_filter, send_listener, AgentOptions};
+use kmsgfs::syslog::{self, action, printk_time, Call, Outcome, Policy};
 
 /// Records in the test ring.
 const RECORDS: usize = 100;

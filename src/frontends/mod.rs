@@ -6,12 +6,17 @@
 //!   through seccomp user notification.
 //! * [`proc_kmsg`]: the `/proc/kmsg` semantics (kmsg-semantics C) on a ring, for a file the FUSE
 //!   layer can serve.
-//! * [`oci_hook`]: `kmsgfs oci-hook`, the OCI createContainer hook that binds the files in.
-//! * [`run`]: `kmsgfs run`, a minimal launcher of commands in fresh namespaces with their own
-//!   kernel log.
+//! * [`policy`]: who gets which ring and what they may do with it, one rule for all three
+//!   (the FUSE open, a `proc-kmsg` read, a `syslog(2)` call).
+//! * [`metrics`]: the Prometheus view of the stats (`DIR/metrics`).
+//!
+//! The command-line tools that put these files into containers are in `crate::cli`.
 
 pub mod fuse;
-pub mod oci_hook;
+pub mod metrics;
+pub mod policy;
 pub mod proc_kmsg;
-pub mod run;
 pub mod seccomp;
+
+/// Where `kmsgfs serve` is mounted unless `--mount` says otherwise.
+pub const DEFAULT_MOUNT: &str = "/run/kmsgfs";

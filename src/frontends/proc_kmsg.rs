@@ -89,7 +89,7 @@ pub fn readable(ring: &Ring) -> bool {
 
 /// `read(fd, buf, len)` on `/proc/kmsg` (C4): a destructive read from the ring's shared syslog
 /// cursor, with the B3 format and partial-record continuation of READ (B4). `time` is the
-/// current `printk.time` ([`super::seccomp::printk_time`]). A zero-length read returns no data.
+/// current `printk.time` ([`crate::syslog::printk_time`]). A zero-length read returns no data.
 pub fn read(ring: &Arc<Ring>, len: usize, nonblock: bool, time: bool) -> ReadResult {
     if len == 0 {
         return ReadResult::Data(Vec::new());

@@ -137,7 +137,7 @@ impl RingKeeper {
             Ok(ring) => ring,
             Err(why) => {
                 self.unkept.fetch_add(1, Ordering::Relaxed);
-                if crate::registry::RING_LOG_BUDGET
+                if crate::ring::registry::RING_LOG_BUDGET
                     .admit(std::time::Instant::now())
                     .is_some()
                 {

@@ -170,6 +170,7 @@
 //! [`Ring::wait_for`], a blocking wait with a timeout (blocking syslog READ); and
 //! [`Ring::readiness`] / [`Reader::readiness`], the poll mask without a copy (A5).
 
+pub mod registry;
 mod sync;
 
 #[cfg(all(test, feature = "loom"))]

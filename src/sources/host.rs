@@ -36,12 +36,12 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::attribution::deliver::Delivery;
+use crate::attribution::pipeline::Attribution;
+use crate::attribution::router::RouterConfig;
 use crate::record;
 use crate::ring::Ring;
-use crate::router::RouterConfig;
-use crate::sources::bpf::pipeline::Attribution;
 use crate::sources::bpf::BpfConfig;
-use crate::sources::deliver::Delivery;
 use crate::sys::eventfd::EventFd;
 use crate::sys::fd;
 

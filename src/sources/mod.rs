@@ -6,5 +6,5 @@
 //! * [`deliver`]: routed host records into the owners' namespace rings.
 
 pub mod bpf;
-pub mod deliver;
+pub mod events;
 pub mod host;

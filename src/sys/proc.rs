@@ -241,6 +241,23 @@ pub fn parse_start_time(stat: &str) -> Option<u64> {
     stat.get(close + 2..)?.split(' ').nth(19)?.parse().ok()
 }
 
+/// `CAP_SYSLOG`.
+pub const CAP_SYSLOG: u32 = 34;
+
+/// `CapEff` and the effective uid (second field of `Uid:`) from a `/proc/<pid>/status` text.
+pub fn parse_status(status: &str) -> Option<(u64, u32)> {
+    let mut cap = None;
+    let mut euid = None;
+    for line in status.lines() {
+        if let Some(v) = line.strip_prefix("CapEff:") {
+            cap = u64::from_str_radix(v.trim(), 16).ok();
+        } else if let Some(v) = line.strip_prefix("Uid:") {
+            euid = v.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+        }
+    }
+    Some((cap?, euid?))
+}
+
 /// Map an id of the outer namespace through a `uid_map`/`gid_map` text (lines
 /// `inside outside count`).
 pub fn map_id(map: &str, outer: u32) -> Option<u32> {

@@ -4,7 +4,7 @@
 //! Each wrapper makes exactly one call (or one small fixed sequence), converts the C result into
 //! a `Result`, and names the call and its arguments in the error, so that a failure reads like
 //! "`mount(proc, /proc, proc, MS_NOSUID|MS_NODEV|MS_NOEXEC)` failed: Operation not permitted".
-//! The launcher logic (`frontends/run.rs`, `frontends/oci_hook.rs`) is safe code.
+//! The launcher logic (`cli/run.rs`, `cli/oci_hook.rs`) is safe code.
 
 use std::ffi::{CString, OsStr};
 use std::io;

@@ -5,9 +5,9 @@
 //!
 //! | path | inode | what |
 //! |---|---|---|
-//! | `kmsg` | 2 | the opener's ring, resolved at `open()` ([`super::policy::resolve`]) |
+//! | `kmsg` | 2 | the opener's ring, resolved at `open()` ([`crate::frontends::policy::resolve`]) |
 //! | `stats` | 3 | JSON counters, a snapshot taken at `open()` |
-//! | `metrics` | 6 | the same counters in Prometheus text format ([`crate::metrics`]) |
+//! | `metrics` | 6 | the same counters in Prometheus text format ([`crate::frontends::metrics`]) |
 //! | `ns/` | 4 | one directory per ring the caller may see |
 //! | `ns/<inode>/kmsg` | `NS_FILE + inode` | the ring of namespace `<inode>` |
 //! | `proc-kmsg` | 5 | `/proc/kmsg` of the opener's ring (kmsg-semantics C), resolved like `kmsg` |
@@ -46,15 +46,15 @@ use serde::Serialize;
 use super::cursor::{Cursor, Step};
 use super::interrupt::{Cancel, Interrupts};
 use super::open_table::{FileKind, OpenEntry, OpenTable};
-use super::policy::{self, HostIdentity, Opener, Restrict, Target};
+use crate::frontends::policy::{self, HostIdentity, Opener, Restrict, Target};
 use crate::frontends::proc_kmsg::{self, ReadResult};
-use crate::frontends::seccomp::printk_time;
 use crate::ratelimit::{self, DevkmsgMode, RateLimit};
 use crate::record::{self, RecordRef};
-use crate::registry::{NsKey, Registry, RingReport, RingSlot};
+use crate::ring::registry::{NsKey, Registry, RingReport, RingSlot};
 use crate::ring::{Listener, RecordBuf};
 use crate::sources::host::{HostReport, HostStats};
 use crate::sys;
+use crate::syslog::printk_time;
 
 /// Root directory.
 pub const INO_ROOT: u64 = 1;
@@ -756,11 +756,11 @@ impl Shared {
         v
     }
 
-    /// The metrics file content: [`Self::stats_json`] rendered by [`crate::metrics::render`].
+    /// The metrics file content: [`Self::stats_json`] rendered by [`crate::frontends::metrics::render`].
     pub fn metrics_text(&self) -> Vec<u8> {
         let stats: serde_json::Value =
             serde_json::from_slice(&self.stats_json()).unwrap_or_default();
-        crate::metrics::render(&stats).into_bytes()
+        crate::frontends::metrics::render(&stats).into_bytes()
     }
 
     fn front_for(&self, slot: &Arc<RingSlot>) -> Arc<RingFront> {
@@ -802,7 +802,7 @@ impl Shared {
 
     /// The ring the opener's `kmsg` (and `proc-kmsg`) leads to, with one more holder.
     /// The opener's ring, with one more holder. ENOSPC when it does not exist and may not be
-    /// created ([`crate::registry::RingLimits`]).
+    /// created ([`crate::ring::registry::RingLimits`]).
     fn resolve_slot(&self, op: &Opener, proc_: &sys::proc::Proc) -> Result<Arc<RingSlot>, Errno> {
         match policy::resolve(&self.host, op) {
             Target::Host => {

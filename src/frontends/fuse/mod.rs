@@ -2,7 +2,7 @@
 //!
 //! * [`fs`]: the filesystem (layout, open-time ring resolution, read/write/poll/lseek).
 //! * [`cursor`]: the per-open-file position over FUSE's kernel-owned `f_pos` (A3, A4, E1).
-//! * [`policy`]: which ring an opener gets and what it may do (E6, docs/security.md).
+//! * `crate::frontends::policy`: which ring an opener gets and what it may do (E6, docs/security.md).
 //! * [`interrupt`]: FUSE_INTERRUPT delivery to parked READs (E5).
 //! * [`open_table`]: the open files, in memory a restarted daemon adopts.
 //! * [`wire`]: kmsgfs's own FUSE transport (adoption of a live connection after a restart).
@@ -16,7 +16,6 @@ pub mod cursor;
 pub mod fs;
 pub mod interrupt;
 pub mod open_table;
-pub mod policy;
 pub mod wire;
 
 use std::os::fd::OwnedFd;

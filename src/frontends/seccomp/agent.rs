@@ -57,7 +57,7 @@ use super::lxc;
 use super::notify::{self, Notification, WriteError};
 use super::oci::{self, ContainerProcessState, Parsed};
 use super::writer::{self, Completions, Job, Writers};
-use super::{printk_time, Caller, Container, RingResolver, SeccompError};
+use super::{Caller, Container, RingResolver, SeccompError};
 use crate::frontends::proc_kmsg::cursor_lock;
 use crate::ring::{Listener, Ring};
 use crate::sys::epoll;
@@ -66,7 +66,7 @@ use crate::sys::maps;
 use crate::sys::peer::{self, NsId};
 use crate::sys::scm;
 use crate::sys::SysError;
-use crate::syslog::{self, Call, Effect, Outcome, Policy};
+use crate::syslog::{self, printk_time, Call, Effect, Outcome, Policy};
 
 /// Largest message accepted on a connection before it is dropped.
 const MAX_MESSAGE: usize = 1 << 20;

@@ -14,11 +14,9 @@
 //! reused: the agent reads first and then confirms with `SECCOMP_IOCTL_NOTIF_ID_VALID` that the
 //! notifying task was still there (seccomp-agent.md §10).
 
+use crate::sys::proc::{parse_status, CAP_SYSLOG};
 use std::fs;
 use std::io;
-
-/// `CAP_SYSLOG`.
-pub const CAP_SYSLOG: u32 = 34;
 
 /// Credentials of one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,41 +66,15 @@ pub fn user_ns_of(pid: u32) -> io::Result<u64> {
     })
 }
 
-/// `CapEff` and the effective uid (second field of `Uid:`) from a `/proc/<pid>/status` text.
-pub fn parse_status(status: &str) -> Option<(u64, u32)> {
-    let mut cap = None;
-    let mut euid = None;
-    for line in status.lines() {
-        if let Some(v) = line.strip_prefix("CapEff:") {
-            cap = u64::from_str_radix(v.trim(), 16).ok();
-        } else if let Some(v) = line.strip_prefix("Uid:") {
-            euid = v.split_whitespace().nth(1).and_then(|s| s.parse().ok());
-        }
-    }
-    Some((cap?, euid?))
-}
-
 /// `user:[4026531837]` → 4026531837.
 pub fn parse_ns_link(link: &str) -> Option<u64> {
     link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
 }
 
-/// Map `outside` (a uid as the reader of `uid_map` sees it) to the uid inside the namespace,
-/// using the lines `inside outside count` of a `uid_map`.
-pub fn map_to_inside(uid_map: &str, outside: u32) -> Option<u32> {
-    uid_map.lines().find_map(|line| {
-        let mut it = line.split_whitespace().map(|f| f.parse::<u64>().ok());
-        let (inside, first, count) = (it.next()??, it.next()??, it.next()??);
-        let o = u64::from(outside);
-        (o >= first && o - first < count)
-            .then(|| u32::try_from(inside + (o - first)).ok())
-            .flatten()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::proc::map_id;
 
     #[test]
     fn status_fields() {
@@ -137,15 +109,15 @@ mod tests {
     #[test]
     fn uid_maps() {
         let identity = "         0          0 4294967295\n";
-        assert_eq!(map_to_inside(identity, 0), Some(0));
-        assert_eq!(map_to_inside(identity, 1000), Some(1000));
+        assert_eq!(map_id(identity, 0), Some(0));
+        assert_eq!(map_id(identity, 1000), Some(1000));
         let userns = "0 100000 65536\n65536 5000 1\n";
-        assert_eq!(map_to_inside(userns, 100000), Some(0));
-        assert_eq!(map_to_inside(userns, 165535), Some(65535));
-        assert_eq!(map_to_inside(userns, 165536), None);
-        assert_eq!(map_to_inside(userns, 5000), Some(65536));
-        assert_eq!(map_to_inside(userns, 0), None);
-        assert_eq!(map_to_inside("", 0), None);
+        assert_eq!(map_id(userns, 100000), Some(0));
+        assert_eq!(map_id(userns, 165535), Some(65535));
+        assert_eq!(map_id(userns, 165536), None);
+        assert_eq!(map_id(userns, 5000), Some(65536));
+        assert_eq!(map_id(userns, 0), None);
+        assert_eq!(map_id("", 0), None);
     }
 
     proptest::proptest! {
@@ -154,7 +126,7 @@ mod tests {
         fn uid_map_single_range(inside in 0u32..100_000, first in 0u32..1_000_000, count in 1u32..100_000, probe in 0u32..2_000_000) {
             let map = format!("{inside} {first} {count}\n");
             let expected = (probe >= first && probe - first < count).then(|| inside + (probe - first));
-            proptest::prop_assert_eq!(map_to_inside(&map, probe), expected);
+            proptest::prop_assert_eq!(map_id(&map, probe), expected);
         }
     }
 

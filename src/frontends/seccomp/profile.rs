@@ -89,7 +89,7 @@ mod tests {
     #[test]
     fn default_socket_is_a_sibling_of_the_mount() {
         assert_eq!(
-            default_socket_for(Path::new(crate::frontends::run::DEFAULT_MOUNT)),
+            default_socket_for(Path::new(crate::frontends::DEFAULT_MOUNT)),
             Path::new(DEFAULT_LISTENER_PATH)
         );
         assert_eq!(

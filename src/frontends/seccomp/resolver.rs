@@ -20,8 +20,8 @@
 use std::sync::Arc;
 
 use super::{Caller, Container, ResolveError, RingResolver, TaskRing};
-use crate::frontends::fuse::policy::{self, HostIdentity, Opener, Restrict, SyslogAccess, Target};
-use crate::registry::Registry;
+use crate::frontends::policy::{self, HostIdentity, Opener, Restrict, SyslogAccess, Target};
+use crate::ring::registry::Registry;
 use crate::ring::Ring;
 use crate::syslog::Policy;
 

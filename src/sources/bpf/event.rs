@@ -7,7 +7,7 @@
 
 use std::mem::{offset_of, size_of};
 
-use crate::router::{Chain, Event, EventKind, NetSource, NsSet, CHAIN, PREFIX};
+use crate::sources::events::{Chain, Event, EventKind, NetSource, NsSet, CHAIN, PREFIX};
 
 /// `struct kmsgfs_event`.
 #[repr(C)]

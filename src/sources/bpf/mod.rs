@@ -23,7 +23,6 @@
 
 pub mod event;
 pub mod netns_log;
-pub mod pipeline;
 
 use std::fs;
 use std::io::{self, Write};
@@ -39,7 +38,7 @@ use libbpf_rs::{Link, MapCore, MapFlags, OpenObject, RingBuffer, RingBufferBuild
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::router::{Event, HostNs};
+use crate::sources::events::{Event, HostNs};
 
 #[allow(
     clippy::all,
@@ -734,7 +733,7 @@ impl BpfSource {
     }
 
     /// Events lost since the previous call (ring buffer full), for
-    /// [`crate::router::Router::on_events_lost`].
+    /// [`crate::attribution::router::Router::on_events_lost`].
     pub fn new_drops(&mut self) -> u64 {
         match self.kernel_stats() {
             Ok(s) => {
@@ -880,7 +879,7 @@ pub const NONCE_LEN: usize = 32;
 
 /// Write a calibration record to the host `/dev/kmsg` (through a fresh fd, so the per-fd
 /// ratelimit never drops it) and return its text, for
-/// [`crate::router::Router::begin_calibration`].
+/// [`crate::attribution::router::Router::begin_calibration`].
 pub fn write_calibration_nonce() -> Result<Vec<u8>, BpfError> {
     let r = crate::sys::random_u64().unwrap_or_else(|| {
         let t = std::time::SystemTime::now()

@@ -23,7 +23,7 @@
 
 use std::collections::HashMap;
 
-use crate::registry::{NsKey, RingSlot};
+use crate::ring::registry::{NsKey, RingSlot};
 use crate::sys::proc::{NsKind, Proc};
 use crate::sys::SysError;
 
@@ -114,10 +114,8 @@ impl Opener {
             ns_id.insert(k, p.ns_id(k)?);
         }
         let uid_in_ns = p.map_uid(uid)?;
-        let cap_syslog = crate::frontends::seccomp::caller::parse_status(&p.read_file("status")?)
-            .is_some_and(|(cap_eff, _)| {
-                cap_eff & 1 << crate::frontends::seccomp::caller::CAP_SYSLOG != 0
-            });
+        let cap_syslog = crate::sys::proc::parse_status(&p.read_file("status")?)
+            .is_some_and(|(cap_eff, _)| cap_eff & 1 << crate::sys::proc::CAP_SYSLOG != 0);
         p.verify()?;
         Ok((
             Opener {
@@ -353,7 +351,8 @@ mod tests {
     #[test]
     fn access_rules() {
         let h = host();
-        let reg = crate::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
+        let reg =
+            crate::ring::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
         let c = reg.acquire(
             NsKey {
                 kind: NsKind::Net,
@@ -443,7 +442,8 @@ mod tests {
     #[test]
     fn privileged_is_root_of_the_container_or_cap_syslog_in_it() {
         let h = host();
-        let reg = crate::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
+        let reg =
+            crate::ring::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
         let c = reg.acquire(
             NsKey {
                 kind: NsKind::Net,

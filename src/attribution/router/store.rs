@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use super::event::{Event, PREFIX};
+use crate::sources::events::{Event, PREFIX};
 
 /// Printk and continuation events not yet joined.
 #[derive(Debug, Default)]

@@ -94,9 +94,6 @@ use libc::{c_int, c_ulong, pid_t};
 use crate::sys::process::{self, Fork, SigSet};
 pub use crate::sys::SysError;
 
-/// Where `kmsgfs serve` is mounted unless `--mount` says otherwise.
-pub const DEFAULT_MOUNT: &str = "/run/kmsgfs";
-
 /// Namespaces created unless `--unshare` says otherwise (a mount namespace always is).
 pub const DEFAULT_UNSHARE: &str = "net,uts,ipc,pid";
 
@@ -121,7 +118,7 @@ pub const FORWARDED_SIGNALS: [c_int; 6] = [
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
     /// Directory where `kmsgfs serve` is mounted; its `kmsg` file is bound over /dev/kmsg.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_MOUNT)]
+    #[arg(long, value_name = "DIR", default_value = crate::frontends::DEFAULT_MOUNT)]
     pub mount: PathBuf,
 
     /// Namespaces to create besides the mount namespace: a comma-separated subset of

@@ -1,10 +1,23 @@
-//! Attribution events as the router sees them: plain data decoded from the BPF ring buffer by
-//! `sources::bpf`, or built by hand in tests.
+//! Attribution events: what the BPF source reports about each printk (which namespaces caused
+//! it), as plain data decoded from the BPF ring buffer by [`super::bpf`], or built by hand in
+//! tests. The router (`attribution::router`) joins them with the host records.
 
 /// Entries kept per namespace ancestry chain (`KMSGFS_CHAIN` in `src/bpf/kmsgfs_event.h`).
 pub const CHAIN: usize = 8;
 /// Bytes of record text an event carries (`KMSGFS_PREFIX`).
 pub const PREFIX: usize = 32;
+
+/// The host's own namespaces: records owned by them go to the host ring only, and hierarchical
+/// chains stop below them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HostNs {
+    /// Host network namespace inode.
+    pub net: u32,
+    /// Host (initial) user namespace inode.
+    pub user: u32,
+    /// Host (initial) pid namespace inode.
+    pub pid: u32,
+}
 
 /// What fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -646,7 +646,7 @@ impl Registry {
     ///
     /// Namespace ids are unique but not ordered in time (the kernel hands them out from
     /// per-CPU batches), so a record whose id differs from its inode's ring is placed by
-    /// asking which namespace is alive ([`Delivery`](crate::sources::deliver)):
+    /// asking which namespace is alive ([`Delivery`](crate::attribution::deliver)):
     /// * a retired ring bound to the record's id (its namespace is dead, an open file still
     ///   holds the ring) receives it;
     /// * the live namespace with that inode is the record's: the ring's namespace is dead and

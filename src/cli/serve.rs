@@ -23,17 +23,17 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::attribution::deliver::Delivery;
+use crate::attribution::router::{KeyKind, OomPolicy, RouterConfig, Unattributed};
 use crate::frontends::fuse::interrupt::Interrupts;
 use crate::frontends::fuse::open_table::{OpenEntry, OpenTable};
-use crate::frontends::fuse::policy::{HostIdentity, Restrict};
 use crate::frontends::fuse::{self as fusefe, FsConfig, Shared};
+use crate::frontends::policy::{HostIdentity, Restrict};
 use crate::ratelimit::DevkmsgMode;
-use crate::registry::{Registry, RingLimits};
+use crate::ring::registry::{Registry, RingLimits};
 use crate::ring::RingConfig;
-use crate::router::{KeyKind, OomPolicy, RouterConfig, Unattributed};
 use crate::sources::bpf::netns_log::{NetnsLogError, NfLogAllNetnsGuard};
 use crate::sources::bpf::{self as bpfsrc, BpfConfig};
-use crate::sources::deliver::Delivery;
 use crate::sources::host::{self, HostStats, Routing, SourceError};
 use crate::sys::proc::NsKind;
 use crate::sys::{self, SysError};
@@ -107,7 +107,7 @@ pub enum SyslogAccessArg {
     Kernel,
 }
 
-impl From<SyslogAccessArg> for crate::frontends::fuse::policy::SyslogAccess {
+impl From<SyslogAccessArg> for crate::frontends::policy::SyslogAccess {
     fn from(a: SyslogAccessArg) -> Self {
         match a {
             SyslogAccessArg::Container => Self::Container,
@@ -154,14 +154,14 @@ pub struct ServeArgs {
     pub reclaim_interval: u64,
     /// Most rings the daemon holds, the host ring and rings still held by open files of a
     /// dead namespace included. An opener that would need one more gets ENOSPC.
-    #[arg(long, value_name = "N", default_value_t = crate::registry::RingLimits::default().max_rings)]
+    #[arg(long, value_name = "N", default_value_t = crate::ring::registry::RingLimits::default().max_rings)]
     pub max_rings: usize,
     /// Most rings that openers of one host uid other than 0 can have created (an unprivileged
     /// user making throwaway user namespaces). The next opener of that uid gets ENOSPC.
     #[arg(
         long,
         value_name = "N",
-        default_value_t = crate::registry::RingLimits::default().max_rings_per_uid
+        default_value_t = crate::ring::registry::RingLimits::default().max_rings_per_uid
     )]
     pub max_rings_per_uid: usize,
     /// Socket of a running `kmsgfs holder`: every ring lives in a memfd the holder keeps, and
@@ -662,7 +662,7 @@ pub fn serve(args: ServeArgs) -> Result<(), DaemonError> {
         threads,
         if args.pin_threads { ", pinned" } else { "" }
     );
-    crate::sdnotify::notify("READY=1");
+    crate::cli::sdnotify::notify("READY=1");
 
     let sig = sys::signal::wait_termination()?;
     let _ = stop_tx.send(());

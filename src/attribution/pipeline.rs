@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::{write_calibration_nonce, AttributionStatus, BpfConfig, BpfSource, KernelStats};
+use crate::attribution::router::{Counters, Event, Routed, Router, RouterConfig, RouterStatus};
 use crate::record::Record;
-use crate::router::{Counters, Event, Routed, Router, RouterConfig, RouterStatus};
+use crate::sources::bpf::{
+    write_calibration_nonce, AttributionStatus, BpfConfig, BpfSource, KernelStats,
+};
 
 /// Ordinary events do not wake the reader (`BPF_RB_NO_WAKEUP`); drain at least this often.
 pub const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
@@ -49,20 +51,20 @@ impl Attribution {
     /// `router.bpf` is overridden by whether the source runs. Writes the first calibration
     /// nonce.
     pub fn start(bpf: &BpfConfig, router: RouterConfig, now: Instant) -> Self {
-        Self::start_after(bpf, router, now, super::KeptBpf::default())
+        Self::start_after(bpf, router, now, crate::sources::bpf::KeptBpf::default())
     }
 
     /// [`Attribution::start`] after a previous daemon whose BPF state the holder kept
-    /// ([`super::BpfSource::start_after`]).
+    /// ([`crate::sources::bpf::BpfSource::start_after`]).
     pub fn start_after(
         bpf: &BpfConfig,
         mut router: RouterConfig,
         now: Instant,
-        kept: super::KeptBpf,
+        kept: crate::sources::bpf::KeptBpf,
     ) -> Self {
-        let (source, status) = super::start_or_degrade_after(bpf, kept);
+        let (source, status) = crate::sources::bpf::start_or_degrade_after(bpf, kept);
         if source.is_some() && status.nf_log_all_netns == Some(false) {
-            super::netns_log::warn_if_disabled();
+            crate::sources::bpf::netns_log::warn_if_disabled();
         }
         router.bpf = source.is_some();
         let mut a = Attribution {
@@ -121,7 +123,7 @@ impl Attribution {
     }
 
     /// Stop taking events from the ring buffer (a hand-over: the next daemon takes the rest,
-    /// [`super::BpfSource::start_after`]); returns the host seq up to which this daemon must
+    /// [`crate::sources::bpf::BpfSource::start_after`]); returns the host seq up to which this daemon must
     /// still read records ([`Router::newest_event_seq`]) after a last drain.
     pub fn freeze(&mut self) -> Option<u64> {
         self.drain_events();

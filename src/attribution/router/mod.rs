@@ -25,7 +25,6 @@
 //! The kernel's own log has no owner concept; these rules are kmsgfs's. Spec context:
 //! kmsg-semantics 0.3 (record fields) and A2 (record format).
 
-pub mod event;
 mod store;
 pub mod text;
 
@@ -38,7 +37,9 @@ use serde::Serialize;
 
 use crate::record::Record;
 
-pub use event::{Chain, Event, EventKind, NetSource, NsSet, CHAIN, PREFIX};
+pub use crate::sources::events::{
+    Chain, Event, EventKind, HostNs, NetSource, NsSet, CHAIN, PREFIX,
+};
 use store::EventStore;
 
 /// The namespace type whose rings records are routed to.
@@ -108,18 +109,6 @@ macro_rules! option_enum {
 option_enum!(KeyKind, "routing key", "net" => Net, "user" => User, "pid" => Pid);
 option_enum!(Unattributed, "--unattributed value", "host" => Host, "all" => All);
 option_enum!(OomPolicy, "OOM policy", "victim" => Victim, "victim-and-trigger" => VictimAndTrigger);
-
-/// The host's own namespaces: records owned by them go to the host ring only, and hierarchical
-/// chains stop below them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct HostNs {
-    /// Host network namespace inode.
-    pub net: u32,
-    /// Host (initial) user namespace inode.
-    pub user: u32,
-    /// Host (initial) pid namespace inode.
-    pub pid: u32,
-}
 
 /// Router settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

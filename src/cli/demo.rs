@@ -49,7 +49,7 @@ use thiserror::Error;
 pub struct DemoArgs {
     /// Directory of a running `kmsgfs serve`. When no daemon answers there, the demo starts
     /// one on a temporary directory and stops it afterwards.
-    #[arg(long, value_name = "DIR", default_value = crate::frontends::run::DEFAULT_MOUNT)]
+    #[arg(long, value_name = "DIR", default_value = crate::frontends::DEFAULT_MOUNT)]
     pub mount: PathBuf,
     /// Width of each column of the side-by-side view.
     #[arg(long, value_name = "CHARS", default_value_t = 46)]

@@ -1,6 +1,6 @@
 //! Delivery of routed host records to namespace rings.
 //!
-//! The router ([`crate::router`]) names the owners of a host record as nsfs inode numbers of the
+//! The router ([`crate::attribution::router`]) names the owners of a host record as nsfs inode numbers of the
 //! routing key's namespace type (`--key`); for the hierarchical keys (`user`, `pid`) the owner
 //! comes first, then its ancestors below the host. Each inode maps to the registry ring
 //! `NsKey { kind: key, inode }`, the same ring an opener in that namespace resolves to. A ring
@@ -19,8 +19,8 @@
 
 use std::sync::Arc;
 
-use crate::registry::{NsKey, Registry};
-use crate::router::{Routed, Targets};
+use crate::attribution::router::{Routed, Targets};
+use crate::ring::registry::{NsKey, Registry};
 use crate::sys::proc::{NsKind, Proc};
 
 /// Maps routing targets to registry rings and appends.
@@ -108,9 +108,9 @@ fn resolve(kind: NsKind, inode: u64) -> (Option<u64>, Option<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::attribution::router::{How, NsRef};
     use crate::record::Record;
     use crate::ring::RingConfig;
-    use crate::router::{How, NsRef};
 
     fn routed(targets: Targets) -> Routed {
         Routed {

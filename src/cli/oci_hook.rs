@@ -42,7 +42,7 @@ use thiserror::Error;
 #[derive(Debug, Clone, clap::Args)]
 pub struct OciHookArgs {
     /// Directory where `kmsgfs serve` is mounted (as seen by the runtime).
-    #[arg(long, value_name = "DIR", default_value = super::run::DEFAULT_MOUNT)]
+    #[arg(long, value_name = "DIR", default_value = crate::frontends::DEFAULT_MOUNT)]
     pub mount: PathBuf,
 
     /// The daemon's syslog(2) agent socket that `linux.seccomp.listenerPath` must name when
@@ -509,7 +509,7 @@ pub fn main(args: &OciHookArgs) -> Result<(), HookError> {
     let socket = args
         .seccomp_socket
         .clone()
-        .unwrap_or_else(|| super::seccomp::default_socket_for(&args.mount));
+        .unwrap_or_else(|| crate::frontends::seccomp::default_socket_for(&args.mount));
     // Before anything is mounted: a refused container gets nothing, and the runtime does not
     // start it (a failing createContainer hook aborts the start).
     match check_syslog_routing(&config, &socket, args.allow_unrouted_syslog, &state.id)? {
