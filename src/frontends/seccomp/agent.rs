@@ -855,7 +855,9 @@ impl Worker {
     /// namespaces (so it is no container, whatever its uid), checked through its pidfd.
     ///
     /// A runtime may connect, send and exit before the agent gets to it (`runc exec` does);
-    /// an exited process has no namespaces to read. Such a peer is accepted only if it was
+    /// an exited process has no namespaces to read (ENOENT, ESRCH), and one in the middle of
+    /// exiting refuses them (EACCES from `/proc/<pid>/ns/*`: seen with `podman exec` under
+    /// runc, about one run in twenty). Such a peer is accepted only if it was
     /// root in the agent's user namespace when it connected (`SO_PEERCRED`, fixed at
     /// `connect()`; a container's root under a user namespace is not), and unverified: its
     /// listener's calls get rings chosen per call from the calling task, never a ring named
@@ -871,7 +873,7 @@ impl Worker {
         }
         let peer = match result {
             Ok(p) => p,
-            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH)) => {
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::ESRCH | libc::EACCES)) => {
                 return match peer::peer_cred(stream) {
                     Ok((pid, 0)) if pid != 0 => {
                         rl_log!(
