@@ -189,13 +189,7 @@ fn oci_hook_fails_loudly_without_a_daemon() {
 
 /// Adds CAP_SYSLOG to every capability set of the config.
 fn grant_cap_syslog(c: &mut Value) {
-    for set in [
-        "bounding",
-        "effective",
-        "permitted",
-        "inheritable",
-        "ambient",
-    ] {
+    for set in kmsgfs::cli::oci_hook::CAPABILITY_SETS {
         let caps = &mut c["process"]["capabilities"][set];
         let mut list = caps.as_array().cloned().unwrap_or_default();
         list.push(json!("CAP_SYSLOG"));

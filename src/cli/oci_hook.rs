@@ -238,6 +238,15 @@ fn unrouted_reason(seccomp: Option<&Seccomp>, socket: &Path) -> Option<Unrouted>
     }
 }
 
+/// The capability sets of an OCI `process.capabilities`, each of which may grant CAP_SYSLOG.
+pub const CAPABILITY_SETS: [&str; 5] = [
+    "bounding",
+    "effective",
+    "permitted",
+    "inheritable",
+    "ambient",
+];
+
 /// The hook's rule for syslog(2), on the bundle's `config.json`: a container granted
 /// CAP_SYSLOG in any capability set must send syslog(2) to the kmsgfs agent at `socket`
 /// (a `syslog` rule with action SCMP_ACT_NOTIFY, or that default action, and `listenerPath`
@@ -609,13 +618,7 @@ mod tests {
 
     #[test]
     fn cap_syslog_with_the_notify_rule_and_listener_is_ok() {
-        for set in [
-            "bounding",
-            "effective",
-            "permitted",
-            "inheritable",
-            "ambient",
-        ] {
+        for set in CAPABILITY_SETS {
             assert_eq!(
                 check(&config(&[set], Some(kmsgfs_profile())), false).unwrap(),
                 SyslogRouting::Routed,
@@ -639,13 +642,7 @@ mod tests {
 
     #[test]
     fn cap_syslog_in_any_set_without_a_rule_is_refused() {
-        for set in [
-            "bounding",
-            "effective",
-            "permitted",
-            "inheritable",
-            "ambient",
-        ] {
+        for set in CAPABILITY_SETS {
             assert_eq!(refused(&config(&[set], None)), Unrouted::NoSeccomp, "{set}");
         }
         // Other spellings runtimes accept.

@@ -348,9 +348,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn access_rules() {
-        let h = host();
+    /// A registry and the ring of network namespace 200 (id 201) in it.
+    fn registry_with_container(
+        h: &HostIdentity,
+    ) -> (
+        crate::ring::registry::Registry,
+        std::sync::Arc<crate::ring::registry::RingSlot>,
+    ) {
         let reg =
             crate::ring::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
         let c = reg.acquire(
@@ -361,6 +365,13 @@ mod tests {
             Some(201),
             None,
         );
+        (reg, c)
+    }
+
+    #[test]
+    fn access_rules() {
+        let h = host();
+        let (reg, c) = registry_with_container(&h);
         let hostring = reg.host().clone();
         let r = Restrict::Root;
         // Host root: everything.
@@ -442,16 +453,7 @@ mod tests {
     #[test]
     fn privileged_is_root_of_the_container_or_cap_syslog_in_it() {
         let h = host();
-        let reg =
-            crate::ring::registry::Registry::new(RingConfig::with_bytes(4096), h.host_key(), None);
-        let c = reg.acquire(
-            NsKey {
-                kind: NsKind::Net,
-                inode: 200,
-            },
-            Some(201),
-            None,
-        );
+        let (_reg, c) = registry_with_container(&h);
         let croot = opener(200, 201, 202, 203, 100000, Some(0));
         let mut cuser_cap = opener(200, 201, 202, 203, 101000, Some(1000));
         cuser_cap.cap_syslog = true;
