@@ -1,6 +1,6 @@
-//! Suite-level check, run last (cargo runs test targets in name order, so `zz_` comes after
-//! every other target, including other helpers' tests that use tests/common): no kmsgfs mount made
-//! by this `cargo test` invocation remains in `/proc/self/mountinfo`.
+//! Run-level check, run last (`.ci/test.sh` runs the suites in the order of `tests/main.rs`,
+//! where `zz_` comes after every other suite): no kmsgfs mount made by this test run remains in
+//! `/proc/self/mountinfo`.
 
 use crate::support;
 

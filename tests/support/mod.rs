@@ -6,9 +6,13 @@
 //! flood the real host log. The guard kills the daemon and lazily unmounts (`umount2(MNT_DETACH)`)
 //! when it goes out of scope, including on panic.
 //!
-//! Every mount of one `cargo test` invocation lives under [`run_root`] (keyed by the parent
-//! process id, which all test binaries of one cargo invocation share), so that a final test can
-//! assert that none is left in `/proc/self/mountinfo` ([`leftover_mounts`]).
+//! Every mount of one test run lives under [`run_root`] (keyed by the parent process id: cargo,
+//! or the shell loop of `.ci/test.sh` that runs the suites one after another), so that the
+//! last suite can assert that none is left in `/proc/self/mountinfo` ([`leftover_mounts`]).
+//!
+//! The submodules hold what only some suites need: [`bpf`] (network namespaces, netfilter pairs,
+//! a follower of the host log), [`seccomp`] (the agent harness, OCI runtimes, Podman, hostile
+//! callers) and [`memcg`] (memory cgroups for real OOM kills).
 //!
 //! Call [`require_root`] first in every test: it fails with a clear message unless the test runs
 //! as root, or returns `false` (skip) when `KMSGFS_ALLOW_SKIP=1`.
@@ -16,11 +20,11 @@
 //! Usage:
 //!
 //! ```ignore
-//! mod common;
+//! use crate::support;
 //! #[test]
 //! fn a3_7_one_record_per_read() {
-//!     if !common::require_root() { return; }
-//!     let d = common::Daemon::start();
+//!     if !support::require_root() { return; }
+//!     let d = support::Daemon::start();
 //!     d.feed(6, "hello");
 //!     d.wait_host_records(1);
 //!     let mut f = std::fs::File::open(d.kmsg()).unwrap();
