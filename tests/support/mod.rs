@@ -65,8 +65,25 @@ pub fn require(ok: bool, what: &str) -> bool {
     panic!("this test needs {what}; set KMSGFS_ALLOW_SKIP=1 to skip it");
 }
 
-/// Root (euid 0): FUSE mounts, namespaces, seccomp listeners, `/proc/<pid>/mem`.
+/// Give SIGINT, SIGQUIT, SIGHUP and SIGTERM their default action in this test process, once.
+/// A shell starts a background job with SIGINT and SIGQUIT ignored (`nohup` ignores SIGHUP),
+/// and an ignored signal stays ignored across `exec`: every child a test signals would inherit
+/// it, and `dmesg -w`, `kmsgfs run` and their commands would survive the signal the test sends.
+fn default_signal_actions() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGQUIT, libc::SIGHUP, libc::SIGTERM] {
+            // SAFETY: SIG_DFL is a valid disposition for these signals; no handler runs.
+            unsafe { libc::signal(sig, libc::SIG_DFL) };
+        }
+    });
+}
+
+/// Root (euid 0): FUSE mounts, namespaces, seccomp listeners, `/proc/<pid>/mem`. Every test
+/// calls it first, so it also resets the signal actions the tests rely on
+/// ([`default_signal_actions`]).
 pub fn require_root() -> bool {
+    default_signal_actions();
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     require(euid == 0, &format!("root (euid 0); running as euid {euid}"))
