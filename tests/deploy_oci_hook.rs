@@ -2,41 +2,23 @@
 //! the hook binds the daemon's `kmsg` over the container's `/dev/kmsg`, and a read inside sees
 //! the container's own records, not another container's and not the host's.
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 
 use crate::support;
+use crate::support::seccomp::oci::{self, Runtime};
 use crate::support::{require_root, require_tool, Daemon};
 use serde_json::{json, Value};
 
-/// A runc bundle with a busybox-static rootfs in a temporary directory; containers are
-/// deleted and the directory removed on drop.
-struct Bundle {
-    dir: PathBuf,
-    ids: Vec<String>,
-}
+/// The harness's runc bundle with a createContainer hook running `kmsgfs oci-hook`.
+struct Bundle(oci::Bundle);
 
 impl Bundle {
-    fn new(tag: &str) -> Bundle {
-        let dir = std::env::temp_dir().join(format!("kmsgfs-hook-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let bin = dir.join("bundle/rootfs/bin");
-        fs::create_dir_all(&bin).unwrap();
-        let busybox = support::which("busybox").expect("busybox on PATH");
-        fs::copy(busybox, bin.join("busybox")).expect("copy busybox into the rootfs");
-        for applet in ["sh", "dd", "timeout", "echo", "dmesg"] {
-            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
-        }
-        fs::create_dir_all(dir.join("state")).unwrap();
-        Bundle {
-            dir,
-            ids: Vec::new(),
-        }
-    }
-
-    fn bundle(&self) -> PathBuf {
-        self.dir.join("bundle")
+    fn new() -> Bundle {
+        Bundle(oci::Bundle::new(
+            Runtime::Runc,
+            &["sh", "dd", "timeout", "echo", "dmesg"],
+        ))
     }
 
     fn configure(&self, script: &str, mount: &Path) {
@@ -51,15 +33,7 @@ impl Bundle {
         hook_args: &[&str],
         edit: impl FnOnce(&mut Value),
     ) {
-        let cfg = self.bundle().join("config.json");
-        let _ = fs::remove_file(&cfg);
-        let o = Command::new("runc")
-            .arg("spec")
-            .current_dir(self.bundle())
-            .output()
-            .expect("runc spec");
-        assert!(o.status.success(), "runc spec: {}", text(&o.stderr));
-        let mut c: Value = serde_json::from_slice(&fs::read(&cfg).unwrap()).unwrap();
+        let mut c = self.0.default_spec();
         c["process"]["terminal"] = json!(false);
         c["process"]["args"] = json!(["sh", "-c", script]);
         let mut args = vec![
@@ -77,41 +51,11 @@ impl Bundle {
             }]
         });
         edit(&mut c);
-        fs::write(&cfg, serde_json::to_vec_pretty(&c).unwrap()).unwrap();
+        self.0.write_config(&c);
     }
 
     fn run(&mut self, id: &str) -> Output {
-        self.ids.push(id.to_string());
-        let out = Command::new("runc")
-            .arg("--root")
-            .arg(self.dir.join("state"))
-            .args(["run", "--bundle"])
-            .arg(self.bundle())
-            .arg(id)
-            .stdin(Stdio::null())
-            .output()
-            .expect("runc run");
-        self.delete(id);
-        out
-    }
-
-    fn delete(&self, id: &str) {
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(self.dir.join("state"))
-            .args(["delete", "-f", id])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-impl Drop for Bundle {
-    fn drop(&mut self) {
-        for id in &self.ids {
-            self.delete(id);
-        }
-        let _ = fs::remove_dir_all(&self.dir);
+        self.0.run(id, support::seccomp::TIMEOUT)
     }
 }
 
@@ -137,7 +81,7 @@ fn oci_hook_binds_the_containers_own_ring_in_runc() {
     let tag = format!("kmsgfs-hook-{}", std::process::id());
     d.feed(6, &format!("{tag}: host record"));
     d.wait_host_records(1);
-    let mut b = Bundle::new("runc");
+    let mut b = Bundle::new();
 
     b.configure(&script(&format!("{tag}: from B")), d.dir());
     let ob = b.run(&format!("{tag}-b"));
@@ -171,7 +115,7 @@ fn oci_hook_fails_loudly_without_a_daemon() {
     if !(require_root() && require_tool("runc") && require_tool("busybox")) {
         return;
     }
-    let mut b = Bundle::new("nodaemon");
+    let mut b = Bundle::new();
     let missing = std::env::temp_dir().join(format!("kmsgfs-no-daemon-{}", std::process::id()));
     b.configure("echo started", &missing);
     let o = b.run(&format!("kmsgfs-hook-nodaemon-{}", std::process::id()));
@@ -207,7 +151,7 @@ fn oci_hook_refuses_a_cap_syslog_container_whose_syslog_is_not_routed() {
     }
     let d = Daemon::start();
     let tag = format!("kmsgfs-hook-unrouted-{}", std::process::id());
-    let mut b = Bundle::new("unrouted");
+    let mut b = Bundle::new();
     b.configure_with("echo started", d.dir(), &[], grant_cap_syslog);
     let o = b.run(&tag);
     let ctx = format!("stdout:\n{}\nstderr:\n{}", text(&o.stdout), text(&o.stderr));
@@ -234,7 +178,7 @@ fn oci_hook_allow_unrouted_syslog_lets_the_operator_opt_out() {
     }
     let d = Daemon::start();
     let tag = format!("kmsgfs-hook-optout-{}", std::process::id());
-    let mut b = Bundle::new("optout");
+    let mut b = Bundle::new();
     b.configure_with(
         &script(&format!("{tag}: opted out")),
         d.dir(),
@@ -263,7 +207,7 @@ fn oci_hook_binds_into_a_cap_syslog_container_whose_syslog_is_routed() {
     d.feed(6, &format!("{tag}: host record"));
     d.wait_host_records(1);
     let socket = kmsgfs::frontends::seccomp::default_socket_for(d.dir());
-    let mut b = Bundle::new("routed");
+    let mut b = Bundle::new();
     b.configure_with(
         &format!("echo '<6>{tag}: routed' > /dev/kmsg && dmesg; echo status=$?"),
         d.dir(),
