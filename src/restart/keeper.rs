@@ -40,6 +40,25 @@ pub struct RingIdent {
     pub name: Option<String>,
 }
 
+impl RingIdent {
+    /// The ring of namespace `key` (the host's when `host`).
+    pub fn of_namespace(
+        key: crate::ring::registry::NsKey,
+        ns_id: Option<u64>,
+        owner_userns: Option<u64>,
+        host: bool,
+    ) -> RingIdent {
+        RingIdent {
+            kind: key.kind.name().into(),
+            inode: key.inode,
+            ns_id,
+            owner_userns,
+            host,
+            name: None,
+        }
+    }
+}
+
 /// The registry's link to the holder.
 pub struct RingKeeper {
     client: Mutex<HolderClient>,

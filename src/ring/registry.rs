@@ -352,14 +352,7 @@ impl Registry {
         let host_ring = host_ring.unwrap_or_else(|| {
             Arc::new(keeper.create(
                 config,
-                &crate::restart::keeper::RingIdent {
-                    kind: host_key.kind.name().into(),
-                    inode: host_key.inode,
-                    ns_id: host_ns_id,
-                    owner_userns: None,
-                    host: true,
-                    name: None,
-                },
+                &crate::restart::keeper::RingIdent::of_namespace(host_key, host_ns_id, None, true),
             ))
         });
         let mut r = Registry::new(config, host_key, host_ns_id);
@@ -397,14 +390,7 @@ impl Registry {
         Arc::new(match &self.keeper {
             Some(k) => k.create(
                 self.config,
-                &crate::restart::keeper::RingIdent {
-                    kind: key.kind.name().into(),
-                    inode: key.inode,
-                    ns_id,
-                    owner_userns,
-                    host: false,
-                    name: None,
-                },
+                &crate::restart::keeper::RingIdent::of_namespace(key, ns_id, owner_userns, false),
             ),
             None => Ring::new(self.config),
         })
@@ -613,14 +599,12 @@ impl Registry {
                 if let Some(k) = &self.keeper {
                     k.update(
                         &ring,
-                        &crate::restart::keeper::RingIdent {
-                            kind: key.kind.name().into(),
-                            inode: key.inode,
+                        &crate::restart::keeper::RingIdent::of_namespace(
+                            key,
                             ns_id,
                             owner_userns,
-                            host: false,
-                            name: None,
-                        },
+                            false,
+                        ),
                     );
                 }
                 rings.insert(
