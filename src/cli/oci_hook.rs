@@ -33,10 +33,10 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use thiserror::Error;
 
 use crate::sys::process::{self, Fork};
 use crate::sys::SysError;
-use thiserror::Error;
 
 /// Options of `kmsgfs oci-hook`.
 #[derive(Debug, Clone, clap::Args)]

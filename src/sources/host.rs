@@ -486,14 +486,13 @@ fn read_device(path: &Path, mut f: File, mut sink: Sink, stop: &EventFd) {
             sink.hand_off(path, &mut f, &mut buf);
             return;
         }
+        // EINTR comes back as a timeout (`fd::poll`): only a real failure ends ingestion.
         if let Err(e) = polled {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                log::error!(
-                    "host source {}: poll failed: {e}; stopping ingestion",
-                    path.display()
-                );
-                return;
-            }
+            log::error!(
+                "host source {}: poll failed: {e}; stopping ingestion",
+                path.display()
+            );
+            return;
         }
         let mut n = 0;
         while n < BATCH {

@@ -280,8 +280,8 @@ impl Agent {
             .set_nonblocking(true)
             .map_err(io_err("fcntl(O_NONBLOCK)".into()))?;
 
-        let epoll = epoll::create().map_err(SeccompError::from)?;
-        let wake = EventFd::new().map_err(SeccompError::from)?;
+        let epoll = epoll::create()?;
+        let wake = EventFd::new()?;
         epoll::add(
             epoll.as_fd(),
             wake.as_fd(),
