@@ -8,7 +8,8 @@
 //!   layer can serve.
 //! * [`policy`]: who gets which ring and what they may do with it, one rule for all three
 //!   (the FUSE open, a `proc-kmsg` read, a `syslog(2)` call).
-//! * [`metrics`]: the Prometheus view of the stats (`DIR/metrics`).
+//! * [`stats`]: the typed statistics behind `DIR/stats` (JSON) and [`metrics`], their
+//!   Prometheus view (`DIR/metrics`).
 //!
 //! The command-line tools that put these files into containers are in `crate::cli`.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proc_kmsg;
 pub mod seccomp;
+pub mod stats;
 
 /// Where `kmsgfs serve` is mounted unless `--mount` says otherwise.
 pub const DEFAULT_MOUNT: &str = "/run/kmsgfs";

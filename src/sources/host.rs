@@ -37,7 +37,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::attribution::deliver::Delivery;
-use crate::attribution::pipeline::Attribution;
+use crate::attribution::pipeline::{Attribution, AttributionStats};
 use crate::attribution::router::RouterConfig;
 use crate::record;
 use crate::ring::Ring;
@@ -82,7 +82,7 @@ pub struct HostStats {
     /// Records skipped because the adopted host ring already held them (after a restart).
     pub records_resumed: AtomicU64,
     /// The latest attribution statistics (stats file, `attribution` object).
-    attribution: Mutex<Option<serde_json::Value>>,
+    attribution: Mutex<Option<AttributionStats>>,
 }
 
 /// A snapshot of [`HostStats`].
@@ -116,15 +116,12 @@ impl HostStats {
     }
 
     /// The latest attribution statistics (`None` before ingestion started routing).
-    pub fn attribution(&self) -> Option<serde_json::Value> {
+    pub fn attribution(&self) -> Option<AttributionStats> {
         self.attribution.lock().clone()
     }
 
     fn publish_attribution(&self, attr: &Attribution) {
-        match serde_json::to_value(attr.stats()) {
-            Ok(v) => *self.attribution.lock() = Some(v),
-            Err(e) => log::warn!("attribution statistics: serialisation failed: {e}"),
-        }
+        *self.attribution.lock() = Some(attr.stats());
     }
 }
 

@@ -328,6 +328,83 @@ pub struct Counters {
     pub oom_no_victim: u64,
 }
 
+/// What a [`Counters`] field counts, for the metrics file's families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterGroup {
+    /// Records by how their owner was decided (`exact`, `continuation`, ...).
+    Method,
+    /// Records without an owner, by reason.
+    Reason,
+    /// Anything else.
+    Other,
+}
+
+impl Counters {
+    /// Every counter with its stats-file name and its group. The destructuring names every
+    /// field, so a counter added to the struct cannot be missing from the metrics file.
+    pub fn fields(&self) -> [(CounterGroup, &'static str, u64); 27] {
+        use CounterGroup::{Method, Other, Reason};
+        let Counters {
+            records,
+            events,
+            routed,
+            exact,
+            continuation,
+            fallback,
+            unattributed,
+            pre_attach,
+            no_event,
+            no_bpf,
+            kernel_thread,
+            interrupt,
+            rx_mismatch,
+            owned,
+            host_owned,
+            verify_mismatch,
+            host_gap,
+            events_lost,
+            events_pruned,
+            events_late,
+            unlinked_continuations,
+            calibrations,
+            calibration_failures,
+            k_changes,
+            irq_check_suspect,
+            oom_blocks,
+            oom_no_victim,
+        } = *self;
+        [
+            (Method, "exact", exact),
+            (Method, "continuation", continuation),
+            (Method, "fallback", fallback),
+            (Method, "unattributed", unattributed),
+            (Reason, "pre_attach", pre_attach),
+            (Reason, "no_event", no_event),
+            (Reason, "no_bpf", no_bpf),
+            (Reason, "kernel_thread", kernel_thread),
+            (Reason, "interrupt", interrupt),
+            (Reason, "rx_mismatch", rx_mismatch),
+            (Reason, "verify_mismatch", verify_mismatch),
+            (Other, "records", records),
+            (Other, "events", events),
+            (Other, "routed", routed),
+            (Other, "owned", owned),
+            (Other, "host_owned", host_owned),
+            (Other, "host_gap", host_gap),
+            (Other, "events_lost", events_lost),
+            (Other, "events_pruned", events_pruned),
+            (Other, "events_late", events_late),
+            (Other, "unlinked_continuations", unlinked_continuations),
+            (Other, "calibrations", calibrations),
+            (Other, "calibration_failures", calibration_failures),
+            (Other, "k_changes", k_changes),
+            (Other, "irq_check_suspect", irq_check_suspect),
+            (Other, "oom_blocks", oom_blocks),
+            (Other, "oom_no_victim", oom_no_victim),
+        ]
+    }
+}
+
 /// A snapshot of the join state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouterStatus {

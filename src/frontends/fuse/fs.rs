@@ -41,18 +41,20 @@ use super::wire::{
     TimeOrNow, WriteFlags,
 };
 use parking_lot::{Mutex, RwLock};
-use serde::Serialize;
 
 use super::cursor::{Cursor, Step};
 use super::interrupt::{Cancel, Interrupts};
 use super::open_table::{FileKind, OpenEntry, OpenTable};
 use crate::frontends::policy::{self, HostIdentity, Opener, Restrict, Target};
 use crate::frontends::proc_kmsg::{self, ReadResult};
+use crate::frontends::stats::{
+    DeliveryReport, InterruptReport, NamedRingReport, RestartReport, StatsReport,
+};
 use crate::ratelimit::{self, DevkmsgMode, RateLimit};
 use crate::record::{self, RecordRef};
 use crate::ring::registry::{NsKey, Registry, RingReport, RingSlot};
 use crate::ring::{Listener, RecordBuf};
-use crate::sources::host::{HostReport, HostStats};
+use crate::sources::host::HostStats;
 use crate::sys;
 use crate::syslog::printk_time;
 
@@ -413,51 +415,6 @@ enum Open {
     ProcKmsg(Arc<ProcFront>),
 }
 
-/// Interrupt counters in the stats file.
-#[derive(Debug, Serialize)]
-struct InterruptReport {
-    delivered: u64,
-    unmatched: u64,
-}
-
-/// The stats file.
-#[derive(Debug, Serialize)]
-struct StatsReport {
-    version: &'static str,
-    key: &'static str,
-    devkmsg: &'static str,
-    restrict: &'static str,
-    threads: usize,
-    host: HostReport,
-    rings: Vec<RingReport>,
-    /// Rings named by a listener's `io.kmsgfs.key` (syslog(2) only).
-    named_rings: Vec<NamedRingReport>,
-    open_files: usize,
-    interrupts: InterruptReport,
-    delivery: DeliveryReport,
-    /// With `--holder-socket`: what survived the last restart.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    restart: Option<RestartReport>,
-    attribution: Option<serde_json::Value>,
-}
-
-/// The `restart` object of the stats file.
-#[derive(Debug, Serialize)]
-struct RestartReport {
-    restarts: u64,
-    adopted_rings: u64,
-    refused_rings: u64,
-    unkept_rings: u64,
-    /// `/dev/fuse` fds of the connection this daemon adopted (0: it mounted afresh).
-    adopted_fuse_fds: u64,
-    /// Open files this daemon took over from its predecessor.
-    adopted_open_files: u64,
-    /// Open files of the predecessor whose ring did not survive.
-    lost_open_files: u64,
-    /// seccomp listeners this daemon's agent took over.
-    adopted_listeners: u64,
-}
-
 /// What this daemon took over at start-up besides rings (for the stats file).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct AdoptionCounts {
@@ -469,25 +426,6 @@ pub struct AdoptionCounts {
     pub lost_open_files: u64,
     /// seccomp listeners.
     pub listeners: u64,
-}
-
-/// One named ring in the stats file.
-#[derive(Debug, Serialize)]
-struct NamedRingReport {
-    name: String,
-    records: u64,
-    bytes: u64,
-    appended: u64,
-    overruns: u64,
-}
-
-/// Attributed records that reached no namespace ring of their own (docs/security.md T7, T10).
-#[derive(Debug, Serialize)]
-struct DeliveryReport {
-    /// From a dead namespace whose inode's ring is bound to a newer namespace.
-    stale: u64,
-    /// A new ring would have exceeded `--max-rings`.
-    refused_max_rings: u64,
 }
 
 /// What [`Shared::adopt_open_files`] took over.
@@ -686,7 +624,14 @@ impl Shared {
 
     /// The stats file content.
     pub fn stats_json(&self) -> Vec<u8> {
-        let report = StatsReport {
+        let mut v = serde_json::to_vec_pretty(&self.stats_report()).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Everything the stats and metrics files show, typed.
+    pub fn stats_report(&self) -> StatsReport {
+        StatsReport {
             version: env!("CARGO_PKG_VERSION"),
             key: self.host.key.name(),
             devkmsg: match self.cfg.devkmsg {
@@ -750,17 +695,12 @@ impl Shared {
                 },
             ),
             attribution: self.host_stats.attribution(),
-        };
-        let mut v = serde_json::to_vec_pretty(&report).unwrap_or_default();
-        v.push(b'\n');
-        v
+        }
     }
 
-    /// The metrics file content: [`Self::stats_json`] rendered by [`crate::frontends::metrics::render`].
+    /// The metrics file content: [`Self::stats_report`] rendered by [`crate::frontends::metrics::render`].
     pub fn metrics_text(&self) -> Vec<u8> {
-        let stats: serde_json::Value =
-            serde_json::from_slice(&self.stats_json()).unwrap_or_default();
-        crate::frontends::metrics::render(&stats).into_bytes()
+        crate::frontends::metrics::render(&self.stats_report()).into_bytes()
     }
 
     fn front_for(&self, slot: &Arc<RingSlot>) -> Arc<RingFront> {
