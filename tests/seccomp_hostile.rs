@@ -130,6 +130,23 @@ impl Drop for Attacker {
 use kmsgfs::frontends::seccomp::send_listener;
 
 /// Run the victim under its own listener; it must be answered within 1 s with the ring.
+/// Whether the ring's cursor lock can be taken within 1 s. An agent stuck in a write would hold
+/// it for the whole attack (several seconds); one `try_lock` at a single instant could instead
+/// meet an answer that is just finishing on a loaded machine.
+fn cursor_lock_is_free_within_a_second(ring: &std::sync::Arc<kmsgfs::ring::Ring>) -> bool {
+    let lock = cursor_lock(ring);
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        if lock.try_lock().is_some() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn victim_answered_within_a_second(h: &Harness, prog: &Path, tag: &str) {
     let t0 = Instant::now();
     let child = h.spawn(&[prog.to_str().unwrap(), "-", "victim"], BTreeMap::new());
@@ -165,7 +182,7 @@ fn a1_buffer_in_a_stalled_fuse_mapping_gets_efault_and_stalls_nobody() {
 
     victim_answered_within_a_second(&h, &prog, &tag);
     assert!(
-        cursor_lock(&h.ring).try_lock().is_some(),
+        cursor_lock_is_free_within_a_second(&h.ring),
         "the ring's cursor lock is held (the FUSE /proc/kmsg reader would block)"
     );
     let r = attacker.expect_line("RESULT", Duration::from_secs(5));
@@ -243,7 +260,7 @@ fn a1_remap_between_check_and_write_stalls_only_a_writer_thread() {
     victim_answered_within_a_second(&h, &prog, &tag);
     victim_answered_within_a_second(&h, &prog, &tag);
     assert!(
-        cursor_lock(&h.ring).try_lock().is_some(),
+        cursor_lock_is_free_within_a_second(&h.ring),
         "the cursor lock is held across the stalled write"
     );
     // The FUSE daemon dies: the stuck write fails and the attacker gets EFAULT.
