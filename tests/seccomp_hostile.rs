@@ -212,7 +212,20 @@ fn a1_remap_between_check_and_write_stalls_only_a_writer_thread() {
     }
     impl AgentHooks for Gate {
         fn writing(&self, tid: u32, _action: i32) {
-            if *self.attacker.lock().unwrap() != Some(tid) {
+            // The attacker calls as soon as it runs, possibly before the test has named its
+            // pid here: wait for the name (no other caller exists before the victim, which
+            // starts after it is set), so the gate cannot miss the attacker's write.
+            let deadline = std::time::Instant::now() + TIMEOUT;
+            let attacker = loop {
+                if let Some(pid) = *self.attacker.lock().unwrap() {
+                    break pid;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            };
+            if attacker != tid {
                 return;
             }
             if let Some(tx) = self.reached.lock().unwrap().take() {
