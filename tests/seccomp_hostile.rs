@@ -129,24 +129,24 @@ impl Drop for Attacker {
 
 use kmsgfs::frontends::seccomp::send_listener;
 
-/// Run the victim under its own listener; it must be answered within 1 s with the ring.
 /// Whether the ring's cursor lock can be taken within 1 s. An agent stuck in a write would hold
 /// it for the whole attack (several seconds); one `try_lock` at a single instant could instead
 /// meet an answer that is just finishing on a loaded machine.
-fn cursor_lock_is_free_within_a_second(ring: &std::sync::Arc<kmsgfs::ring::Ring>) -> bool {
+fn cursor_lock_is_free_within_a_second(ring: &Arc<kmsgfs::ring::Ring>) -> bool {
     let lock = cursor_lock(ring);
-    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         if lock.try_lock().is_some() {
             return true;
         }
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return false;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
 
+/// Run the victim under its own listener; it must be answered within 1 s with the ring.
 fn victim_answered_within_a_second(h: &Harness, prog: &Path, tag: &str) {
     let t0 = Instant::now();
     let child = h.spawn(&[prog.to_str().unwrap(), "-", "victim"], BTreeMap::new());
@@ -215,12 +215,12 @@ fn a1_remap_between_check_and_write_stalls_only_a_writer_thread() {
             // The attacker calls as soon as it runs, possibly before the test has named its
             // pid here: wait for the name (no other caller exists before the victim, which
             // starts after it is set), so the gate cannot miss the attacker's write.
-            let deadline = std::time::Instant::now() + TIMEOUT;
+            let deadline = Instant::now() + TIMEOUT;
             let attacker = loop {
                 if let Some(pid) = *self.attacker.lock().unwrap() {
                     break pid;
                 }
-                if std::time::Instant::now() >= deadline {
+                if Instant::now() >= deadline {
                     return;
                 }
                 std::thread::sleep(Duration::from_millis(1));

@@ -84,8 +84,7 @@ fn default_signal_actions() {
 /// ([`default_signal_actions`]).
 pub fn require_root() -> bool {
     default_signal_actions();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = kmsgfs::sys::geteuid();
     require(euid == 0, &format!("root (euid 0); running as euid {euid}"))
 }
 
