@@ -65,7 +65,22 @@ pub struct RecordRef<'a> {
     pub device: &'a [u8],
 }
 
-impl RecordRef<'_> {
+impl<'a> RecordRef<'a> {
+    /// A record of only a time, a priority and text, the rest empty: what a write to a kmsg
+    /// file appends (the ring assigns `seq`).
+    pub fn plain(ts_usec: u64, prio: u16, text: &'a [u8]) -> Self {
+        RecordRef {
+            seq: 0,
+            ts_usec,
+            prio,
+            cont: false,
+            caller: None,
+            text,
+            subsystem: b"",
+            device: b"",
+        }
+    }
+
     /// The facility, `prio >> 3`.
     pub fn facility(&self) -> u8 {
         // prio is at most 2047, so the facility fits in a u8.

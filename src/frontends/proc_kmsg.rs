@@ -137,16 +137,7 @@ mod tests {
     }
 
     fn push(ring: &Ring, ts: u64, text: &str) {
-        ring.append(&RecordRef {
-            seq: 0,
-            ts_usec: 1_000_000 + ts,
-            prio: 6,
-            cont: false,
-            caller: None,
-            text: text.as_bytes(),
-            subsystem: b"",
-            device: b"",
-        });
+        ring.append(&RecordRef::plain(1_000_000 + ts, 6, text.as_bytes()));
     }
 
     const ROOT: Policy = Policy {

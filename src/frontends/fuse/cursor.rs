@@ -167,16 +167,7 @@ mod tests {
     }
 
     fn rec(text: &[u8]) -> RecordRef<'_> {
-        RecordRef {
-            seq: 0,
-            ts_usec: 0,
-            prio: 6,
-            cont: false,
-            caller: None,
-            text,
-            subsystem: b"",
-            device: b"",
-        }
+        RecordRef::plain(0, 6, text)
     }
 
     /// Device model (A3, A4): a position per open file.

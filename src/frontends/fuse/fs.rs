@@ -14,23 +14,18 @@
 //!
 //! `proc-kmsg` is the destructive stream on the ring's syslog cursor, shared with the
 //! `syslog(2)` agent ([`crate::frontends::proc_kmsg`]). Only root of the namespace owning the
-//! ring (or host root) may open it, read-only (C2; mode 0400). Its blocking READs park on a
-//! [`ProcFront`] and are retried by the ring's append listener, with the same interrupt
-//! handling as `kmsg` reads.
+//! ring (or host root) may open it, read-only (C2; mode 0400).
 //!
-//! Concurrency: handlers never block. Each ring has a [`RingFront`] whose mutex guards the
-//! per-handle cursors, the parked READs and the armed poll notifiers. A READ that finds nothing
-//! is parked under that mutex; the ring's append [`Listener`] takes the same mutex after the
-//! record is stored, so a record can never slip between "nothing to read" and "parked". Replies
-//! and poll notifications are sent after the mutex is released. Appends never happen under the
-//! mutex (the listener would deadlock).
+//! Handlers never block. What a request does to a ring (cursors, parked READs, poll, writes)
+//! is the ring's front ([`super::front`], unit-tested without a kernel); this file resolves
+//! which ring and which file a request is about and maps the fronts' results to replies.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::wire::{
@@ -42,21 +37,19 @@ use super::wire::{
 };
 use parking_lot::{Mutex, RwLock};
 
-use super::cursor::{Cursor, Step};
-use super::interrupt::{Cancel, Interrupts};
+use super::front::{ProcFront, ReadArgs, RingFront, WriteOutcome};
+pub use super::front::{DEFAULT_WRITE_LEVEL, MAX_OPEN_PER_RING, SUPPRESSED_PRIO};
+use super::interrupt::Interrupts;
 use super::open_table::{FileKind, OpenEntry, OpenTable};
 use crate::frontends::policy::{self, HostIdentity, Opener, Restrict, Target};
-use crate::frontends::proc_kmsg::{self, ReadResult};
+use crate::frontends::proc_kmsg;
 use crate::frontends::stats::{
     DeliveryReport, InterruptReport, NamedRingReport, RestartReport, StatsReport,
 };
-use crate::ratelimit::{self, DevkmsgMode, RateLimit};
-use crate::record::{self, RecordRef};
+use crate::ratelimit::{self, DevkmsgMode};
 use crate::ring::registry::{NsKey, Registry, RingReport, RingSlot};
-use crate::ring::{Listener, RecordBuf};
 use crate::sources::host::HostStats;
 use crate::sys;
-use crate::syslog::printk_time;
 
 /// Root directory.
 pub const INO_ROOT: u64 = 1;
@@ -75,11 +68,6 @@ pub const NS_DIR: u64 = 1 << 40;
 /// `ns/<inode>/kmsg` is `NS_FILE + inode`.
 pub const NS_FILE: u64 = 2 << 40;
 const NS_MASK: u64 = (1 << 40) - 1;
-
-/// `default_message_loglevel` for writes without a `<N>` prefix (A6.5).
-pub const DEFAULT_WRITE_LEVEL: u8 = 4;
-/// prio of the ratelimit report: facility kern, level warning (A7.6).
-pub const SUPPRESSED_PRIO: u16 = 4;
 
 const TTL: Duration = Duration::ZERO;
 
@@ -107,306 +95,8 @@ pub struct FsConfig {
 /// Handles of `stats` and `metrics` have this bit set; [`OpenTable`] handles never do.
 const STATS_FH: u64 = 1 << 63;
 
-/// Most open files of one ring (EMFILE beyond), so one container cannot take every slot of
-/// the open-file table (`--max-open-files`, ENFILE beyond) from the others.
-pub const MAX_OPEN_PER_RING: usize = 4096;
-
-/// Per open file of a kmsg file.
-struct HandleState {
-    cursor: Cursor,
-    read: bool,
-    write: bool,
-    notifier: Option<PollNotifier>,
-    rl: RateLimit,
-    comm: Option<String>,
-    /// Left by the previous daemon: the first READ picks the stored cursor its offset matches
-    /// ([`OpenEntry::resume_at`]).
-    adopted: bool,
-}
-
-/// The parts of a READ request the kmsg file needs.
-#[derive(Debug, Clone, Copy)]
-struct ReadArgs {
-    unique: u64,
-    fh: u64,
-    offset: u64,
-    size: u32,
-    nonblock: bool,
-}
-
-/// A parked blocking READ.
-struct Parked {
-    fh: u64,
-    unique: u64,
-    size: usize,
-    reply: ReplyData,
-}
-
-#[derive(Default)]
-struct FrontState {
-    handles: HashMap<u64, HandleState>,
-    parked: Vec<Parked>,
-    armed: usize,
-}
-
-/// The FUSE side of one ring: cursors, parked reads, poll notifiers.
-pub struct RingFront {
-    slot: Arc<RingSlot>,
-    state: Mutex<FrontState>,
-    interrupts: Arc<Interrupts>,
-    /// Where every cursor is also stored, before each reply that moves it.
-    table: Arc<OpenTable>,
-}
-
-impl std::fmt::Debug for RingFront {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingFront")
-            .field("slot", &self.slot.key)
-            .finish()
-    }
-}
-
-enum Answer {
-    Data(Vec<u8>),
-    Err(Errno),
-}
-
-/// Send the answers and poll notifications a front collected under its lock, after the lock
-/// was released (replies must never be sent with it held: fuse-notes §7).
-fn deliver(answers: Vec<(ReplyData, Answer)>, notes: Vec<PollNotifier>) {
-    for (reply, a) in answers {
-        match a {
-            Answer::Data(d) => reply.data(&d),
-            Answer::Err(e) => reply.error(e),
-        }
-    }
-    for n in notes {
-        if let Err(e) = n.notify() {
-            log::debug!("poll notification failed: {e}");
-        }
-    }
-}
-
-/// A parked blocking READ: its FUSE request id and the reply that will answer it.
-trait ParkedRead {
-    fn unique(&self) -> u64;
-    fn into_reply(self) -> ReplyData;
-}
-
-/// Remove the parked READ with request id `unique`, if it is still parked.
-fn take_parked<P: ParkedRead>(parked: &mut Vec<P>, unique: u64) -> Option<P> {
-    let i = parked.iter().position(|p| p.unique() == unique)?;
-    Some(parked.swap_remove(i))
-}
-
-/// Answer every READ in `parked` with EINTR (shutdown) and forget their interrupt ids.
-fn interrupt_all<P: ParkedRead>(parked: &mut Vec<P>, interrupts: &Interrupts) {
-    for p in std::mem::take(parked) {
-        interrupts.unpark(p.unique());
-        p.into_reply().error(Errno::EINTR);
-    }
-}
-
-/// A front (`kmsg` or `proc-kmsg` side of a ring) that answers parked reads after an append.
-trait OnAppend: Send + Sync {
-    fn on_append(&self);
-}
-
-/// The ring listener of a front. It holds the front weakly: the registry owns the ring, the
-/// filesystem owns the front, and a dropped front must not be kept alive by its ring.
-struct FrontListener<F>(Weak<F>);
-
-impl<F: OnAppend> Listener for FrontListener<F> {
-    fn appended(&self, _next_seq: u64) {
-        if let Some(f) = self.0.upgrade() {
-            f.on_append();
-        }
-    }
-}
-
 thread_local! {
-    static SCRATCH: RefCell<(RecordBuf, Vec<u8>)> = RefCell::new((RecordBuf::new(), Vec::with_capacity(8192)));
     static PINNED: Cell<bool> = const { Cell::new(false) };
-}
-
-impl HandleState {
-    fn new(cursor: Cursor, read: bool, write: bool) -> Self {
-        HandleState {
-            cursor,
-            read,
-            write,
-            notifier: None,
-            rl: RateLimit::default(),
-            comm: None,
-            adopted: false,
-        }
-    }
-}
-
-impl RingFront {
-    /// A record was appended: answer parked READs that can now complete and fire armed poll
-    /// notifiers (A3.2, A5, E3).
-    fn on_append(&self) {
-        let mut answers: Vec<(ReplyData, Answer)> = Vec::new();
-        let mut notes: Vec<PollNotifier> = Vec::new();
-        {
-            let mut st = self.state.lock();
-            if st.parked.is_empty() && st.armed == 0 {
-                return;
-            }
-            let parked = std::mem::take(&mut st.parked);
-            let mut buf = RecordBuf::new();
-            for p in parked {
-                let Some(h) = st.handles.get_mut(&p.fh) else {
-                    self.interrupts.unpark(p.unique);
-                    answers.push((p.reply, Answer::Err(Errno::EBADF)));
-                    continue;
-                };
-                let mut out = Vec::new();
-                let from = h.cursor;
-                let a = match h.cursor.step(&self.slot.ring, p.size, &mut buf, &mut out) {
-                    Step::Empty => {
-                        st.parked.push(p);
-                        continue;
-                    }
-                    Step::Data(_) => Answer::Data(out),
-                    Step::Overrun => Answer::Err(Errno::EPIPE),
-                    Step::TooSmall => Answer::Err(Errno::EINVAL),
-                };
-                self.table.advance(p.fh, from, h.cursor);
-                self.interrupts.unpark(p.unique);
-                answers.push((p.reply, a));
-            }
-            if st.armed > 0 {
-                for h in st.handles.values_mut() {
-                    if let Some(n) = h.notifier.take() {
-                        notes.push(n);
-                    }
-                }
-                st.armed = 0;
-            }
-        }
-        deliver(answers, notes);
-    }
-
-    /// Answer every parked READ with EINTR (shutdown).
-    fn interrupt_all(&self) {
-        interrupt_all(&mut self.state.lock().parked, &self.interrupts);
-    }
-}
-
-impl Cancel for RingFront {
-    fn cancel(&self, unique: u64) {
-        let p = take_parked(&mut self.state.lock().parked, unique);
-        if let Some(p) = p {
-            p.into_reply().error(Errno::EINTR);
-        }
-    }
-}
-
-impl OnAppend for RingFront {
-    fn on_append(&self) {
-        RingFront::on_append(self);
-    }
-}
-
-/// A parked blocking READ of `proc-kmsg`.
-struct ProcParked {
-    unique: u64,
-    size: usize,
-    reply: ReplyData,
-}
-
-impl ParkedRead for Parked {
-    fn unique(&self) -> u64 {
-        self.unique
-    }
-    fn into_reply(self) -> ReplyData {
-        self.reply
-    }
-}
-
-impl ParkedRead for ProcParked {
-    fn unique(&self) -> u64 {
-        self.unique
-    }
-    fn into_reply(self) -> ReplyData {
-        self.reply
-    }
-}
-
-#[derive(Default)]
-struct ProcState {
-    parked: Vec<ProcParked>,
-    notifiers: HashMap<u64, PollNotifier>,
-    /// Open files of this `proc-kmsg`.
-    open: usize,
-}
-
-/// The `proc-kmsg` side of one ring: parked READs and armed poll notifiers. The mutex is held
-/// while a READ finds nothing and parks, and by the append listener while it retries, so an
-/// append cannot slip in between.
-pub struct ProcFront {
-    slot: Arc<RingSlot>,
-    state: Mutex<ProcState>,
-    interrupts: Arc<Interrupts>,
-}
-
-impl std::fmt::Debug for ProcFront {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcFront")
-            .field("slot", &self.slot.key)
-            .finish()
-    }
-}
-
-impl ProcFront {
-    fn on_append(&self) {
-        let mut answers: Vec<(ReplyData, Answer)> = Vec::new();
-        let notes: Vec<PollNotifier>;
-        {
-            let mut st = self.state.lock();
-            if st.parked.is_empty() && st.notifiers.is_empty() {
-                return;
-            }
-            let time = printk_time();
-            for p in std::mem::take(&mut st.parked) {
-                let a = match proc_kmsg::read(&self.slot.ring, p.size, false, time) {
-                    ReadResult::Data(d) => Answer::Data(d),
-                    ReadResult::Error(e) => Answer::Err(Errno::from_i32(e)),
-                    // Another reader (or the agent) consumed it first.
-                    ReadResult::WouldBlock | ReadResult::Again => {
-                        st.parked.push(p);
-                        continue;
-                    }
-                };
-                self.interrupts.unpark(p.unique);
-                answers.push((p.reply, a));
-            }
-            notes = st.notifiers.drain().map(|(_, n)| n).collect();
-        }
-        deliver(answers, notes);
-    }
-
-    /// Answer every parked READ with EINTR (shutdown).
-    fn interrupt_all(&self) {
-        interrupt_all(&mut self.state.lock().parked, &self.interrupts);
-    }
-}
-
-impl Cancel for ProcFront {
-    fn cancel(&self, unique: u64) {
-        let p = take_parked(&mut self.state.lock().parked, unique);
-        if let Some(p) = p {
-            p.into_reply().error(Errno::EINTR);
-        }
-    }
-}
-
-impl OnAppend for ProcFront {
-    fn on_append(&self) {
-        ProcFront::on_append(self);
-    }
 }
 
 enum Open {
@@ -537,18 +227,12 @@ impl Shared {
             match e.kind {
                 FileKind::Kmsg => {
                     let front = self.front_for(&slot);
-                    let mut h = HandleState::new(e.cursor, e.read, e.write);
-                    h.adopted = true;
-                    front.state.lock().handles.insert(fh, h);
-                    if e.read {
-                        slot.readers.fetch_add(1, Ordering::Relaxed);
-                    }
+                    front.adopt(fh, &e);
                     self.opens.write().insert(fh, Open::Kmsg(front));
                 }
                 FileKind::ProcKmsg => {
                     let front = self.proc_front_for(&slot);
-                    front.state.lock().open += 1;
-                    slot.readers.fetch_add(1, Ordering::Relaxed);
+                    front.adopt();
                     self.opens.write().insert(fh, Open::ProcKmsg(front));
                 }
             }
@@ -569,8 +253,8 @@ impl Shared {
     /// Parked READs (of `kmsg` and `proc-kmsg` files) not answered yet.
     pub fn parked_reads(&self) -> usize {
         let (fronts, procs) = self.all_fronts();
-        let k: usize = fronts.iter().map(|f| f.state.lock().parked.len()).sum();
-        let p: usize = procs.iter().map(|f| f.state.lock().parked.len()).sum();
+        let k: usize = fronts.iter().map(|f| f.parked()).sum();
+        let p: usize = procs.iter().map(|f| f.parked()).sum();
         k + p
     }
 
@@ -706,18 +390,11 @@ impl Shared {
     fn front_for(&self, slot: &Arc<RingSlot>) -> Arc<RingFront> {
         let mut fronts = self.fronts.lock();
         if let Some(f) = fronts.get(&slot.key) {
-            if Arc::ptr_eq(&f.slot, slot) {
+            if Arc::ptr_eq(f.slot(), slot) {
                 return Arc::clone(f);
             }
         }
-        let f = Arc::new(RingFront {
-            slot: Arc::clone(slot),
-            state: Mutex::new(FrontState::default()),
-            interrupts: Arc::clone(&self.interrupts),
-            table: Arc::clone(&self.table),
-        });
-        slot.ring
-            .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
+        let f = RingFront::attach(slot, &self.interrupts, &self.table);
         fronts.insert(slot.key, Arc::clone(&f));
         f
     }
@@ -725,17 +402,11 @@ impl Shared {
     fn proc_front_for(&self, slot: &Arc<RingSlot>) -> Arc<ProcFront> {
         let mut fronts = self.proc_fronts.lock();
         if let Some(f) = fronts.get(&slot.key) {
-            if Arc::ptr_eq(&f.slot, slot) {
+            if Arc::ptr_eq(f.slot(), slot) {
                 return Arc::clone(f);
             }
         }
-        let f = Arc::new(ProcFront {
-            slot: Arc::clone(slot),
-            state: Mutex::new(ProcState::default()),
-            interrupts: Arc::clone(&self.interrupts),
-        });
-        slot.ring
-            .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
+        let f = ProcFront::attach(slot, &self.interrupts, &self.table);
         fronts.insert(slot.key, Arc::clone(&f));
         f
     }
@@ -793,23 +464,7 @@ impl Shared {
             return Err(Errno::from_i32(e));
         }
         let front = self.proc_front_for(&slot);
-        let fh = {
-            let mut st = front.state.lock();
-            let fh = self.table_insert(
-                st.open,
-                &slot,
-                FileKind::ProcKmsg,
-                true,
-                false,
-                Cursor::at_open(0),
-            );
-            if fh.is_ok() {
-                st.open += 1;
-            }
-            fh
-        }
-        .inspect_err(|_| self.registry.release(&slot))?;
-        slot.readers.fetch_add(1, Ordering::Relaxed);
+        let fh = front.open().inspect_err(|_| self.registry.release(&slot))?;
         self.opens.write().insert(fh, Open::ProcKmsg(front));
         log::debug!(
             "pid {} uid {} opened proc-kmsg of ring {} as fh {fh}",
@@ -818,59 +473,6 @@ impl Shared {
             slot.key
         );
         Ok(fh)
-    }
-
-    /// A handle for a new open file of `slot` whose ring already has `open_of_ring` of them.
-    fn table_insert(
-        &self,
-        open_of_ring: usize,
-        slot: &RingSlot,
-        kind: FileKind,
-        read: bool,
-        write: bool,
-        cursor: Cursor,
-    ) -> Result<u64, Errno> {
-        if open_of_ring >= MAX_OPEN_PER_RING {
-            return Err(Errno::EMFILE);
-        }
-        let serial = slot.ring.meta()[crate::restart::keeper::META_SERIAL].load(Ordering::Relaxed);
-        self.table
-            .insert(&OpenEntry::new(kind, serial, read, write, cursor))
-            .ok_or(Errno::ENFILE)
-    }
-
-    fn read_proc_kmsg(&self, front: &Arc<ProcFront>, r: ReadArgs, reply: ReplyData) {
-        let mut st = front.state.lock();
-        match proc_kmsg::read(&front.slot.ring, r.size as usize, r.nonblock, printk_time()) {
-            ReadResult::Data(d) => {
-                drop(st);
-                reply.data(&d);
-                self.interrupts.answered(r.unique);
-            }
-            ReadResult::Again => {
-                drop(st);
-                reply.error(Errno::EAGAIN);
-            }
-            ReadResult::Error(e) => {
-                drop(st);
-                reply.error(Errno::from_i32(e));
-            }
-            ReadResult::WouldBlock => {
-                if self.shutting_down.load(Ordering::SeqCst)
-                    || !self
-                        .interrupts
-                        .park(r.unique, Arc::clone(front) as Arc<dyn Cancel>)
-                {
-                    drop(st);
-                    return reply.error(Errno::EINTR);
-                }
-                st.parked.push(ProcParked {
-                    unique: r.unique,
-                    size: r.size as usize,
-                    reply,
-                });
-            }
-        }
     }
 
     fn attr(&self, ino: u64, size: u64) -> FileAttr {
@@ -1017,27 +619,9 @@ impl Shared {
             return Err(e);
         }
         let front = self.front_for(&slot);
-        let fh = {
-            let mut st = front.state.lock();
-            let cursor = Cursor::at_open(slot.ring.first_seq());
-            let fh = self.table_insert(
-                st.handles.len(),
-                &slot,
-                FileKind::Kmsg,
-                want_read,
-                want_write,
-                cursor,
-            );
-            if let Ok(fh) = fh {
-                st.handles
-                    .insert(fh, HandleState::new(cursor, want_read, want_write));
-            }
-            fh
-        }
-        .inspect_err(|_| self.registry.release(&slot))?;
-        if want_read {
-            slot.readers.fetch_add(1, Ordering::Relaxed);
-        }
+        let fh = front
+            .open(want_read, want_write)
+            .inspect_err(|_| self.registry.release(&slot))?;
         self.opens.write().insert(fh, Open::Kmsg(front));
         log::debug!(
             "pid {} uid {} opened ring {} as fh {fh}",
@@ -1055,88 +639,6 @@ impl Shared {
         }
     }
 
-    fn read_kmsg(&self, front: &Arc<RingFront>, r: ReadArgs, reply: ReplyData) {
-        let ReadArgs {
-            unique,
-            fh,
-            offset,
-            size,
-            nonblock,
-        } = r;
-        let ring = &front.slot.ring;
-        let mut st = front.state.lock();
-        let first = ring.first_seq();
-        let Some(h) = st.handles.get_mut(&fh) else {
-            drop(st);
-            return reply.error(Errno::EBADF);
-        };
-        let stored = h.cursor;
-        // The table, not the copy taken at adoption: a draining predecessor may have answered
-        // a READ of this file since (and stored the cursor before its reply).
-        if std::mem::take(&mut h.adopted) {
-            if let Some(c) = self.table.get(fh).and_then(|e| e.resume_at(offset)) {
-                h.cursor = c;
-            }
-        }
-        h.cursor.sync(offset, first);
-        let synced = h.cursor;
-        let step = SCRATCH.with(|s| {
-            let mut s = s.borrow_mut();
-            let (buf, out) = &mut *s;
-            match h.cursor.step(ring, size as usize, buf, out) {
-                Step::Data(_) => Ok(std::mem::take(out)),
-                other => Err(other),
-            }
-        });
-        if h.cursor != stored {
-            // Before the reply: a crash after it was sent must not repeat it, one before must
-            // not lose it (open_table, "Exactly once").
-            self.table.advance(fh, synced, h.cursor);
-        }
-        match step {
-            Ok(data) => {
-                drop(st);
-                reply.data(&data);
-                self.interrupts.answered(unique);
-                SCRATCH.with(|s| {
-                    let mut s = s.borrow_mut();
-                    let mut data = data;
-                    data.clear();
-                    s.1 = data;
-                });
-            }
-            Err(Step::Overrun) => {
-                drop(st);
-                reply.error(Errno::EPIPE);
-            }
-            Err(Step::TooSmall) => {
-                drop(st);
-                reply.error(Errno::EINVAL);
-            }
-            Err(_) => {
-                // O_NONBLOCK as the READ carries it: fcntl(F_SETFL) after open counts (A3.2, E4).
-                if nonblock {
-                    drop(st);
-                    return reply.error(Errno::EAGAIN);
-                }
-                if self.shutting_down.load(Ordering::SeqCst)
-                    || !self
-                        .interrupts
-                        .park(unique, Arc::clone(front) as Arc<dyn Cancel>)
-                {
-                    drop(st);
-                    return reply.error(Errno::EINTR);
-                }
-                st.parked.push(Parked {
-                    fh,
-                    unique,
-                    size: size as usize,
-                    reply,
-                });
-            }
-        }
-    }
-
     fn write_kmsg(
         &self,
         req: &Request,
@@ -1144,82 +646,21 @@ impl Shared {
         fh: u64,
         data: &[u8],
     ) -> Result<(), Errno> {
-        // Longer than PRINTKRB_RECORD_MAX: EINVAL before anything else (A6.1).
-        if data.len() > record::WRITE_MAX {
-            return Err(Errno::EINVAL);
-        }
-        let allowed = {
-            let mut st = front.state.lock();
-            let h = st.handles.get_mut(&fh).ok_or(Errno::EBADF)?;
-            if !h.write {
-                return Err(Errno::EBADF);
-            }
-            match self.cfg.devkmsg {
-                DevkmsgMode::On => true,
-                // Only files opened before a switch to off could get here (A6.2); the mode is
-                // fixed per daemon, so this is unreachable, but discard like the kernel.
-                DevkmsgMode::Off => false,
-                DevkmsgMode::Ratelimit => h.rl.allow(Instant::now()),
-            }
-        };
-        if !allowed {
-            front.slot.writes_dropped.fetch_add(1, Ordering::Relaxed);
+        if front.write(fh, data, self.cfg.devkmsg)? == WriteOutcome::Suppressed {
             // The kernel names the releasing task; FUSE_RELEASE carries no reliable pid, so
             // remember the comm of the writer whose output was suppressed (E8).
             let comm = sys::proc::Proc::open(req.pid())
                 .and_then(|p| p.comm())
                 .unwrap_or_else(|_| "?".into());
-            if let Some(h) = front.state.lock().handles.get_mut(&fh) {
-                h.comm = Some(comm);
-            }
-            return Ok(());
+            front.note_suppressed_writer(fh, comm);
         }
-        let w = record::parse_user_write(data, DEFAULT_WRITE_LEVEL).map_err(|_| Errno::EINVAL)?;
-        let rec = RecordRef {
-            seq: 0,
-            ts_usec: sys::clock::monotonic_usec(),
-            prio: w.prio,
-            cont: false,
-            caller: None,
-            text: w.text,
-            subsystem: b"",
-            device: b"",
-        };
-        front.slot.ring.append(&rec);
-        front.slot.writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     fn release_kmsg(&self, front: &RingFront, fh: u64) {
-        let h = {
-            let mut st = front.state.lock();
-            let h = st.handles.remove(&fh);
-            self.table.remove(fh);
-            if h.as_ref().is_some_and(|h| h.notifier.is_some()) {
-                st.armed = st.armed.saturating_sub(1);
-            }
-            h
-        };
-        let Some(h) = h else { return };
-        if h.rl.missed() > 0 {
-            let comm = h.comm.as_deref().unwrap_or("?");
-            let text = ratelimit::suppressed_message(comm, h.rl.missed());
-            let rec = RecordRef {
-                seq: 0,
-                ts_usec: sys::clock::monotonic_usec(),
-                prio: SUPPRESSED_PRIO,
-                cont: false,
-                caller: None,
-                text: text.as_bytes(),
-                subsystem: b"",
-                device: b"",
-            };
-            front.slot.ring.append(&rec);
+        if front.close(fh) {
+            self.registry.release(front.slot());
         }
-        if h.read {
-            front.slot.readers.fetch_sub(1, Ordering::Relaxed);
-        }
-        self.registry.release(&front.slot);
     }
 }
 
@@ -1318,15 +759,8 @@ impl Filesystem for KmsgFs {
                 // A GETATTR carrying a kmsg handle is lseek(SEEK_END) (fuse-notes §13, §15):
                 // move that handle after the newest record (A4.2).
                 Some(Open::Kmsg(front)) if is_kmsg_ino(ino.0) => {
-                    let mut st = front.state.lock();
-                    let next = front.slot.ring.next_seq();
-                    if let Some(h) = st.handles.get_mut(&fh) {
-                        // An adopted handle's stored cursor is the one the kernel's f_pos
-                        // follows once this reply arrives (the seek adds 1 to it).
-                        h.adopted = false;
-                        let from = h.cursor;
-                        size = h.cursor.seek_end(next);
-                        s.table.advance(fh, from, h.cursor);
+                    if let Some(end) = front.seek_end(fh) {
+                        size = end;
                     }
                 }
                 Some(Open::Stats(b)) => size = b.len() as u64,
@@ -1426,13 +860,12 @@ impl Filesystem for KmsgFs {
                     size,
                     nonblock: flags.0 & libc::O_NONBLOCK != 0,
                 };
-                return s.read_proc_kmsg(&f, args, reply);
+                return f.read(args, reply, &s.shutting_down);
             }
             None => Err(None),
         };
         match open {
-            Ok(front) => s.read_kmsg(
-                &front,
+            Ok(front) => front.read(
                 ReadArgs {
                     unique: req.unique().0,
                     fh: fh.0,
@@ -1441,6 +874,7 @@ impl Filesystem for KmsgFs {
                     nonblock: flags.0 & libc::O_NONBLOCK != 0,
                 },
                 reply,
+                &s.shutting_down,
             ),
             Err(Some(b)) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
@@ -1502,14 +936,8 @@ impl Filesystem for KmsgFs {
         match open {
             Some(Open::Kmsg(front)) => s.release_kmsg(&front, fh.0),
             Some(Open::ProcKmsg(front)) => {
-                {
-                    let mut st = front.state.lock();
-                    st.notifiers.remove(&fh.0);
-                    st.open = st.open.saturating_sub(1);
-                    s.table.remove(fh.0);
-                }
-                front.slot.readers.fetch_sub(1, Ordering::Relaxed);
-                s.registry.release(&front.slot);
+                front.close(fh.0);
+                s.registry.release(front.slot());
             }
             _ => {}
         }
@@ -1608,45 +1036,20 @@ impl Filesystem for KmsgFs {
             _ => None,
         };
         if let Some(front) = proc_front {
-            // Readable while unread records exist; never POLLERR (C5).
-            let mut st = front.state.lock();
-            if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
-                s.table.set_poll_handle(fh.0, ph.kh());
-                st.notifiers.insert(fh.0, ph);
-            }
-            let mask = if proc_kmsg::readable(&front.slot.ring) {
+            let arm = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
+            let mask = if front.poll(fh.0, arm.then_some(ph)) {
                 PollEvents::POLLIN | PollEvents::POLLRDNORM
             } else {
                 PollEvents::empty()
             };
-            drop(st);
             return reply.poll(mask);
         }
         let Some(front) = s.kmsg_front(fh.0) else {
             // The stats file: always readable.
             return reply.poll(PollEvents::POLLIN | PollEvents::POLLRDNORM);
         };
-        let mask = {
-            let mut st = front.state.lock();
-            let ring = &front.slot.ring;
-            let (first, next) = (ring.first_seq(), ring.next_seq());
-            let mut newly_armed = false;
-            let mask = match st.handles.get_mut(&fh.0) {
-                Some(h) => {
-                    if flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY) {
-                        newly_armed = h.notifier.is_none();
-                        s.table.set_poll_handle(fh.0, ph.kh());
-                        h.notifier = Some(ph);
-                    }
-                    h.cursor.poll_mask(first, next)
-                }
-                None => 0,
-            };
-            if newly_armed {
-                st.armed += 1;
-            }
-            mask
-        };
+        let arm = flags.contains(PollFlags::FUSE_POLL_SCHEDULE_NOTIFY);
+        let mask = front.poll(fh.0, arm.then_some(ph));
         reply.poll(PollEvents::from_bits_truncate(mask));
     }
 
@@ -1670,19 +1073,9 @@ impl Filesystem for KmsgFs {
         if whence != libc::SEEK_DATA {
             return reply.error(Errno::EINVAL);
         }
-        let pos = {
-            let mut st = front.state.lock();
-            let clear = front.slot.ring.clear_seq();
-            match st.handles.get_mut(&fh.0) {
-                Some(h) => {
-                    h.adopted = false;
-                    let from = h.cursor;
-                    let pos = h.cursor.seek_data(clear);
-                    s.table.advance(fh.0, from, h.cursor);
-                    pos
-                }
-                None => return reply.error(Errno::EBADF),
-            }
+        let pos = match front.seek_data(fh.0) {
+            Ok(pos) => pos,
+            Err(e) => return reply.error(e),
         };
         reply.offset(i64::try_from(pos).unwrap_or(i64::MAX));
     }

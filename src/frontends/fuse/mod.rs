@@ -1,6 +1,8 @@
 //! The FUSE frontend: each namespace's ring as a `/dev/kmsg`-compatible file.
 //!
 //! * [`fs`]: the filesystem (layout, open-time ring resolution, read/write/poll/lseek).
+//! * [`front`]: the per-ring state machines of `kmsg` and `proc-kmsg` (cursors, parked READs,
+//!   poll, writes), generic over where a READ's answer goes so they are unit-tested.
 //! * [`cursor`]: the per-open-file position over FUSE's kernel-owned `f_pos` (A3, A4, E1).
 //! * `crate::frontends::policy`: which ring an opener gets and what it may do (E6, docs/security.md).
 //! * [`interrupt`]: FUSE_INTERRUPT delivery to parked READs (E5).
@@ -13,6 +15,7 @@
 //! the character device.
 
 pub mod cursor;
+pub mod front;
 pub mod fs;
 pub mod interrupt;
 pub mod open_table;
