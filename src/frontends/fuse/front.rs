@@ -105,7 +105,7 @@ impl HandleState {
 }
 
 /// A READ waiting for a record.
-struct Parked<R> {
+pub struct Parked<R> {
     /// The open file (none for `proc-kmsg`, whose cursor is the ring's).
     fh: u64,
     unique: u64,
@@ -185,35 +185,143 @@ impl<F: OnAppend> Listener for FrontListener<F> {
     }
 }
 
+/// Make `front` listen to the appends of `slot`'s ring, and return it.
+fn listen<F: OnAppend + 'static>(slot: &RingSlot, front: F) -> Arc<F> {
+    let f = Arc::new(front);
+    slot.ring
+        .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
+    f
+}
+
 thread_local! {
     /// The record and output buffers of an immediate READ, reused across READs of a thread.
     static SCRATCH: RefCell<(RecordBuf, Vec<u8>)> =
         RefCell::new((RecordBuf::new(), Vec::with_capacity(8192)));
 }
 
-struct RingFrontState<R> {
+/// What a front keeps under its lock, per kind of file ([`KmsgState`], [`ProcKmsgState`]).
+pub trait FileState: Send + 'static {
+    /// Where the answers of this front's READs go.
+    type Reply: ReadReply;
+    /// The READs parked here.
+    fn parked(&mut self) -> &mut Vec<Parked<Self::Reply>>;
+    /// A record was appended to the front's ring.
+    fn on_append(front: &Front<Self>)
+    where
+        Self: Sized;
+}
+
+/// The FUSE side of one ring for one kind of file: the state under the lock, and what every
+/// kind shares.
+pub struct Front<S> {
+    slot: Arc<RingSlot>,
+    state: Mutex<S>,
+    interrupts: Arc<Interrupts>,
+    /// Where every open file (and a `kmsg` file's cursor) is also stored, before each reply
+    /// that changes it.
+    table: Arc<OpenTable>,
+}
+
+impl<S> std::fmt::Debug for Front<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Front")
+            .field("slot", &self.slot.key)
+            .finish()
+    }
+}
+
+impl<S: FileState> Front<S> {
+    /// The front of `slot` with `state`, woken by the ring's appends.
+    fn attach_with(
+        slot: &Arc<RingSlot>,
+        interrupts: &Arc<Interrupts>,
+        table: &Arc<OpenTable>,
+        state: S,
+    ) -> Arc<Self> {
+        let front = Front {
+            slot: Arc::clone(slot),
+            state: Mutex::new(state),
+            interrupts: Arc::clone(interrupts),
+            table: Arc::clone(table),
+        };
+        listen(slot, front)
+    }
+
+    /// The ring this front serves.
+    pub fn slot(&self) -> &Arc<RingSlot> {
+        &self.slot
+    }
+
+    /// READs parked here.
+    pub fn parked(&self) -> usize {
+        self.state.lock().parked().len()
+    }
+
+    /// Answer every parked READ with EINTR (shutdown).
+    pub fn interrupt_all(&self) {
+        interrupt_all(self.state.lock().parked(), &self.interrupts);
+    }
+
+    /// Answer the parked READs that can complete now and fire armed poll notifiers (what the
+    /// ring's append listener does; also the drain of a hand-over, where appends come from
+    /// the successor and no listener fires).
+    pub fn on_append(&self) {
+        S::on_append(self);
+    }
+
+    /// Park `p`, or answer it EINTR: after shutdown began (read under the lock, so
+    /// [`Self::interrupt_all`] cannot miss it) or when its interrupt already arrived.
+    fn park_or_eintr(
+        self: &Arc<Self>,
+        mut st: parking_lot::MutexGuard<'_, S>,
+        p: Parked<S::Reply>,
+        shutting_down: &AtomicBool,
+    ) {
+        let owner = Arc::clone(self) as Arc<dyn Cancel>;
+        if shutting_down.load(Ordering::SeqCst) || !self.interrupts.park(p.unique, owner) {
+            drop(st);
+            return p.reply.error(Errno::EINTR);
+        }
+        st.parked().push(p);
+    }
+}
+
+impl<S: FileState> Cancel for Front<S> {
+    fn cancel(&self, unique: u64) {
+        // The lock is released at the end of this statement, before the reply goes out.
+        let p = take_parked(self.state.lock().parked(), unique);
+        if let Some(p) = p {
+            p.reply.error(Errno::EINTR);
+        }
+    }
+}
+
+impl<S: FileState> OnAppend for Front<S> {
+    fn on_append(&self) {
+        Front::on_append(self);
+    }
+}
+
+/// The state of a `kmsg` front: a cursor per open file, parked READs, poll notifiers.
+pub struct KmsgState<R> {
     handles: HashMap<u64, HandleState>,
     parked: Vec<Parked<R>>,
     /// Handles with a poll notifier armed.
     armed: usize,
 }
 
-/// The `kmsg` side of one ring: a cursor per open file, parked READs, poll notifiers.
-pub struct RingFront<R = ReplyData> {
-    slot: Arc<RingSlot>,
-    state: Mutex<RingFrontState<R>>,
-    interrupts: Arc<Interrupts>,
-    /// Where every cursor is also stored, before each reply that moves it.
-    table: Arc<OpenTable>,
-}
-
-impl<R> std::fmt::Debug for RingFront<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RingFront")
-            .field("slot", &self.slot.key)
-            .finish()
+impl<R: ReadReply> FileState for KmsgState<R> {
+    type Reply = R;
+    fn parked(&mut self) -> &mut Vec<Parked<R>> {
+        &mut self.parked
+    }
+    fn on_append(front: &Front<Self>) {
+        front.answer_parked();
     }
 }
+
+/// The `kmsg` side of one ring.
+pub type RingFront<R = ReplyData> = Front<KmsgState<R>>;
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,24 +339,12 @@ impl<R: ReadReply> RingFront<R> {
         interrupts: &Arc<Interrupts>,
         table: &Arc<OpenTable>,
     ) -> Arc<Self> {
-        let f = Arc::new(RingFront {
-            slot: Arc::clone(slot),
-            state: Mutex::new(RingFrontState {
-                handles: HashMap::new(),
-                parked: Vec::new(),
-                armed: 0,
-            }),
-            interrupts: Arc::clone(interrupts),
-            table: Arc::clone(table),
-        });
-        slot.ring
-            .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
-        f
-    }
-
-    /// The ring this front serves.
-    pub fn slot(&self) -> &Arc<RingSlot> {
-        &self.slot
+        let state = KmsgState {
+            handles: HashMap::new(),
+            parked: Vec::new(),
+            armed: 0,
+        };
+        Front::attach_with(slot, interrupts, table, state)
     }
 
     /// Open a file at the oldest record (A3.1): its handle, recorded in the open-file table.
@@ -349,27 +445,20 @@ impl<R: ReadReply> RingFront<R> {
                 reply.error(Errno::EAGAIN);
             }
             Err(_) => {
-                if shutting_down.load(Ordering::SeqCst)
-                    || !self
-                        .interrupts
-                        .park(unique, Arc::clone(self) as Arc<dyn Cancel>)
-                {
-                    drop(st);
-                    return reply.error(Errno::EINTR);
-                }
-                st.parked.push(Parked {
+                let p = Parked {
                     fh,
                     unique,
                     size: size as usize,
                     reply,
-                });
+                };
+                self.park_or_eintr(st, p, shutting_down);
             }
         }
     }
 
     /// A record was appended: answer parked READs that can now complete and fire armed poll
     /// notifiers (A3.2, A5, E3).
-    pub fn on_append(&self) {
+    fn answer_parked(&self) {
         let mut answers: Vec<(R, Answer)> = Vec::new();
         let mut notes: Vec<PollNotifier> = Vec::new();
         {
@@ -406,16 +495,6 @@ impl<R: ReadReply> RingFront<R> {
             }
         }
         deliver(answers, notes);
-    }
-
-    /// Answer every parked READ with EINTR (shutdown).
-    pub fn interrupt_all(&self) {
-        interrupt_all(&mut self.state.lock().parked, &self.interrupts);
-    }
-
-    /// READs parked here.
-    pub fn parked(&self) -> usize {
-        self.state.lock().parked.len()
     }
 
     /// `lseek(SEEK_END)` of `fh` (A4.2): after the newest record. The file size the kernel
@@ -537,44 +616,27 @@ impl<R: ReadReply> RingFront<R> {
     }
 }
 
-impl<R: ReadReply> Cancel for RingFront<R> {
-    fn cancel(&self, unique: u64) {
-        let p = take_parked(&mut self.state.lock().parked, unique);
-        if let Some(p) = p {
-            p.reply.error(Errno::EINTR);
-        }
-    }
-}
-
-impl<R: ReadReply> OnAppend for RingFront<R> {
-    fn on_append(&self) {
-        RingFront::on_append(self);
-    }
-}
-
-struct ProcFrontState<R> {
+/// The state of a `proc-kmsg` front: parked READs and armed poll notifiers (the cursor is
+/// the ring's syslog cursor, shared with the `syslog(2)` agent).
+pub struct ProcKmsgState<R> {
     parked: Vec<Parked<R>>,
     notifiers: HashMap<u64, PollNotifier>,
     /// Open files of this `proc-kmsg`.
     open: usize,
 }
 
-/// The `proc-kmsg` side of one ring: the destructive stream on the ring's syslog cursor
-/// (shared with the `syslog(2)` agent), parked READs and armed poll notifiers.
-pub struct ProcFront<R = ReplyData> {
-    slot: Arc<RingSlot>,
-    state: Mutex<ProcFrontState<R>>,
-    interrupts: Arc<Interrupts>,
-    table: Arc<OpenTable>,
-}
-
-impl<R> std::fmt::Debug for ProcFront<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcFront")
-            .field("slot", &self.slot.key)
-            .finish()
+impl<R: ReadReply> FileState for ProcKmsgState<R> {
+    type Reply = R;
+    fn parked(&mut self) -> &mut Vec<Parked<R>> {
+        &mut self.parked
+    }
+    fn on_append(front: &Front<Self>) {
+        front.answer_parked();
     }
 }
+
+/// The `proc-kmsg` side of one ring: the destructive stream on its syslog cursor.
+pub type ProcFront<R = ReplyData> = Front<ProcKmsgState<R>>;
 
 impl<R: ReadReply> ProcFront<R> {
     /// The front of `slot`, woken by the ring's appends.
@@ -583,24 +645,12 @@ impl<R: ReadReply> ProcFront<R> {
         interrupts: &Arc<Interrupts>,
         table: &Arc<OpenTable>,
     ) -> Arc<Self> {
-        let f = Arc::new(ProcFront {
-            slot: Arc::clone(slot),
-            state: Mutex::new(ProcFrontState {
-                parked: Vec::new(),
-                notifiers: HashMap::new(),
-                open: 0,
-            }),
-            interrupts: Arc::clone(interrupts),
-            table: Arc::clone(table),
-        });
-        slot.ring
-            .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
-        f
-    }
-
-    /// The ring this front serves.
-    pub fn slot(&self) -> &Arc<RingSlot> {
-        &self.slot
+        let state = ProcKmsgState {
+            parked: Vec::new(),
+            notifiers: HashMap::new(),
+            open: 0,
+        };
+        Front::attach_with(slot, interrupts, table, state)
     }
 
     /// Open a file (the caller checked C1/C2): its handle, recorded in the open-file table.
@@ -630,7 +680,7 @@ impl<R: ReadReply> ProcFront<R> {
     /// READ of `proc-kmsg` (C3, C4): consume from the syslog cursor, or park until a record
     /// arrives. `shutting_down` as for [`RingFront::read`].
     pub fn read(self: &Arc<Self>, r: ReadArgs, reply: R, shutting_down: &AtomicBool) {
-        let mut st = self.state.lock();
+        let st = self.state.lock();
         match proc_kmsg::read(&self.slot.ring, r.size as usize, r.nonblock, printk_time()) {
             ReadResult::Data(d) => {
                 drop(st);
@@ -646,26 +696,19 @@ impl<R: ReadReply> ProcFront<R> {
                 reply.error(Errno::from_i32(e));
             }
             ReadResult::WouldBlock => {
-                if shutting_down.load(Ordering::SeqCst)
-                    || !self
-                        .interrupts
-                        .park(r.unique, Arc::clone(self) as Arc<dyn Cancel>)
-                {
-                    drop(st);
-                    return reply.error(Errno::EINTR);
-                }
-                st.parked.push(Parked {
+                let p = Parked {
                     fh: r.fh,
                     unique: r.unique,
                     size: r.size as usize,
                     reply,
-                });
+                };
+                self.park_or_eintr(st, p, shutting_down);
             }
         }
     }
 
     /// A record was appended: answer parked READs and fire every armed poll notifier.
-    pub fn on_append(&self) {
+    fn answer_parked(&self) {
         let mut answers: Vec<(R, Answer)> = Vec::new();
         let notes: Vec<PollNotifier>;
         {
@@ -692,16 +735,6 @@ impl<R: ReadReply> ProcFront<R> {
         deliver(answers, notes);
     }
 
-    /// Answer every parked READ with EINTR (shutdown).
-    pub fn interrupt_all(&self) {
-        interrupt_all(&mut self.state.lock().parked, &self.interrupts);
-    }
-
-    /// READs parked here.
-    pub fn parked(&self) -> usize {
-        self.state.lock().parked.len()
-    }
-
     /// POLL of `fh`: readable while unread records exist, never POLLERR (C5); arms
     /// `notifier` for the next append if one is given.
     pub fn poll(&self, fh: u64, notifier: Option<PollNotifier>) -> bool {
@@ -722,21 +755,6 @@ impl<R: ReadReply> ProcFront<R> {
             self.table.remove(fh);
         }
         self.slot.readers.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl<R: ReadReply> Cancel for ProcFront<R> {
-    fn cancel(&self, unique: u64) {
-        let p = take_parked(&mut self.state.lock().parked, unique);
-        if let Some(p) = p {
-            p.reply.error(Errno::EINTR);
-        }
-    }
-}
-
-impl<R: ReadReply> OnAppend for ProcFront<R> {
-    fn on_append(&self) {
-        ProcFront::on_append(self);
     }
 }
 
