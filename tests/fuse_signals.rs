@@ -34,8 +34,18 @@ fn spawn_cat(path: &std::path::Path) -> Child {
         .expect("spawn cat")
 }
 
+/// The task's state once it is not running: a blocked reader can show R for an instant while
+/// it is woken and goes back to sleep (seen under load), so R is read again for up to 1 s.
+/// What the tests tell apart is S (interruptible) from D (not), which this never hides.
 fn state(pid: u32) -> String {
-    proc_stat_field(pid, 3).unwrap_or_else(|| "gone".into())
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let st = proc_stat_field(pid, 3).unwrap_or_else(|| "gone".into());
+        if st != "R" || Instant::now() >= deadline {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn wait_exit(c: &mut Child, limit: Duration) -> (Duration, std::process::ExitStatus) {
