@@ -168,29 +168,16 @@ fn insert_entry(
         .ok_or(Errno::ENFILE)
 }
 
-/// A front that answers parked READs after an append.
-trait OnAppend: Send + Sync {
-    fn on_append(&self);
-}
-
 /// The ring listener of a front. It holds the front weakly: the registry owns the ring, the
 /// filesystem owns the front, and a dropped front must not be kept alive by its ring.
-struct FrontListener<F>(Weak<F>);
+struct FrontListener<S>(Weak<Front<S>>);
 
-impl<F: OnAppend> Listener for FrontListener<F> {
+impl<S: FileState> Listener for FrontListener<S> {
     fn appended(&self, _next_seq: u64) {
         if let Some(f) = self.0.upgrade() {
             f.on_append();
         }
     }
-}
-
-/// Make `front` listen to the appends of `slot`'s ring, and return it.
-fn listen<F: OnAppend + 'static>(slot: &RingSlot, front: F) -> Arc<F> {
-    let f = Arc::new(front);
-    slot.ring
-        .add_listener(Arc::new(FrontListener(Arc::downgrade(&f))));
-    f
 }
 
 thread_local! {
@@ -238,13 +225,15 @@ impl<S: FileState> Front<S> {
         table: &Arc<OpenTable>,
         state: S,
     ) -> Arc<Self> {
-        let front = Front {
+        let front = Arc::new(Front {
             slot: Arc::clone(slot),
             state: Mutex::new(state),
             interrupts: Arc::clone(interrupts),
             table: Arc::clone(table),
-        };
-        listen(slot, front)
+        });
+        slot.ring
+            .add_listener(Arc::new(FrontListener(Arc::downgrade(&front))));
+        front
     }
 
     /// The ring this front serves.
@@ -293,12 +282,6 @@ impl<S: FileState> Cancel for Front<S> {
         if let Some(p) = p {
             p.reply.error(Errno::EINTR);
         }
-    }
-}
-
-impl<S: FileState> OnAppend for Front<S> {
-    fn on_append(&self) {
-        Front::on_append(self);
     }
 }
 
